@@ -1,0 +1,56 @@
+"""Settings, read from the environment and from `.env` (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything an operator can configure. Every field is documented in the README."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
+    """Base URL of the OpenAI-compatible Chat Completions provider (OpenAI, Ollama, vLLM, ...)."""
+    openai_api_key: str | None = Field(default=None, alias="OPENAI_API_KEY")
+    """API key for the provider; local providers accept any non-empty value."""
+    assistants_model: str | None = Field(default=None, alias="ASSISTANTS_MODEL")
+    """Model used when neither the run nor the assistant names one."""
+    data_dir: Path = Field(default=Path(".assistants"), alias="ASSISTANTS_DATA_DIR")
+    """Folder holding the SQLite database and the stored files."""
+    database_url: str | None = Field(default=None, alias="ASSISTANTS_DATABASE_URL")
+    """SQLAlchemy async URL; `postgresql+asyncpg://...` selects PostgreSQL."""
+    context_window: int = Field(default=128_000, alias="ASSISTANTS_CONTEXT_WINDOW", ge=1024)
+    """Tokens the model accepts; `full` context mode trims the history to fit in it."""
+    run_expiry_seconds: int = Field(default=600, alias="ASSISTANTS_RUN_EXPIRY_SECONDS", ge=1)
+    """How long a run may wait in `requires_action` for tool outputs before it expires."""
+    max_tool_rounds: int = Field(default=16, alias="ASSISTANTS_MAX_TOOL_ROUNDS", ge=1)
+    """Bound on model-tool round trips in one run, to end runaway runs."""
+    tool_timeout_seconds: float = Field(default=30.0, alias="ASSISTANTS_TOOL_TIMEOUT", gt=0)
+    """Timeout for one server-side function tool call."""
+    provider_max_retries: int = Field(default=3, alias="ASSISTANTS_PROVIDER_RETRIES", ge=0)
+    """Retries of a provider request that fails before its first token."""
+    provider_timeout_seconds: float = Field(default=120.0, alias="ASSISTANTS_PROVIDER_TIMEOUT", gt=0)
+    """Read timeout for the provider's HTTP calls."""
+    max_file_bytes: int = Field(default=512 * 1024 * 1024, alias="ASSISTANTS_MAX_FILE_BYTES", ge=1)
+    """Largest file accepted by `POST /v1/files`."""
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file inside the data folder."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'assistants.db').resolve()}"
+
+    @property
+    def files_dir(self) -> Path:
+        """Where uploaded file contents live."""
+        return self.data_dir / "files"
+
+    @property
+    def provider_configured(self) -> bool:
+        """Whether runs can reach a provider at all."""
+        return bool(self.openai_api_key or self.openai_base_url)

@@ -1,0 +1,38 @@
+"""File contents on disk, under the data folder; the store keeps their rows."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import aiofiles
+import aiofiles.os
+
+
+class FileStore:
+    """Writes and reads file bytes. Writes go to a temporary name first, so a crash leaves no half file."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_for(self, file_id: str) -> Path:
+        return self.root / file_id[-2:] / file_id
+
+    async def write(self, file_id: str, content: bytes) -> Path:
+        path = self.path_for(file_id)
+        await aiofiles.os.makedirs(path.parent, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        async with aiofiles.open(tmp, "wb") as handle:
+            await handle.write(content)
+        os.replace(tmp, path)
+        return path
+
+    async def read(self, path: str) -> bytes:
+        async with aiofiles.open(path, "rb") as handle:
+            return await handle.read()
+
+    async def remove(self, path: str) -> None:
+        try:
+            await aiofiles.os.remove(path)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,81 @@
+"""The tables, as SQLAlchemy Core. Each object table keeps the wire object as JSON in `data`.
+
+Columns beside `data` exist only for what SQL must filter, join or order by: the owner, the
+parents, the status of runs. `seq` is the insertion order that pagination walks, because ids are
+random and `created_at` has one-second resolution.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = sa.MetaData()
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+SeqType = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def _object_table(name: str, *extra: sa.Column[object] | sa.Index) -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("seq", SeqType, primary_key=True, autoincrement=True),
+        sa.Column("id", sa.String(64), nullable=False, unique=True),
+        sa.Column("owner_id", sa.String(64), nullable=False, index=True),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("data", JSONType, nullable=False),
+        *extra,
+    )
+
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(256), nullable=True),
+    sa.Column("created_at", sa.BigInteger(), nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(64), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("key_hash", sa.String(128), nullable=False, unique=True),
+    sa.Column("created_at", sa.BigInteger(), nullable=False),
+)
+
+assistants = _object_table("assistants")
+threads = _object_table("threads")
+files = _object_table("files", sa.Column("path", sa.String(512), nullable=False))
+messages = _object_table(
+    "messages",
+    sa.Column("thread_id", sa.String(64), nullable=False),
+    sa.Index("ix_messages_thread_seq", "thread_id", "seq"),
+)
+runs = _object_table(
+    "runs",
+    sa.Column("thread_id", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("active", sa.Boolean(), nullable=False),
+    sa.Column("expires_at", sa.BigInteger(), nullable=True),
+    sa.Index("ix_runs_thread_seq", "thread_id", "seq"),
+    # One active run per thread, enforced by the database itself so that two processes racing to
+    # start a run cannot both win.
+    sa.Index(
+        "uq_runs_one_active_per_thread",
+        "thread_id",
+        unique=True,
+        sqlite_where=sa.text("active"),
+        postgresql_where=sa.text("active"),
+    ),
+)
+run_steps = _object_table(
+    "run_steps",
+    sa.Column("thread_id", sa.String(64), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Index("ix_run_steps_run_seq", "run_id", "seq"),
+)

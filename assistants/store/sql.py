@@ -1,0 +1,332 @@
+"""The SQL store: SQLAlchemy 2 async over SQLite (WAL) or PostgreSQL.
+
+Every object belongs to an owner; every read takes the owner and a foreign id reads as missing.
+Writes that must happen together run in one `transaction()`. Pagination is done in SQL: a page
+query fetches `limit + 1` rows past a cursor's `seq`, never a whole list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from ..exceptions import ConfigurationError, InvalidRequestError, NotFoundError
+from ..types import Assistant, File, Message, Run, RunStep, Thread
+from . import schema
+from .base import ListParams, Page
+
+T = TypeVar("T", bound=BaseModel)
+
+_TABLES: list[tuple[type[BaseModel], sa.Table, str]] = [
+    (Assistant, schema.assistants, "assistant"),
+    (Thread, schema.threads, "thread"),
+    (Message, schema.messages, "message"),
+    (Run, schema.runs, "run"),
+    (RunStep, schema.run_steps, "run step"),
+    (File, schema.files, "file"),
+]
+
+ACTIVE_RUN_STATUSES = ("queued", "in_progress", "requires_action", "cancelling")
+
+
+class ActiveRunConflict(Exception):
+    """Raised inside the store when the one-active-run index refuses a second active run."""
+
+
+def _table_for(cls: type[BaseModel]) -> tuple[sa.Table, str]:
+    for model, table, label in _TABLES:
+        if issubclass(cls, model):
+            return table, label
+    raise TypeError(f"{cls.__name__} is not stored")
+
+
+def _columns_for(obj: BaseModel) -> dict[str, Any]:
+    """The filter columns derived from the object itself, so they can never disagree with `data`."""
+    columns: dict[str, Any] = {}
+    if isinstance(obj, Message):
+        columns["thread_id"] = obj.thread_id
+    elif isinstance(obj, Run):
+        columns.update(
+            thread_id=obj.thread_id,
+            status=obj.status.value,
+            active=obj.status.value in ACTIVE_RUN_STATUSES,
+            expires_at=obj.expires_at,
+        )
+    elif isinstance(obj, RunStep):
+        columns.update(thread_id=obj.thread_id, run_id=obj.run_id)
+    return columns
+
+
+def _data(obj: BaseModel) -> dict[str, Any]:
+    return obj.model_dump(mode="json")
+
+
+class StoreTx:
+    """Store operations on one connection; inside `transaction()` they commit or roll back together."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def insert(self, obj: BaseModel, *, owner: str, **extra: Any) -> None:
+        """Insert a new object owned by `owner` (extra columns: e.g. a file's `path`)."""
+        table, _ = _table_for(type(obj))
+        values = {
+            "id": getattr(obj, "id"),
+            "owner_id": owner,
+            "created_at": getattr(obj, "created_at"),
+            "data": _data(obj),
+            **_columns_for(obj),
+            **extra,
+        }
+        try:
+            await self.conn.execute(table.insert().values(**values))
+        except IntegrityError as exc:
+            if table is schema.runs:
+                raise ActiveRunConflict(str(exc)) from exc
+            raise
+
+    async def save(self, obj: BaseModel) -> None:
+        """Write back a changed object (same id)."""
+        table, _ = _table_for(type(obj))
+        try:
+            await self.conn.execute(
+                table.update()
+                .where(table.c.id == getattr(obj, "id"))
+                .values(data=_data(obj), **_columns_for(obj))
+            )
+        except IntegrityError as exc:
+            if table is schema.runs:
+                raise ActiveRunConflict(str(exc)) from exc
+            raise
+
+    async def find(self, cls: type[T], object_id: str, *, owner: str | None) -> T | None:
+        """The object, or None when it does not exist or belongs to someone else."""
+        table, _ = _table_for(cls)
+        query = sa.select(table.c.data).where(table.c.id == object_id)
+        if owner is not None:
+            query = query.where(table.c.owner_id == owner)
+        row = (await self.conn.execute(query)).first()
+        return None if row is None else cls.model_validate(row[0])
+
+    async def get(self, cls: type[T], object_id: str, *, owner: str | None, param: str | None = None) -> T:
+        """The object, or `NotFoundError` in OpenAI's words ("No assistant found with id ...")."""
+        found = await self.find(cls, object_id, owner=owner)
+        if found is None:
+            _, label = _table_for(cls)
+            raise NotFoundError(f"No {label} found with id '{object_id}'.", param=param)
+        return found
+
+    async def owner_of(self, cls: type[BaseModel], object_id: str) -> str | None:
+        """Who owns an object (None if it does not exist)."""
+        table, _ = _table_for(cls)
+        row = (await self.conn.execute(sa.select(table.c.owner_id).where(table.c.id == object_id))).first()
+        return None if row is None else str(row[0])
+
+    async def delete(self, cls: type[BaseModel], object_id: str, *, owner: str | None) -> bool:
+        """Delete one object; children of threads and runs go with them."""
+        table, _ = _table_for(cls)
+        query = table.delete().where(table.c.id == object_id)
+        if owner is not None:
+            query = query.where(table.c.owner_id == owner)
+        result = await self.conn.execute(query)
+        if result.rowcount and table is schema.threads:
+            for child in (schema.messages, schema.runs, schema.run_steps):
+                await self.conn.execute(child.delete().where(child.c.thread_id == object_id))
+        return bool(result.rowcount)
+
+    async def list(
+        self,
+        cls: type[T],
+        *,
+        owner: str | None,
+        params: ListParams,
+        where: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        title_contains: str | None = None,
+    ) -> Page[T]:
+        """One page of objects, filtered by columns and by `metadata` key/values, all in SQL."""
+        table, label = _table_for(cls)
+        conditions: list[sa.ColumnElement[bool]] = []
+        if owner is not None:
+            conditions.append(table.c.owner_id == owner)
+        for column, value in (where or {}).items():
+            conditions.append(table.c[column] == value)
+        for key, value in (metadata or {}).items():
+            conditions.append(table.c.data["metadata"][key].as_string() == value)
+        if title_contains:
+            pattern = "%" + title_contains.replace("%", r"\%").replace("_", r"\_") + "%"
+            conditions.append(table.c.data["metadata"]["title"].as_string().ilike(pattern, escape="\\"))
+        descending = params.order == "desc"
+        for cursor, param in ((params.after, "after"), (params.before, "before")):
+            if cursor is None:
+                continue
+            seq = (await self.conn.execute(sa.select(table.c.seq).where(table.c.id == cursor, *conditions))).scalar()
+            if seq is None:
+                raise InvalidRequestError(
+                    f"Invalid '{param}': no {label} with id '{cursor}' in this list.", param=param
+                )
+            # `after` walks forward in the list's order; `before` walks backward.
+            forward = (param == "after") != descending
+            conditions.append(table.c.seq > seq if forward else table.c.seq < seq)
+        # A `before` cursor alone reads backwards from the cursor, then restores the list's order.
+        reverse = params.before is not None and params.after is None
+        ascending = (not descending) != reverse
+        query = (
+            sa.select(table.c.data)
+            .where(*conditions)
+            .order_by(table.c.seq.asc() if ascending else table.c.seq.desc())
+            .limit(params.limit + 1)
+        )
+        rows = [row[0] for row in (await self.conn.execute(query)).all()]
+        has_more = len(rows) > params.limit
+        rows = rows[: params.limit]
+        if reverse:
+            rows.reverse()
+        items = [cls.model_validate(row) for row in rows]
+        return Page(
+            data=items,
+            has_more=has_more,
+            first_id=getattr(items[0], "id") if items else None,
+            last_id=getattr(items[-1], "id") if items else None,
+        )
+
+    async def messages_tail(self, thread_id: str, *, limit: int | None, before_seq: int | None = None) -> list[Message]:
+        """The newest `limit` messages of a thread (all when None), oldest first."""
+        table = schema.messages
+        query = sa.select(table.c.data).where(table.c.thread_id == thread_id).order_by(table.c.seq.desc())
+        if before_seq is not None:
+            query = query.where(table.c.seq < before_seq)
+        if limit is not None:
+            query = query.limit(limit)
+        rows = (await self.conn.execute(query)).all()
+        return [Message.model_validate(row[0]) for row in reversed(rows)]
+
+    async def count_messages(self, thread_id: str) -> int:
+        """How many messages a thread holds."""
+        table = schema.messages
+        query = sa.select(sa.func.count()).select_from(table).where(table.c.thread_id == thread_id)
+        return int((await self.conn.execute(query)).scalar_one())
+
+    async def active_run(self, thread_id: str) -> Run | None:
+        """The thread's active run, if any (at most one, by a unique index)."""
+        table = schema.runs
+        row = (await self.conn.execute(sa.select(table.c.data).where(table.c.thread_id == thread_id, table.c.active))).first()
+        return None if row is None else Run.model_validate(row[0])
+
+    async def expired_runs(self, now: int) -> list[tuple[str, Run]]:
+        """Runs still waiting for tool outputs past their `expires_at`, with their owners."""
+        table = schema.runs
+        query = sa.select(table.c.owner_id, table.c.data).where(
+            table.c.active, table.c.status == "requires_action", table.c.expires_at <= now
+        )
+        return [(str(row[0]), Run.model_validate(row[1])) for row in (await self.conn.execute(query)).all()]
+
+    async def unfinished_runs(self) -> list[tuple[str, Run]]:
+        """Runs that are active in the database, for recovery after a crash."""
+        table = schema.runs
+        query = sa.select(table.c.owner_id, table.c.data).where(table.c.active)
+        return [(str(row[0]), Run.model_validate(row[1])) for row in (await self.conn.execute(query)).all()]
+
+    async def file_path(self, file_id: str, *, owner: str | None) -> str:
+        """Where a file's bytes are kept."""
+        table = schema.files
+        query = sa.select(table.c.path).where(table.c.id == file_id)
+        if owner is not None:
+            query = query.where(table.c.owner_id == owner)
+        path = (await self.conn.execute(query)).scalar()
+        if path is None:
+            raise NotFoundError(f"No file found with id '{file_id}'.", param="file_id")
+        return str(path)
+
+    # Users and API keys ------------------------------------------------------------------------
+
+    async def insert_user(self, user_id: str, name: str, password_hash: str | None, created_at: int) -> None:
+        try:
+            await self.conn.execute(
+                schema.users.insert().values(id=user_id, name=name, password_hash=password_hash, created_at=created_at)
+            )
+        except IntegrityError as exc:
+            raise InvalidRequestError(f"A user named {name!r} already exists.", param="name") from exc
+
+    async def user_by_name(self, name: str) -> Mapping[str, Any] | None:
+        row = (await self.conn.execute(sa.select(schema.users).where(schema.users.c.name == name))).mappings().first()
+        return dict(row) if row else None
+
+    async def user_by_id(self, user_id: str) -> Mapping[str, Any] | None:
+        row = (await self.conn.execute(sa.select(schema.users).where(schema.users.c.id == user_id))).mappings().first()
+        return dict(row) if row else None
+
+    async def set_password(self, user_id: str, password_hash: str) -> None:
+        await self.conn.execute(schema.users.update().where(schema.users.c.id == user_id).values(password_hash=password_hash))
+
+    async def count_users(self) -> int:
+        return int((await self.conn.execute(sa.select(sa.func.count()).select_from(schema.users))).scalar_one())
+
+    async def insert_api_key(self, key_id: str, user_id: str, name: str, key_hash: str, created_at: int) -> None:
+        await self.conn.execute(
+            schema.api_keys.insert().values(id=key_id, user_id=user_id, name=name, key_hash=key_hash, created_at=created_at)
+        )
+
+    async def user_id_for_key(self, key_hash: str) -> str | None:
+        query = sa.select(schema.api_keys.c.user_id).where(schema.api_keys.c.key_hash == key_hash)
+        value = (await self.conn.execute(query)).scalar()
+        return None if value is None else str(value)
+
+
+class SqlStore:
+    """The store: opens connections and transactions. Every operation is a `StoreTx` method."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str) -> SqlStore:
+        """Build the store for a SQLAlchemy async URL (SQLite files get WAL and a busy timeout)."""
+        try:
+            if url.startswith("sqlite"):
+                engine = create_async_engine(url, connect_args={"timeout": 30})
+                event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            elif url.startswith("postgresql"):
+                if not url.startswith("postgresql+asyncpg"):
+                    raise ConfigurationError(
+                        "ASSISTANTS_DATABASE_URL must use the asyncpg driver: postgresql+asyncpg://user@host/db"
+                    )
+                engine = create_async_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+            else:
+                raise ConfigurationError(
+                    f"ASSISTANTS_DATABASE_URL {url.split(':', 1)[0]!r} is not supported; "
+                    "use sqlite+aiosqlite:///path or postgresql+asyncpg://..."
+                )
+        except sa.exc.ArgumentError as exc:
+            raise ConfigurationError(f"ASSISTANTS_DATABASE_URL is not a valid URL: {exc}") from exc
+        return cls(engine)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[StoreTx]:
+        """A transaction: everything inside commits together or not at all."""
+        async with self.engine.begin() as conn:
+            yield StoreTx(conn)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[StoreTx]:
+        """A connection for reads."""
+        async with self.engine.connect() as conn:
+            yield StoreTx(conn)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

@@ -1,0 +1,50 @@
+"""The Assistants objects as pydantic models, and the metadata-backed extension."""
+
+from .metadata import MetadataBacked, meta_field, validate_metadata
+from .objects import (
+    Assistant,
+    Attachment,
+    ContextRecord,
+    File,
+    FunctionToolCall,
+    LastError,
+    Message,
+    MessageStatus,
+    RequiredAction,
+    Run,
+    RunStatus,
+    RunStep,
+    StepStatus,
+    TextContent,
+    TextValue,
+    Thread,
+    Tool,
+    Usage,
+)
+from .session import ContextMode, Session
+
+__all__ = [
+    "Assistant",
+    "Attachment",
+    "ContextMode",
+    "ContextRecord",
+    "File",
+    "FunctionToolCall",
+    "LastError",
+    "Message",
+    "MessageStatus",
+    "MetadataBacked",
+    "RequiredAction",
+    "Run",
+    "RunStatus",
+    "RunStep",
+    "Session",
+    "StepStatus",
+    "TextContent",
+    "TextValue",
+    "Thread",
+    "Tool",
+    "Usage",
+    "meta_field",
+    "validate_metadata",
+]

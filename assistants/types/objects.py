@@ -1,0 +1,362 @@
+"""Pydantic models of the Assistants v2 objects, in their wire shapes.
+
+The shapes follow `shared/spec/openai-openapi.yaml` so that the official `openai` SDK parses
+them with strict validation. The store gives these values identity and time (`id`,
+`created_at`); everything else here is plain data.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .metadata import MetadataBacked
+
+
+class WireModel(BaseModel):
+    """Base for nested wire structures: forbids unknown fields so bad input is named."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# Tools ---------------------------------------------------------------------------------------
+
+
+class FunctionDefinition(WireModel):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")]
+    """The name the model calls the function by."""
+    description: str | None = None
+    """What the function does; the model reads it to decide when to call it."""
+    parameters: dict[str, Any] | None = None
+    """JSON Schema of the arguments."""
+    strict: bool | None = None
+    """Whether the provider should enforce the schema exactly."""
+
+
+class FunctionTool(WireModel):
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
+class CodeInterpreterTool(WireModel):
+    type: Literal["code_interpreter"] = "code_interpreter"
+
+
+class FileSearchTool(WireModel):
+    type: Literal["file_search"] = "file_search"
+    file_search: dict[str, Any] | None = None
+
+
+Tool = Annotated[FunctionTool | CodeInterpreterTool | FileSearchTool, Field(discriminator="type")]
+
+
+class FunctionCallSpec(WireModel):
+    name: str
+
+
+class NamedToolChoice(WireModel):
+    type: Literal["function", "code_interpreter", "file_search"]
+    function: FunctionCallSpec | None = None
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+
+class ResponseFormatJsonSchema(WireModel):
+    type: Literal["json_schema"] = "json_schema"
+    json_schema: dict[str, Any]
+
+
+class ResponseFormatSimple(WireModel):
+    type: Literal["text", "json_object"]
+
+
+ResponseFormat = Literal["auto"] | ResponseFormatSimple | ResponseFormatJsonSchema
+
+
+class TruncationStrategy(WireModel):
+    type: Literal["auto", "last_messages"] = "auto"
+    last_messages: Annotated[int, Field(ge=1)] | None = None
+
+
+class Usage(WireModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def add(self, prompt: int, completion: int) -> Usage:
+        """A new usage with these tokens added."""
+        return Usage(
+            prompt_tokens=self.prompt_tokens + prompt,
+            completion_tokens=self.completion_tokens + completion,
+            total_tokens=self.total_tokens + prompt + completion,
+        )
+
+
+# Assistants and threads ------------------------------------------------------------------------
+
+
+class Assistant(MetadataBacked):
+    id: str
+    object: Literal["assistant"] = "assistant"
+    created_at: int
+    name: str | None = None
+    description: str | None = None
+    model: str
+    instructions: str | None = None
+    tools: list[Tool] = Field(default_factory=list)
+    tool_resources: dict[str, Any] | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    response_format: ResponseFormat | None = "auto"
+
+
+class Thread(MetadataBacked):
+    id: str
+    object: Literal["thread"] = "thread"
+    created_at: int
+    tool_resources: dict[str, Any] | None = None
+
+
+# Messages ------------------------------------------------------------------------------------
+
+
+class TextValue(WireModel):
+    value: str
+    annotations: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class TextContent(WireModel):
+    type: Literal["text"] = "text"
+    text: TextValue
+
+
+class ImageFile(WireModel):
+    file_id: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImageFileContent(WireModel):
+    type: Literal["image_file"] = "image_file"
+    image_file: ImageFile
+
+
+class ImageURL(WireModel):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImageURLContent(WireModel):
+    type: Literal["image_url"] = "image_url"
+    image_url: ImageURL
+
+
+class RefusalContent(WireModel):
+    type: Literal["refusal"] = "refusal"
+    refusal: str
+
+
+MessageContent = Annotated[
+    TextContent | ImageFileContent | ImageURLContent | RefusalContent, Field(discriminator="type")
+]
+
+
+class Attachment(WireModel):
+    file_id: str
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class MessageStatus(StrEnum):
+    in_progress = "in_progress"
+    incomplete = "incomplete"
+    completed = "completed"
+
+
+class IncompleteDetails(WireModel):
+    reason: str
+
+
+class Message(MetadataBacked):
+    id: str
+    object: Literal["thread.message"] = "thread.message"
+    created_at: int
+    thread_id: str
+    status: MessageStatus = MessageStatus.completed
+    incomplete_details: IncompleteDetails | None = None
+    completed_at: int | None = None
+    incomplete_at: int | None = None
+    role: Literal["user", "assistant"]
+    content: list[MessageContent] = Field(default_factory=list)
+    assistant_id: str | None = None
+    run_id: str | None = None
+    attachments: list[Attachment] | None = None
+
+    @property
+    def text(self) -> str:
+        """All text parts joined, which is what a chat model reads."""
+        return "".join(part.text.value for part in self.content if isinstance(part, TextContent))
+
+
+# Runs ----------------------------------------------------------------------------------------
+
+
+class RunStatus(StrEnum):
+    queued = "queued"
+    in_progress = "in_progress"
+    requires_action = "requires_action"
+    cancelling = "cancelling"
+    cancelled = "cancelled"
+    failed = "failed"
+    completed = "completed"
+    incomplete = "incomplete"
+    expired = "expired"
+
+
+class FunctionCall(WireModel):
+    name: str
+    arguments: str
+
+
+class RequiredToolCall(WireModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class SubmitToolOutputs(WireModel):
+    tool_calls: list[RequiredToolCall]
+
+
+class RequiredAction(WireModel):
+    type: Literal["submit_tool_outputs"] = "submit_tool_outputs"
+    submit_tool_outputs: SubmitToolOutputs
+
+
+class LastError(WireModel):
+    code: Literal["server_error", "rate_limit_exceeded", "invalid_prompt"]
+    message: str
+
+
+class ContextRecord(WireModel):
+    """What one run sent to the model: an extension field on the run, for the UI and for trust."""
+
+    mode: str
+    """The context mode in force: `full`, `last_n`, `one_off`, `summary` or a truncation strategy."""
+    messages: int
+    """How many thread messages were sent (tool round trips of this run not counted)."""
+    prompt_tokens: int
+    """Our own count of the first request's prompt tokens."""
+    summary_used: bool = False
+    """Whether a rolling summary stood in for older turns."""
+    truncated: int = 0
+    """How many older messages were left out to fit the window or the mode."""
+
+
+class Run(MetadataBacked):
+    id: str
+    object: Literal["thread.run"] = "thread.run"
+    created_at: int
+    thread_id: str
+    assistant_id: str
+    status: RunStatus = RunStatus.queued
+    required_action: RequiredAction | None = None
+    last_error: LastError | None = None
+    expires_at: int | None = None
+    started_at: int | None = None
+    cancelled_at: int | None = None
+    failed_at: int | None = None
+    completed_at: int | None = None
+    incomplete_details: IncompleteDetails | None = None
+    model: str
+    instructions: str = ""
+    tools: list[Tool] = Field(default_factory=list)
+    usage: Usage | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_prompt_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    truncation_strategy: TruncationStrategy = Field(default_factory=TruncationStrategy)
+    tool_choice: ToolChoice = "auto"
+    parallel_tool_calls: bool = True
+    response_format: ResponseFormat = "auto"
+    context: ContextRecord | None = None
+    """Extension: what the run sent to the model (absent from OpenAI's shape; SDKs keep it as extra)."""
+
+
+# Run steps -----------------------------------------------------------------------------------
+
+
+class MessageCreation(WireModel):
+    message_id: str
+
+
+class MessageCreationDetails(WireModel):
+    type: Literal["message_creation"] = "message_creation"
+    message_creation: MessageCreation
+
+
+class StepFunction(WireModel):
+    name: str
+    arguments: str
+    output: str | None = None
+
+
+class FunctionToolCall(WireModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: StepFunction
+
+
+class ToolCallsDetails(WireModel):
+    type: Literal["tool_calls"] = "tool_calls"
+    tool_calls: list[FunctionToolCall] = Field(default_factory=list)
+
+
+StepDetails = Annotated[MessageCreationDetails | ToolCallsDetails, Field(discriminator="type")]
+
+
+class StepStatus(StrEnum):
+    in_progress = "in_progress"
+    cancelled = "cancelled"
+    failed = "failed"
+    completed = "completed"
+    expired = "expired"
+
+
+class RunStep(MetadataBacked):
+    id: str
+    object: Literal["thread.run.step"] = "thread.run.step"
+    created_at: int
+    assistant_id: str
+    thread_id: str
+    run_id: str
+    type: Literal["message_creation", "tool_calls"]
+    status: StepStatus = StepStatus.in_progress
+    step_details: StepDetails
+    last_error: LastError | None = None
+    expired_at: int | None = None
+    cancelled_at: int | None = None
+    failed_at: int | None = None
+    completed_at: int | None = None
+    usage: Usage | None = None
+
+
+# Files ---------------------------------------------------------------------------------------
+
+
+class File(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: Literal["uploaded", "processed", "error"] = "processed"
+    status_details: str | None = None
+    expires_at: int | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """The object as the API shows it."""
+        return self.model_dump(mode="json")

@@ -1,0 +1,36 @@
+"""`Session`: a thread that belongs to one user and one assistant, and carries its settings."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from .metadata import meta_field
+from .objects import Thread
+
+
+class ContextMode(StrEnum):
+    """How much of a session's history a run sends to the model."""
+
+    full = "full"
+    """The whole thread, trimmed to the model's context window (oldest first)."""
+    last_n = "last_n"
+    """The last N messages."""
+    one_off = "one_off"
+    """Only the newest user message: independent questions."""
+    summary = "summary"
+    """Older turns folded into a rolling summary; recent turns verbatim."""
+
+
+class Session(Thread):
+    """A chat session. Its fields live in the thread's `metadata`, so `/v1` clients see a thread."""
+
+    user: str = meta_field(description="The id of the user who owns the session.")
+    assistant_id: str = meta_field(description="The assistant this session talks to.")
+    title: str = meta_field("New chat", description="Shown in the history sidebar.")
+    context_mode: ContextMode = meta_field(ContextMode.full)
+    context_n: int = meta_field(20, description="N for `last_n`, and the verbatim tail for `summary`.")
+    model: str | None = meta_field(None, description="Overrides the assistant's model.")
+    temperature: float | None = meta_field(None, description="Overrides the assistant's temperature.")
+    summary: str | None = meta_field(None, description="The rolling summary of older turns.")
+    summary_upto: str | None = meta_field(None, description="Id of the last message the summary covers.")
+    updated_at: int | None = meta_field(None, description="When the session last changed.")
