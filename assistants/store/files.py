@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -32,7 +33,5 @@ class FileStore:
             return await handle.read()
 
     async def remove(self, path: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             await aiofiles.os.remove(path)
-        except FileNotFoundError:
-            pass

@@ -78,9 +78,9 @@ class StoreTx:
         """Insert a new object owned by `owner` (extra columns: e.g. a file's `path`)."""
         table, _ = _table_for(type(obj))
         values = {
-            "id": getattr(obj, "id"),
+            "id": obj.id,
             "owner_id": owner,
-            "created_at": getattr(obj, "created_at"),
+            "created_at": obj.created_at,
             "data": _data(obj),
             **_columns_for(obj),
             **extra,
@@ -98,7 +98,7 @@ class StoreTx:
         try:
             await self.conn.execute(
                 table.update()
-                .where(table.c.id == getattr(obj, "id"))
+                .where(table.c.id == obj.id)
                 .values(data=_data(obj), **_columns_for(obj))
             )
         except IntegrityError as exc:
@@ -161,7 +161,8 @@ class StoreTx:
         for key, value in (metadata or {}).items():
             conditions.append(table.c.data["metadata"][key].as_string() == value)
         if title_contains:
-            pattern = "%" + title_contains.replace("%", r"\%").replace("_", r"\_") + "%"
+            escaped = title_contains.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_")
+            pattern = "%" + escaped + "%"
             conditions.append(table.c.data["metadata"]["title"].as_string().ilike(pattern, escape="\\"))
         descending = params.order == "desc"
         for cursor, param in ((params.after, "after"), (params.before, "before")):
@@ -193,20 +194,43 @@ class StoreTx:
         return Page(
             data=items,
             has_more=has_more,
-            first_id=getattr(items[0], "id") if items else None,
-            last_id=getattr(items[-1], "id") if items else None,
+            first_id=items[0].id if items else None,
+            last_id=items[-1].id if items else None,
         )
 
-    async def messages_tail(self, thread_id: str, *, limit: int | None, before_seq: int | None = None) -> list[Message]:
-        """The newest `limit` messages of a thread (all when None), oldest first."""
+    async def messages_page_desc(
+        self, thread_id: str, *, limit: int, before_seq: int | None
+    ) -> list[tuple[int, Message]]:
+        """Up to `limit` messages of a thread, newest first, older than `before_seq` when given.
+
+        Returns `(seq, message)` pairs so a caller can walk further back from the last one.
+        """
         table = schema.messages
-        query = sa.select(table.c.data).where(table.c.thread_id == thread_id).order_by(table.c.seq.desc())
+        query = (
+            sa.select(table.c.seq, table.c.data)
+            .where(table.c.thread_id == thread_id)
+            .order_by(table.c.seq.desc())
+            .limit(limit)
+        )
         if before_seq is not None:
             query = query.where(table.c.seq < before_seq)
-        if limit is not None:
-            query = query.limit(limit)
         rows = (await self.conn.execute(query)).all()
-        return [Message.model_validate(row[0]) for row in reversed(rows)]
+        return [(int(row[0]), Message.model_validate(row[1])) for row in rows]
+
+    async def run_steps(self, run_id: str) -> list[RunStep]:
+        """All steps of a run, in the order they were created."""
+        table = schema.run_steps
+        query = sa.select(table.c.data).where(table.c.run_id == run_id).order_by(table.c.seq)
+        return [RunStep.model_validate(row[0]) for row in (await self.conn.execute(query)).all()]
+
+    async def delete_messages_after(self, thread_id: str, message_id: str) -> int:
+        """Delete every message of a thread created after `message_id` (used to edit and re-run)."""
+        table = schema.messages
+        seq = (await self.conn.execute(sa.select(table.c.seq).where(table.c.id == message_id))).scalar()
+        if seq is None:
+            return 0
+        result = await self.conn.execute(table.delete().where(table.c.thread_id == thread_id, table.c.seq > seq))
+        return int(result.rowcount or 0)
 
     async def count_messages(self, thread_id: str) -> int:
         """How many messages a thread holds."""

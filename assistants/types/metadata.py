@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import enum
 import json
+import types
 from collections.abc import Mapping
-from typing import Any, ClassVar, Self, get_args, get_origin
+from typing import Any, ClassVar, Literal, Self, Union, get_args, get_origin
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
@@ -90,17 +91,23 @@ def _encode(value: Any) -> str | None:
 
 
 def _is_scalar(annotation: Any) -> bool:
-    """Whether the annotation decodes from a bare string (str, numbers, bool, enums, literals)."""
-    args = [a for a in get_args(annotation) if a is not type(None)] if get_origin(annotation) else []
-    candidates = args or [annotation]
+    """Whether the annotation decodes from a bare string (str, numbers, bool, enums, literals).
+
+    Containers such as `dict[str, int]` or `list[str]` are stored as JSON and are not scalar.
+    """
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        candidates = [a for a in get_args(annotation) if a is not type(None)]
+    elif origin is Literal:
+        return True
+    else:
+        candidates = [annotation]
     for candidate in candidates:
         if candidate in (str, int, float, bool):
             continue
         if isinstance(candidate, type) and issubclass(candidate, enum.Enum):
             continue
-        if get_origin(candidate) is not None and str(get_origin(candidate)).endswith("Literal"):
-            continue
-        if isinstance(candidate, str):  # The arguments of a Literal.
+        if get_origin(candidate) is Literal:
             continue
         return False
     return True

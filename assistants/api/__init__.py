@@ -1,0 +1,36 @@
+"""The OpenAI-compatible `/v1` HTTP API, mounted on the same server as the Chainlit app."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from ..runtime import Runtime
+from .routes import build_router
+
+
+def mount_v1(app: FastAPI, runtime: Runtime) -> None:
+    """Add the `/v1` routes in front of the app's own, so Chainlit's catch-all `GET` cannot shadow them."""
+    router = build_router(runtime)
+    before = len(app.router.routes)
+    app.include_router(router)
+    added = app.router.routes[before:]
+    del app.router.routes[before:]
+    app.router.routes[0:0] = added
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """A standalone `/v1` server (no chat UI), for deployments that only want the API."""
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
+        await runtime.start()
+        yield
+        await runtime.close()
+
+    app = FastAPI(title="assistants", lifespan=lifespan)
+    mount_v1(app, runtime)
+    return app
+
+
+__all__ = ["create_app", "mount_v1"]

@@ -1,0 +1,176 @@
+"""HTTP plumbing for `/v1`: body and query parsing with named errors, auth, OpenAI error shape, SSE."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, Literal, TypeVar, cast
+
+from fastapi import Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
+
+from ..events import Event, Subscription
+from ..exceptions import AuthenticationError, InvalidRequestError, RequestError
+from ..runtime import Runtime
+from ..store import ListParams, Page
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class OpenAIRoute(APIRoute):
+    """A route whose request errors come back in OpenAI's error shape, with the right status."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestError as exc:
+                return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+
+        return handle
+
+
+_UNION_TAGS = frozenset(
+    {
+        "function", "code_interpreter", "file_search", "text", "image_file", "image_url", "refusal",
+        "json_object", "json_schema", "str", "int", "float", "bool", "list", "dict", "auto", "none", "required",
+    }
+)
+"""Names pydantic adds to an error location for union members; they are not request fields."""
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """`("tools", 0, "function", "name")` → `tools[0].function.name`, without union member names."""
+    path = ""
+    for index, part in enumerate(loc):
+        if isinstance(part, int):
+            path += f"[{part}]"
+            continue
+        if not part.isidentifier():
+            continue
+        # A union tag is a member name unless it is the last part (then it is a real field).
+        if part in _UNION_TAGS and index + 1 < len(loc) and not (part == "function" and path.endswith("]")):
+            continue
+        path += f".{part}" if path else part
+    return path or "body"
+
+
+def validation_error(exc: ValidationError) -> InvalidRequestError:
+    """The first problem of a pydantic error, in OpenAI's words, naming the field."""
+    first = exc.errors()[0]
+    field = _field_path(tuple(first["loc"]))
+    if first["type"] == "missing":
+        return InvalidRequestError(f"Missing required parameter: '{field}'.", param=field, code="missing_required_parameter")
+    if first["type"] == "extra_forbidden":
+        return InvalidRequestError(f"Unrecognized request argument supplied: {field}", param=field, code="unknown_parameter")
+    return InvalidRequestError(f"Invalid '{field}': {first['msg']}.", param=field, code="invalid_value")
+
+
+async def parse_body(request: Request, model: type[M], *, allow_empty: bool = False) -> M:
+    """Read and validate a JSON body; every problem names its field."""
+    raw = await request.body()
+    if not raw.strip():
+        if allow_empty:
+            return model()
+        raise InvalidRequestError("The request body must be a JSON object.", param="body")
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequestError(
+            f"We could not parse the JSON body of your request ({exc.msg} at position {exc.pos}).", param="body"
+        ) from exc
+    if not isinstance(data, dict):
+        raise InvalidRequestError("The request body must be a JSON object.", param="body")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from exc
+
+
+def list_params(request: Request) -> ListParams:
+    """`limit`, `order`, `after`, `before` from the query string."""
+    query = request.query_params
+    raw_limit = query.get("limit", "20")
+    try:
+        limit = int(raw_limit)
+    except ValueError as exc:
+        raise InvalidRequestError(f"Invalid 'limit': {raw_limit!r} is not an integer.", param="limit") from exc
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise InvalidRequestError(f"Invalid 'order': {order!r}; expected 'asc' or 'desc'.", param="order")
+    return ListParams(
+        limit=limit,
+        order=cast(Literal["asc", "desc"], order),
+        after=query.get("after") or None,
+        before=query.get("before") or None,
+    )
+
+
+def metadata_query(request: Request) -> dict[str, str]:
+    """`metadata[key]=value` pairs from the query string (our list-by-metadata extension)."""
+    found: dict[str, str] = {}
+    for key, value in request.query_params.multi_items():
+        if key.startswith("metadata[") and key.endswith("]"):
+            found[key[len("metadata[") : -1]] = value
+    return found
+
+
+def page_body(page: Page[Any]) -> dict[str, Any]:
+    """OpenAI's list shape."""
+    return {
+        "object": "list",
+        "data": [item.wire() for item in page.data],
+        "first_id": page.first_id,
+        "last_id": page.last_id,
+        "has_more": page.has_more,
+    }
+
+
+def deleted(object_id: str, kind: str) -> dict[str, Any]:
+    return {"id": object_id, "object": f"{kind}.deleted", "deleted": True}
+
+
+async def current_user(request: Request, runtime: Runtime) -> str:
+    """The user behind the request's bearer API key."""
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise AuthenticationError(
+            "You didn't provide an API key. Send it as 'Authorization: Bearer KEY' "
+            "(create one with `assistants keys create USER`).",
+            code="missing_api_key",
+        )
+    await runtime.start()
+    return await runtime.accounts.user_for_key(key.strip())
+
+
+def sse_frame(event: Event) -> bytes:
+    return f"event: {event.event}\ndata: {json.dumps(event.data, separators=(',', ':'))}\n\n".encode()
+
+
+DONE_FRAME = b"event: done\ndata: [DONE]\n\n"
+
+
+def sse_response(subscription: Subscription) -> StreamingResponse:
+    """Stream a run's events as OpenAI does, ending with `done`. The run goes on if the client leaves."""
+
+    async def frames() -> AsyncIterator[bytes]:
+        try:
+            async for event in subscription.until_run_pauses():
+                yield sse_frame(event)
+            yield DONE_FRAME
+        finally:
+            subscription.close()
+
+    return StreamingResponse(
+        frames(),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )

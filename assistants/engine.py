@@ -1,0 +1,631 @@
+"""The engine: the Assistants object API over the store, and run scheduling.
+
+One `Engine` serves the chat UI, the `/v1` routes and the CLI. It validates requests, writes
+objects (all or nothing, in one transaction), starts run tasks and publishes events. Every method
+takes the `owner` (a user id): nobody reads or changes another user's objects, and a foreign id
+reads as not found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .config import Settings
+from .events import Event, EventBus, Subscription
+from .exceptions import InvalidRequestError
+from .ids import new_id, now
+from .providers import ChatProvider
+from .runs import RunExecutor
+from .runs._status import transition
+from .store import ActiveRunConflict, FileStore, ListParams, Page, SqlStore, StoreTx
+from .tools import FunctionRegistry
+from .types import (
+    Assistant,
+    File,
+    Message,
+    Run,
+    RunStatus,
+    RunStep,
+    StepStatus,
+    TextContent,
+    TextValue,
+    Thread,
+)
+from .types.objects import MessageContent, ToolCallsDetails, TruncationStrategy
+from .types.requests import (
+    AssistantCreate,
+    AssistantUpdate,
+    MessageCreate,
+    MessageUpdate,
+    RunCreate,
+    RunUpdate,
+    SubmitToolOutputsRequest,
+    ThreadAndRunCreate,
+    ThreadCreate,
+    ThreadUpdate,
+)
+
+log = logging.getLogger(__name__)
+
+EXPIRY_SWEEP_SECONDS = 5.0
+
+
+def _content_of(body: MessageCreate) -> list[MessageContent]:
+    if isinstance(body.content, str):
+        return [TextContent(text=TextValue(value=body.content))]
+    return list(body.content)
+
+
+class Engine:
+    """The Assistants data plane, and the scheduler of runs on the execution plane."""
+
+    def __init__(
+        self,
+        *,
+        store: SqlStore,
+        provider: ChatProvider,
+        settings: Settings,
+        registry: FunctionRegistry,
+        bus: EventBus | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.bus = bus or EventBus()
+        self.files = FileStore(settings.files_dir)
+        self.provider = provider
+        self.registry = registry
+        self.executor = RunExecutor(
+            store=store, files=self.files, bus=self.bus, provider=provider, registry=registry, settings=settings
+        )
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # Lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover runs a previous process left active, and start the expiry sweeper."""
+        await self.recover()
+        self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def close(self) -> None:
+        """Stop the sweeper and cancel running runs (they end `cancelled`, nothing is left active)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def recover(self) -> None:
+        """Runs active in the database but not in this process were cut off by a crash or restart.
+
+        Those waiting for tool outputs keep waiting (the outputs can still come); the others are
+        failed with a message saying so, so that no run is ever stuck.
+        """
+        async with self.store.read() as tx:
+            unfinished = await tx.unfinished_runs()
+        for owner, run in unfinished:
+            if run.id in self._tasks or run.status is RunStatus.requires_action:
+                continue
+            await self._force_end(owner, run, "The server restarted while this run was in progress. Run it again.")
+
+    async def _force_end(self, owner: str, run: Run, message: str) -> None:
+        from .types import LastError
+
+        async with self.store.transaction() as tx:
+            stored = await tx.get(Run, run.id, owner=owner)
+            if stored.status is RunStatus.cancelling:
+                ended = transition(stored, RunStatus.cancelled)
+            else:
+                if stored.status is RunStatus.queued or stored.status is RunStatus.in_progress:
+                    pass
+                ended = transition(stored, RunStatus.failed, last_error=LastError(code="server_error", message=message))
+            await tx.save(ended)
+            for step in await tx.run_steps(run.id):
+                if step.status is StepStatus.in_progress:
+                    await tx.save(step.model_copy(update={"status": StepStatus.failed, "failed_at": now()}))
+        self.bus.publish(
+            Event(f"thread.run.{ended.status.value}", ended.wire(), thread_id=run.thread_id, run_id=run.id, assistant_id=run.assistant_id)  # type: ignore[arg-type]
+        )
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
+            try:
+                await self.expire_runs()
+            except Exception:
+                log.exception("the expiry sweep failed; it will try again")
+
+    async def expire_runs(self) -> list[str]:
+        """Expire runs that waited in `requires_action` past `expires_at`. Returns their ids."""
+        async with self.store.read() as tx:
+            due = await tx.expired_runs(now())
+        expired: list[str] = []
+        for owner, run in due:
+            if await self._expire(owner, run.id):
+                expired.append(run.id)
+        return expired
+
+    async def _expire(self, owner: str, run_id: str) -> bool:
+        async with self.store.transaction() as tx:
+            run = await tx.get(Run, run_id, owner=owner)
+            if run.status is not RunStatus.requires_action or run.expires_at is None or run.expires_at > now():
+                return False
+            ended = transition(run, RunStatus.expired)
+            await tx.save(ended)
+            steps = [s for s in await tx.run_steps(run_id) if s.status is StepStatus.in_progress]
+            for step in steps:
+                await tx.save(step.model_copy(update={"status": StepStatus.expired, "expired_at": now()}))
+        for step in steps:
+            self._publish("thread.run.step.expired", step.wire(), run)
+        self._publish("thread.run.expired", ended.wire(), run)
+        return True
+
+    def _publish(self, name: str, data: dict[str, Any], run: Run | None = None, thread_id: str | None = None) -> None:
+        self.bus.publish(
+            Event(
+                name,  # type: ignore[arg-type]
+                data,
+                thread_id=run.thread_id if run else thread_id,
+                run_id=run.id if run else None,
+                assistant_id=run.assistant_id if run else None,
+            )
+        )
+
+    # Assistants --------------------------------------------------------------------------------
+
+    async def create_assistant(self, owner: str, body: AssistantCreate) -> Assistant:
+        assistant = Assistant(
+            id=new_id("assistant"),
+            created_at=now(),
+            **body.model_dump(exclude_none=True, exclude={"reasoning_effort"}),
+        )
+        async with self.store.transaction() as tx:
+            await tx.insert(assistant, owner=owner)
+        return assistant
+
+    async def get_assistant(self, owner: str, assistant_id: str) -> Assistant:
+        async with self.store.read() as tx:
+            return await tx.get(Assistant, assistant_id, owner=owner)
+
+    async def update_assistant(self, owner: str, assistant_id: str, body: AssistantUpdate) -> Assistant:
+        async with self.store.transaction() as tx:
+            assistant = await tx.get(Assistant, assistant_id, owner=owner)
+            changes = body.model_dump(exclude_unset=True, exclude={"reasoning_effort"})
+            if changes.get("metadata") is None:
+                changes.pop("metadata", None)
+            updated = assistant.with_updates(**changes)
+            await tx.save(updated)
+        return updated
+
+    async def delete_assistant(self, owner: str, assistant_id: str) -> bool:
+        async with self.store.transaction() as tx:
+            await tx.get(Assistant, assistant_id, owner=owner)
+            return await tx.delete(Assistant, assistant_id, owner=owner)
+
+    async def list_assistants(self, owner: str, params: ListParams, metadata: dict[str, str] | None = None) -> Page[Assistant]:
+        async with self.store.read() as tx:
+            return await tx.list(Assistant, owner=owner, params=params, metadata=metadata)
+
+    # Threads -----------------------------------------------------------------------------------
+
+    async def create_thread(self, owner: str, body: ThreadCreate, *, thread_id: str | None = None) -> Thread:
+        async with self.store.transaction() as tx:
+            thread = await self._insert_thread(tx, owner, body, thread_id=thread_id)
+        self._publish("thread.created", thread.wire(), thread_id=thread.id)
+        return thread
+
+    async def _insert_thread(self, tx: StoreTx, owner: str, body: ThreadCreate, *, thread_id: str | None = None) -> Thread:
+        thread = Thread(
+            id=thread_id or new_id("thread"),
+            created_at=now(),
+            metadata=body.metadata or {},
+            tool_resources=body.tool_resources,
+        )
+        await tx.insert(thread, owner=owner)
+        for message in body.messages or []:
+            await self._insert_message(tx, owner, thread.id, message)
+        return thread
+
+    async def get_thread(self, owner: str, thread_id: str) -> Thread:
+        async with self.store.read() as tx:
+            return await tx.get(Thread, thread_id, owner=owner)
+
+    async def update_thread(self, owner: str, thread_id: str, body: ThreadUpdate) -> Thread:
+        async with self.store.transaction() as tx:
+            thread = await tx.get(Thread, thread_id, owner=owner)
+            changes = body.model_dump(exclude_unset=True)
+            if changes.get("metadata") is None:
+                changes.pop("metadata", None)
+            updated = thread.with_updates(**changes)
+            await tx.save(updated)
+        return updated
+
+    async def delete_thread(self, owner: str, thread_id: str) -> bool:
+        """Delete a thread with its messages, runs and steps; its active run is cancelled first."""
+        async with self.store.read() as tx:
+            await tx.get(Thread, thread_id, owner=owner)
+            active = await tx.active_run(thread_id)
+        if active is not None and active.id in self._tasks:
+            task = self._tasks[active.id]
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        async with self.store.transaction() as tx:
+            return await tx.delete(Thread, thread_id, owner=owner)
+
+    async def list_threads(self, owner: str, params: ListParams, metadata: dict[str, str] | None = None, title_contains: str | None = None) -> Page[Thread]:
+        """Threads of this owner filtered by metadata: an extension the hosted API never had."""
+        async with self.store.read() as tx:
+            return await tx.list(Thread, owner=owner, params=params, metadata=metadata, title_contains=title_contains)
+
+    # Messages ----------------------------------------------------------------------------------
+
+    async def _insert_message(
+        self, tx: StoreTx, owner: str, thread_id: str, body: MessageCreate, *, run: Run | None = None
+    ) -> Message:
+        for index, attachment in enumerate(body.attachments or []):
+            if await tx.find(File, attachment.file_id, owner=owner) is None:
+                raise InvalidRequestError(
+                    f"Invalid 'attachments[{index}].file_id': no file found with id '{attachment.file_id}'.",
+                    param=f"attachments[{index}].file_id",
+                )
+        for part in _content_of(body):
+            if part.type == "image_file" and await tx.find(File, part.image_file.file_id, owner=owner) is None:  # type: ignore[union-attr]
+                raise InvalidRequestError(
+                    f"Invalid 'content': no file found with id '{part.image_file.file_id}'.",  # type: ignore[union-attr]
+                    param="content",
+                )
+        stamp = now()
+        message = Message(
+            id=new_id("message"),
+            created_at=stamp,
+            completed_at=stamp,
+            thread_id=thread_id,
+            role=body.role,
+            content=_content_of(body),
+            attachments=body.attachments or [],
+            metadata=body.metadata or {},
+            assistant_id=run.assistant_id if run and body.role == "assistant" else None,
+            run_id=None,
+        )
+        await tx.insert(message, owner=owner)
+        return message
+
+    async def create_message(self, owner: str, thread_id: str, body: MessageCreate) -> Message:
+        async with self.store.transaction() as tx:
+            await tx.get(Thread, thread_id, owner=owner)
+            active = await tx.active_run(thread_id)
+            if active is not None:
+                raise InvalidRequestError(f"Can't add messages to {thread_id} while a run {active.id} is active.")
+            message = await self._insert_message(tx, owner, thread_id, body)
+        return message
+
+    async def get_message(self, owner: str, thread_id: str, message_id: str) -> Message:
+        async with self.store.read() as tx:
+            await tx.get(Thread, thread_id, owner=owner)
+            message = await tx.get(Message, message_id, owner=owner)
+            if message.thread_id != thread_id:
+                raise _missing("message", message_id)
+            return message
+
+    async def update_message(self, owner: str, thread_id: str, message_id: str, body: MessageUpdate) -> Message:
+        async with self.store.transaction() as tx:
+            message = await tx.get(Message, message_id, owner=owner)
+            if message.thread_id != thread_id:
+                raise _missing("message", message_id)
+            updated = message.with_updates(**({"metadata": body.metadata} if body.metadata is not None else {}))
+            await tx.save(updated)
+        return updated
+
+    async def delete_message(self, owner: str, thread_id: str, message_id: str) -> bool:
+        async with self.store.transaction() as tx:
+            message = await tx.get(Message, message_id, owner=owner)
+            if message.thread_id != thread_id:
+                raise _missing("message", message_id)
+            return await tx.delete(Message, message_id, owner=owner)
+
+    async def list_messages(self, owner: str, thread_id: str, params: ListParams, run_id: str | None = None) -> Page[Message]:
+        async with self.store.read() as tx:
+            await tx.get(Thread, thread_id, owner=owner)
+            where: dict[str, Any] = {"thread_id": thread_id}
+            metadata_filter = None
+            page = await tx.list(Message, owner=owner, params=params, where=where, metadata=metadata_filter)
+        if run_id is not None:
+            page.data = [m for m in page.data if m.run_id == run_id]
+        return page
+
+    # Runs --------------------------------------------------------------------------------------
+
+    async def create_run(self, owner: str, thread_id: str, body: RunCreate, *, run_id: str | None = None) -> Run:
+        """Validate, store a `queued` run (and its additional messages), and start it."""
+        async with self.store.transaction() as tx:
+            thread = await tx.get(Thread, thread_id, owner=owner)
+            run = await self._insert_run(tx, owner, thread, body, run_id=run_id)
+        self._announce_and_start(owner, run)
+        return run
+
+    async def create_thread_and_run(self, owner: str, body: ThreadAndRunCreate, *, run_id: str | None = None) -> Run:
+        """Create a thread (with its messages) and a run on it, in one transaction."""
+        thread_body = body.thread or ThreadCreate()
+        if body.tool_resources is not None and thread_body.tool_resources is None:
+            thread_body = thread_body.model_copy(update={"tool_resources": body.tool_resources})
+        run_body = RunCreate(**body.model_dump(exclude_unset=True, exclude={"thread", "tool_resources"}))
+        async with self.store.transaction() as tx:
+            await tx.get(Assistant, body.assistant_id, owner=owner, param="assistant_id")
+            thread = await self._insert_thread(tx, owner, thread_body)
+            run = await self._insert_run(tx, owner, thread, run_body, run_id=run_id)
+        # Routed to the run too, so a stream of this run opens with `thread.created` as OpenAI's does.
+        self.bus.publish(
+            Event("thread.created", thread.wire(), thread_id=thread.id, run_id=run.id, assistant_id=run.assistant_id)
+        )
+        self._announce_and_start(owner, run)
+        return run
+
+    async def _insert_run(self, tx: StoreTx, owner: str, thread: Thread, body: RunCreate, *, run_id: str | None) -> Run:
+        assistant = await tx.get(Assistant, body.assistant_id, owner=owner, param="assistant_id")
+        active = await tx.active_run(thread.id)
+        if active is not None:
+            raise InvalidRequestError(f"Thread {thread.id} already has an active run {active.id}.")
+        from .runs._context import session_of
+
+        session = session_of(thread)
+        instructions = body.instructions if body.instructions is not None else (assistant.instructions or "")
+        if body.additional_instructions:
+            instructions = f"{instructions}\n\n{body.additional_instructions}" if instructions else body.additional_instructions
+        truncation = body.truncation_strategy
+        if truncation is None and session is not None:
+            truncation = _truncation_for(session)
+        model = body.model or (session.model if session and session.model else None) or assistant.model
+        temperature = body.temperature
+        if temperature is None:
+            temperature = session.temperature if session and session.temperature is not None else assistant.temperature
+        stamp = now()
+        run = Run(
+            id=run_id or new_id("run"),
+            created_at=stamp,
+            thread_id=thread.id,
+            assistant_id=assistant.id,
+            status=RunStatus.queued,
+            expires_at=stamp + self.settings.run_expiry_seconds,
+            model=model,
+            instructions=instructions,
+            tools=body.tools if body.tools is not None else assistant.tools,
+            metadata=body.metadata or {},
+            temperature=temperature,
+            top_p=body.top_p if body.top_p is not None else assistant.top_p,
+            max_prompt_tokens=body.max_prompt_tokens,
+            max_completion_tokens=body.max_completion_tokens,
+            truncation_strategy=truncation or TruncationStrategy(),
+            tool_choice=body.tool_choice or "auto",
+            parallel_tool_calls=True if body.parallel_tool_calls is None else body.parallel_tool_calls,
+            response_format=body.response_format or assistant.response_format or "auto",
+        )
+        for message in body.additional_messages or []:
+            await self._insert_message(tx, owner, thread.id, message)
+        if session is not None:
+            await tx.save(session.with_updates(updated_at=stamp))
+        try:
+            await tx.insert(run, owner=owner)
+        except ActiveRunConflict as exc:
+            # Another request won the race between our check and our insert.
+            raise InvalidRequestError(f"Thread {thread.id} already has an active run.") from exc
+        return run
+
+    def _announce_and_start(self, owner: str, run: Run) -> None:
+        self._publish("thread.run.created", run.wire(), run)
+        self._publish("thread.run.queued", run.wire(), run)
+        self._start(owner, run.id)
+
+    def _start(self, owner: str, run_id: str) -> None:
+        task = asyncio.create_task(self.executor.execute(owner, run_id), name=f"run {run_id}")
+        self._tasks[run_id] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(run_id, None))
+
+    async def wait_for_run(self, run_id: str) -> None:
+        """Wait until the run's current task ends (a pause or an end); returns at once if none runs."""
+        task = self._tasks.get(run_id)
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def get_run(self, owner: str, thread_id: str, run_id: str) -> Run:
+        async with self.store.read() as tx:
+            run = await tx.get(Run, run_id, owner=owner)
+        if run.thread_id != thread_id:
+            raise _missing("run", run_id)
+        # A run past its expiry is expired on sight, so no reader ever sees a stale wait.
+        if run.status is RunStatus.requires_action and run.expires_at is not None and run.expires_at <= now():
+            await self._expire(owner, run_id)
+            async with self.store.read() as tx:
+                run = await tx.get(Run, run_id, owner=owner)
+        return run
+
+    async def list_runs(self, owner: str, thread_id: str, params: ListParams) -> Page[Run]:
+        async with self.store.read() as tx:
+            await tx.get(Thread, thread_id, owner=owner)
+            return await tx.list(Run, owner=owner, params=params, where={"thread_id": thread_id})
+
+    async def update_run(self, owner: str, thread_id: str, run_id: str, body: RunUpdate) -> Run:
+        async with self.store.transaction() as tx:
+            run = await tx.get(Run, run_id, owner=owner)
+            if run.thread_id != thread_id:
+                raise _missing("run", run_id)
+            updated = run.with_updates(**({"metadata": body.metadata} if body.metadata is not None else {}))
+            await tx.save(updated)
+        return updated
+
+    async def cancel_run(self, owner: str, thread_id: str, run_id: str) -> Run:
+        """Cancel a run that is queued, in progress or waiting for tool outputs.
+
+        A running task is cancelled for real: the provider stream is closed and pending tools
+        stop. The run is `cancelling` when this returns and `cancelled` once the task has wound down.
+        """
+        run = await self.get_run(owner, thread_id, run_id)
+        if run.status not in (RunStatus.queued, RunStatus.in_progress, RunStatus.requires_action):
+            raise InvalidRequestError(f"Cannot cancel run with status '{run.status.value}'.", param="run_id")
+        task = self._tasks.get(run_id)
+        async with self.store.transaction() as tx:
+            run = await tx.get(Run, run_id, owner=owner)
+            cancelling = transition(run, RunStatus.cancelling)
+            await tx.save(cancelling)
+        self._publish("thread.run.cancelling", cancelling.wire(), cancelling)
+        if task is not None:
+            task.cancel()
+            return cancelling
+        # Nothing is executing (the run waits for tool outputs): finish the cancellation here.
+        async with self.store.transaction() as tx:
+            cancelled = transition(cancelling, RunStatus.cancelled)
+            await tx.save(cancelled)
+            steps = [s for s in await tx.run_steps(run_id) if s.status is StepStatus.in_progress]
+            for step in steps:
+                await tx.save(step.model_copy(update={"status": StepStatus.cancelled, "cancelled_at": now()}))
+        for step in steps:
+            self._publish("thread.run.step.cancelled", step.wire(), cancelled)
+        self._publish("thread.run.cancelled", cancelled.wire(), cancelled)
+        return cancelled
+
+    async def submit_tool_outputs(self, owner: str, thread_id: str, run_id: str, body: SubmitToolOutputsRequest) -> Run:
+        """Accept all pending outputs in one request, then resume the run."""
+        run = await self.get_run(owner, thread_id, run_id)
+        if run.status is not RunStatus.requires_action or run.required_action is None:
+            raise InvalidRequestError(
+                f"Runs in status \"{run.status.value}\" do not accept tool outputs.", param="run_id"
+            )
+        pending = {call.id for call in run.required_action.submit_tool_outputs.tool_calls}
+        given: dict[str, str] = {}
+        for index, output in enumerate(body.tool_outputs):
+            if output.tool_call_id not in pending:
+                raise InvalidRequestError(
+                    f"Invalid 'tool_outputs[{index}].tool_call_id': {output.tool_call_id!r} is not a pending tool call of this run.",
+                    param=f"tool_outputs[{index}].tool_call_id",
+                )
+            if output.tool_call_id in given:
+                raise InvalidRequestError(
+                    f"Invalid 'tool_outputs[{index}].tool_call_id': {output.tool_call_id!r} is given twice.",
+                    param=f"tool_outputs[{index}].tool_call_id",
+                )
+            given[output.tool_call_id] = output.output
+        missing = sorted(pending - set(given))
+        if missing:
+            raise InvalidRequestError(
+                f"Invalid 'tool_outputs': expected outputs for all pending tool calls; missing {', '.join(missing)}.",
+                param="tool_outputs",
+            )
+        async with self.store.transaction() as tx:
+            stored = await tx.get(Run, run_id, owner=owner)
+            if stored.status is not RunStatus.requires_action:
+                raise InvalidRequestError(
+                    f"Runs in status \"{stored.status.value}\" do not accept tool outputs.", param="run_id"
+                )
+            steps = [s for s in await tx.run_steps(run_id) if s.status is StepStatus.in_progress and s.type == "tool_calls"]
+            completed_steps: list[RunStep] = []
+            for step in steps:
+                assert isinstance(step.step_details, ToolCallsDetails)
+                calls = [
+                    c.model_copy(update={"function": c.function.model_copy(update={"output": given.get(c.id, c.function.output)})})
+                    for c in step.step_details.tool_calls
+                ]
+                done = step.model_copy(
+                    update={"step_details": ToolCallsDetails(tool_calls=calls), "status": StepStatus.completed, "completed_at": now()}
+                )
+                await tx.save(done)
+                completed_steps.append(done)
+            queued = transition(stored, RunStatus.queued, expires_at=now() + self.settings.run_expiry_seconds)
+            await tx.save(queued)
+        for step in completed_steps:
+            self._publish("thread.run.step.completed", step.wire(), queued)
+        self._publish("thread.run.queued", queued.wire(), queued)
+        self._start(owner, run_id)
+        return queued
+
+    async def list_steps(self, owner: str, thread_id: str, run_id: str, params: ListParams) -> Page[RunStep]:
+        async with self.store.read() as tx:
+            run = await tx.get(Run, run_id, owner=owner)
+            if run.thread_id != thread_id:
+                raise _missing("run", run_id)
+            return await tx.list(RunStep, owner=owner, params=params, where={"run_id": run_id})
+
+    async def get_step(self, owner: str, thread_id: str, run_id: str, step_id: str) -> RunStep:
+        async with self.store.read() as tx:
+            step = await tx.get(RunStep, step_id, owner=owner)
+        if step.run_id != run_id or step.thread_id != thread_id:
+            raise _missing("run step", step_id)
+        return step
+
+    # Events ------------------------------------------------------------------------------------
+
+    def subscribe(self, *, run_id: str | None = None, thread_id: str | None = None, assistant_id: str | None = None) -> Subscription:
+        """Follow one run, one thread or one assistant."""
+        return self.bus.subscribe(run_id=run_id, thread_id=thread_id, assistant_id=assistant_id)
+
+    async def stream_run(self, owner: str, thread_id: str, body: RunCreate) -> AsyncIterator[Event]:
+        """Create a run and yield its events until it ends or pauses."""
+        run_id = new_id("run")
+        with contextlib.closing(self.subscribe(run_id=run_id)) as subscription:
+            await self.create_run(owner, thread_id, body, run_id=run_id)
+            async for event in subscription.until_run_pauses():
+                yield event
+
+    # Files -------------------------------------------------------------------------------------
+
+    async def create_file(self, owner: str, *, filename: str, purpose: str, content: bytes) -> File:
+        if len(content) > self.settings.max_file_bytes:
+            raise InvalidRequestError(
+                f"Invalid 'file': {len(content)} bytes is over the limit of {self.settings.max_file_bytes} bytes.",
+                param="file",
+            )
+        file = File(id=new_id("file"), bytes=len(content), created_at=now(), filename=filename, purpose=purpose)
+        path = await self.files.write(file.id, content)
+        try:
+            async with self.store.transaction() as tx:
+                await tx.insert(file, owner=owner, path=str(path))
+        except BaseException:
+            await self.files.remove(str(path))
+            raise
+        return file
+
+    async def get_file(self, owner: str, file_id: str) -> File:
+        async with self.store.read() as tx:
+            return await tx.get(File, file_id, owner=owner)
+
+    async def file_content(self, owner: str, file_id: str) -> tuple[File, bytes]:
+        async with self.store.read() as tx:
+            file = await tx.get(File, file_id, owner=owner)
+            path = await tx.file_path(file_id, owner=owner)
+        return file, await self.files.read(path)
+
+    async def delete_file(self, owner: str, file_id: str) -> bool:
+        async with self.store.transaction() as tx:
+            await tx.get(File, file_id, owner=owner)
+            path = await tx.file_path(file_id, owner=owner)
+            deleted = await tx.delete(File, file_id, owner=owner)
+        await self.files.remove(path)
+        return deleted
+
+    async def list_files(self, owner: str, params: ListParams, purpose: str | None = None) -> Page[File]:
+        async with self.store.read() as tx:
+            page = await tx.list(File, owner=owner, params=params)
+        if purpose is not None:
+            page.data = [f for f in page.data if f.purpose == purpose]
+        return page
+
+
+def _missing(label: str, object_id: str) -> InvalidRequestError:
+    from .exceptions import NotFoundError
+
+    return NotFoundError(f"No {label} found with id '{object_id}'.")
+
+
+def _truncation_for(session: Any) -> TruncationStrategy:
+    """Sessions' context modes, mapped onto `truncation_strategy` where they can be."""
+    from .types import ContextMode
+
+    if session.context_mode is ContextMode.last_n:
+        return TruncationStrategy(type="last_messages", last_messages=session.context_n)
+    if session.context_mode is ContextMode.one_off:
+        return TruncationStrategy(type="last_messages", last_messages=1)
+    return TruncationStrategy(type="auto")

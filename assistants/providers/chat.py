@@ -1,0 +1,215 @@
+"""Chat Completions providers behind one small async protocol.
+
+`OpenAIChatProvider` wraps an injected `openai.AsyncOpenAI` client and translates its exceptions
+into our `ProviderError` tree at this boundary, so run logic never sees an `openai` exception.
+Retries belong to the run engine (it must not retry once tokens have reached the user), so the
+client is built with `max_retries=0`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+import openai
+
+from ..config import Settings
+from ..exceptions import (
+    ConfigurationError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderRateLimitError,
+)
+
+
+@dataclass
+class ToolCallDelta:
+    """One fragment of a streamed tool call; `index` says which call it extends."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+
+
+@dataclass
+class ChatChunk:
+    """One streamed chunk, reduced to what the engine uses."""
+
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class ChatProvider(Protocol):
+    """What the engine needs from a model provider."""
+
+    def stream(self, request: dict[str, Any]) -> AsyncIterator[ChatChunk]:
+        """Stream a chat completion for `request` (the Chat Completions body, minus `stream`)."""
+        ...
+
+    async def complete(self, request: dict[str, Any]) -> str:
+        """A whole (non-streamed) completion's text, for internal calls such as summaries."""
+        ...
+
+    async def list_models(self) -> list[str]:
+        """The provider's model ids, or an empty list when it has no listing."""
+        ...
+
+
+def _retry_after(response: httpx.Response | None) -> float | None:
+    if response is None:
+        return None
+    value = response.headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            return float(value) / 1000
+        except ValueError:
+            pass
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def translate_error(exc: Exception) -> ProviderError:
+    """Turn an `openai`/`httpx` exception into our provider error, with words for the user."""
+    if isinstance(exc, openai.RateLimitError):
+        return ProviderRateLimitError(
+            "The model provider is rate-limiting requests (HTTP 429). Wait a moment and try again.",
+            retry_after=_retry_after(exc.response),
+        )
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return ProviderError(
+            f"The model provider rejected the credentials (HTTP {exc.status_code}). Check OPENAI_API_KEY.",
+            retryable=False,
+        )
+    if isinstance(exc, openai.NotFoundError):
+        return ProviderError(
+            f"The model provider does not know this model or endpoint (HTTP 404): {exc.message}. "
+            "Check ASSISTANTS_MODEL and OPENAI_BASE_URL.",
+            retryable=False,
+        )
+    if isinstance(exc, openai.APIStatusError):
+        retryable = exc.status_code >= 500 or exc.status_code in (408, 409)
+        error = ProviderError(
+            f"The model provider returned HTTP {exc.status_code}: {exc.message}",
+            retry_after=_retry_after(exc.response),
+            retryable=retryable,
+        )
+        if exc.status_code == 400:
+            error.code = "invalid_prompt"
+        return error
+    if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
+        return ProviderConnectionError("The model provider did not answer in time. Try again later.")
+    if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
+        return ProviderConnectionError(
+            "The model provider could not be reached. Check OPENAI_BASE_URL and that the provider is running."
+        )
+    return ProviderError(f"The model provider failed: {exc}")
+
+
+class OpenAIChatProvider:
+    """A provider over `openai.AsyncOpenAI(...).chat.completions` with streaming."""
+
+    def __init__(self, client: openai.AsyncOpenAI) -> None:
+        self.client = client
+
+    async def stream(self, request: dict[str, Any]) -> AsyncIterator[ChatChunk]:
+        body = dict(request)
+        body["stream"] = True
+        body.setdefault("stream_options", {"include_usage": True})
+        try:
+            stream = await self.client.chat.completions.create(**body)
+        except (openai.OpenAIError, httpx.HTTPError) as exc:
+            raise translate_error(exc) from exc
+        # `async with` closes the HTTP response when the consumer stops early (cancel), which
+        # is what tells the provider to stop generating.
+        async with stream:
+            try:
+                async for chunk in stream:
+                    yield _reduce(chunk)
+            except (openai.OpenAIError, httpx.HTTPError) as exc:
+                raise translate_error(exc) from exc
+
+    async def complete(self, request: dict[str, Any]) -> str:
+        try:
+            response = await self.client.chat.completions.create(**request, stream=False)
+        except (openai.OpenAIError, httpx.HTTPError) as exc:
+            raise translate_error(exc) from exc
+        if not response.choices:
+            return ""
+        return response.choices[0].message.content or ""
+
+    async def list_models(self) -> list[str]:
+        try:
+            page = await self.client.models.list()
+        except (openai.OpenAIError, httpx.HTTPError):
+            return []
+        return sorted(model.id for model in page.data)
+
+
+def _reduce(chunk: Any) -> ChatChunk:
+    result = ChatChunk()
+    if chunk.usage is not None:
+        result.prompt_tokens = chunk.usage.prompt_tokens
+        result.completion_tokens = chunk.usage.completion_tokens
+    if not chunk.choices:
+        return result
+    choice = chunk.choices[0]
+    delta = choice.delta
+    result.finish_reason = choice.finish_reason
+    if delta is not None:
+        result.content = delta.content
+        result.refusal = getattr(delta, "refusal", None)
+        for call in delta.tool_calls or []:
+            function = call.function
+            result.tool_calls.append(
+                ToolCallDelta(
+                    index=call.index,
+                    id=call.id,
+                    name=function.name if function else None,
+                    arguments=function.arguments if function else None,
+                )
+            )
+    return result
+
+
+class UnconfiguredProvider:
+    """Stands in when no provider is configured: the app starts, and each run fails at once, saying why."""
+
+    MESSAGE = (
+        "No model provider is configured. Set OPENAI_BASE_URL (for example http://localhost:11434/v1 "
+        "for Ollama) and/or OPENAI_API_KEY, and ASSISTANTS_MODEL, then restart the server."
+    )
+
+    async def stream(self, request: dict[str, Any]) -> AsyncIterator[ChatChunk]:
+        raise ConfigurationError(self.MESSAGE)
+        yield ChatChunk()  # pragma: no cover - makes this function an async generator.
+
+    async def complete(self, request: dict[str, Any]) -> str:
+        raise ConfigurationError(self.MESSAGE)
+
+    async def list_models(self) -> list[str]:
+        return []
+
+
+def build_provider(settings: Settings) -> ChatProvider:
+    """The provider the settings describe. Called once at start-up, never inside run logic."""
+    if not settings.provider_configured:
+        return UnconfiguredProvider()
+    client = openai.AsyncOpenAI(
+        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key or "not-needed",
+        max_retries=0,
+        timeout=httpx.Timeout(settings.provider_timeout_seconds, connect=10.0),
+    )
+    return OpenAIChatProvider(client)

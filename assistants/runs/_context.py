@@ -1,0 +1,211 @@
+"""Phase 1 of a run: decide what the model reads.
+
+The thread's history is turned into Chat Completions messages according to the session's context
+mode (or the run's `truncation_strategy` for plain threads):
+
+- `full`: newest messages first until the token budget is spent, so the oldest fall away;
+- `last_n`: the last N messages (`truncation_strategy: last_messages`);
+- `one_off`: only the newest user message;
+- `summary`: a rolling summary of older turns, refreshed when turns leave the verbatim window,
+  then the last N messages verbatim.
+
+Messages of the current run (assistant text, tool calls and their outputs) form the `tail`; it is
+kept whole so a tool call is never separated from its result. Every run records what it sent.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+from ..exceptions import AssistantsError
+from ..store import StoreTx
+from ..tokens import count_message, count_messages, count_tools
+from ..types import (
+    ContextMode,
+    ContextRecord,
+    Message,
+    Run,
+    Session,
+    TextContent,
+    Thread,
+)
+from ..types.objects import ImageFileContent, ImageURLContent
+
+HISTORY_BATCH = 200
+"""Messages read per query while filling the token budget, newest first."""
+SUMMARY_MAX_NEW = 200
+"""Most messages folded into the summary at once."""
+
+SUMMARY_SYSTEM = (
+    "You maintain a running summary of a conversation between a user and an assistant. "
+    "Merge the previous summary with the new messages into one concise summary that keeps names, "
+    "numbers, decisions, open questions and the user's preferences, in at most 70 words. "
+    "Reply with the summary only."
+)
+
+
+class PromptBudgetExceeded(AssistantsError):
+    """Even the smallest context does not fit in what `max_prompt_tokens` leaves."""
+
+
+@dataclass
+class PreparedContext:
+    messages: list[dict[str, Any]]
+    record: ContextRecord
+
+
+def session_of(thread: Thread) -> Session | None:
+    """The thread as a Session when it is one (it carries a user and an assistant in metadata)."""
+    if "user" in thread.metadata and "assistant_id" in thread.metadata:
+        return Session.model_validate(thread.model_dump())
+    return None
+
+
+async def to_chat_message(message: Message, read_file: Any) -> dict[str, Any]:
+    """One stored message as a Chat Completions message (images inlined as data URLs)."""
+    parts: list[dict[str, Any]] = []
+    has_image = False
+    for part in message.content:
+        if isinstance(part, TextContent):
+            parts.append({"type": "text", "text": part.text.value})
+        elif isinstance(part, ImageURLContent):
+            has_image = True
+            parts.append({"type": "image_url", "image_url": {"url": part.image_url.url}})
+        elif isinstance(part, ImageFileContent) and message.role == "user":
+            data = await read_file(part.image_file.file_id)
+            if data is not None:
+                has_image = True
+                encoded = base64.b64encode(data).decode()
+                parts.append({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{encoded}"}})
+    if not has_image:
+        return {"role": message.role, "content": "".join(p["text"] for p in parts if p["type"] == "text")}
+    return {"role": message.role, "content": parts}
+
+
+async def _history_within(
+    tx: StoreTx, thread_id: str, run_id: str, budget: int, read_file: Any
+) -> tuple[list[dict[str, Any]], int, int]:
+    """Newest-first history that fits in `budget` tokens: (messages oldest first, count, left out)."""
+    chosen: list[dict[str, Any]] = []
+    spent = 0
+    offset_seq: int | None = None
+    total_seen = 0
+    full = False
+    while not full:
+        batch = await tx.messages_page_desc(thread_id, limit=HISTORY_BATCH, before_seq=offset_seq)
+        if not batch:
+            break
+        for seq, message in batch:
+            offset_seq = seq
+            if message.run_id == run_id:
+                continue
+            total_seen += 1
+            chat = await to_chat_message(message, read_file)
+            cost = count_message(chat)
+            if chosen and spent + cost > budget:
+                full = True
+                break
+            chosen.append(chat)
+            spent += cost
+        if len(batch) < HISTORY_BATCH:
+            break
+    left_out = 0
+    if full:
+        left_out = await tx.count_messages(thread_id) - len(chosen)
+    chosen.reverse()
+    return chosen, len(chosen), max(left_out, 0)
+
+
+async def build_context(
+    tx: StoreTx,
+    *,
+    run: Run,
+    thread: Thread,
+    tail: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    window: int,
+    prompt_budget: int | None,
+    summarize: Any,
+    read_file: Any,
+) -> PreparedContext:
+    """The messages for the next model request, and the record of what they hold."""
+    system: list[dict[str, Any]] = [{"role": "system", "content": run.instructions}] if run.instructions else []
+    fixed = count_messages(system + tail) + count_tools(tools)
+    budget = window - fixed
+    if prompt_budget is not None:
+        budget = min(budget, prompt_budget - fixed)
+    if budget <= 0:
+        raise PromptBudgetExceeded("The instructions, tools and this run's tool results use the whole prompt budget.")
+
+    session = session_of(thread)
+    strategy = run.truncation_strategy
+    mode = session.context_mode.value if session else f"truncation:{strategy.type}"
+    summary_used = False
+
+    if session is not None and session.context_mode is ContextMode.one_off:
+        history = await _newest_user_message(tx, thread.id, run.id, read_file)
+        left_out = await tx.count_messages(thread.id) - len(history)
+    elif session is not None and session.context_mode is ContextMode.summary:
+        history, left_out, summary_text = await _summary_context(tx, session, run, summarize, read_file)
+        if summary_text:
+            summary_used = True
+            system = [*system, {"role": "system", "content": f"Summary of the earlier conversation:\n{summary_text}"}]
+    elif strategy.type == "last_messages" and strategy.last_messages:
+        rows = await tx.messages_page_desc(thread.id, limit=strategy.last_messages + 1, before_seq=None)
+        kept = [m for _, m in rows if m.run_id != run.id][: strategy.last_messages]
+        history = [await to_chat_message(m, read_file) for m in reversed(kept)]
+        left_out = await tx.count_messages(thread.id) - len(history)
+    else:
+        history, _, left_out = await _history_within(tx, thread.id, run.id, budget, read_file)
+
+    # Whatever the mode chose must still fit the window and the prompt budget: trim oldest first.
+    while len(history) > 1 and count_messages(history) > budget:
+        history.pop(0)
+        left_out += 1
+    messages = system + history + tail
+    prompt_tokens = count_messages(messages) + count_tools(tools)
+    if prompt_budget is not None and prompt_tokens > prompt_budget:
+        raise PromptBudgetExceeded(f"The smallest possible prompt needs {prompt_tokens} tokens.")
+    record = ContextRecord(
+        mode=mode,
+        messages=len(history),
+        prompt_tokens=prompt_tokens,
+        summary_used=summary_used,
+        truncated=max(left_out, 0),
+    )
+    return PreparedContext(messages=messages, record=record)
+
+
+async def _newest_user_message(tx: StoreTx, thread_id: str, run_id: str, read_file: Any) -> list[dict[str, Any]]:
+    rows = await tx.messages_page_desc(thread_id, limit=HISTORY_BATCH, before_seq=None)
+    for _, message in rows:
+        if message.role == "user" and message.run_id != run_id:
+            return [await to_chat_message(message, read_file)]
+    return []
+
+
+async def _summary_context(
+    tx: StoreTx, session: Session, run: Run, summarize: Any, read_file: Any
+) -> tuple[list[dict[str, Any]], int, str | None]:
+    """Recent turns verbatim, and the rolling summary brought up to date with the turns before them."""
+    keep = session.context_n
+    rows = await tx.messages_page_desc(session.id, limit=keep + SUMMARY_MAX_NEW, before_seq=None)
+    ordered = [m for _, m in reversed(rows) if m.run_id != run.id]
+    recent = ordered[-keep:] if keep else []
+    older = ordered[: len(ordered) - len(recent)]
+    summary = session.summary
+    if older and session.summary_upto != older[-1].id:
+        ids = [m.id for m in older]
+        start = ids.index(session.summary_upto) + 1 if session.summary_upto in ids else 0
+        fresh = older[start:]
+        transcript = "\n".join(f"{m.role}: {m.text}" for m in fresh)
+        prompt = f"Previous summary:\n{summary or '(none)'}\n\nNew messages:\n{transcript}"
+        summary = (await summarize([{"role": "system", "content": SUMMARY_SYSTEM}, {"role": "user", "content": prompt}])).strip()
+        updated = session.with_updates(summary=summary[:500], summary_upto=older[-1].id)
+        await tx.save(updated)
+        summary = updated.summary
+    history = [await to_chat_message(m, read_file) for m in recent]
+    left_out = await tx.count_messages(session.id) - len(history)
+    return history, left_out, summary

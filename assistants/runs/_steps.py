@@ -1,0 +1,275 @@
+"""Phases 3 and 4 of a run: write messages and steps as the run progresses, and publish events.
+
+Every write happens before its event is published, so a subscriber that reacts to an event
+(`retrieve` after `thread.run.completed`, say) always finds the stored object.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..events import Event, EventBus, EventName
+from ..ids import new_id, now
+from ..store import SqlStore
+from ..types import (
+    FunctionToolCall,
+    Message,
+    MessageStatus,
+    Run,
+    RunStatus,
+    RunStep,
+    StepStatus,
+    TextContent,
+    TextValue,
+    Usage,
+)
+from ..types.objects import (
+    IncompleteDetails,
+    LastError,
+    MessageCreation,
+    MessageCreationDetails,
+    StepFunction,
+    ToolCallsDetails,
+)
+from ._status import EVENT_FOR_STATUS, transition
+from ._stream import AccumulatedCall
+
+
+class RunRecorder:
+    """Persists one run's objects and publishes the matching Assistants events."""
+
+    def __init__(self, store: SqlStore, bus: EventBus, owner: str, run: Run) -> None:
+        self.store = store
+        self.bus = bus
+        self.owner = owner
+        self.run = run
+        self.message: Message | None = None
+        self.message_step: RunStep | None = None
+        self.tool_step: RunStep | None = None
+        self.partial_text = ""
+        """The text streamed so far into the open message, kept if the run ends early."""
+
+    def publish(self, name: EventName, data: dict[str, Any]) -> None:
+        self.bus.publish(
+            Event(name, data, thread_id=self.run.thread_id, run_id=self.run.id, assistant_id=self.run.assistant_id)
+        )
+
+    # Run status --------------------------------------------------------------------------------
+
+    async def move(self, to: RunStatus, **changes: Any) -> Run:
+        """Transition the run from its stored status (another process may have asked to cancel)."""
+        async with self.store.transaction() as tx:
+            stored = await tx.get(Run, self.run.id, owner=None)
+            base = self.run.model_copy(update={"status": stored.status, "metadata": stored.metadata})
+            self.run = transition(base, to, **changes)
+            await tx.save(self.run)
+        self.publish(EVENT_FOR_STATUS[to], self.run.wire())  # type: ignore[arg-type]
+        return self.run
+
+    async def save_run(self, **changes: Any) -> None:
+        """Store non-status changes (usage, the context record) without an event."""
+        self.run = self.run.model_copy(update=changes)
+        async with self.store.transaction() as tx:
+            stored = await tx.get(Run, self.run.id, owner=None)
+            self.run = self.run.model_copy(update={"status": stored.status, "metadata": stored.metadata})
+            await tx.save(self.run)
+
+    # Messages ----------------------------------------------------------------------------------
+
+    async def start_message(self) -> Message:
+        """An assistant message in progress, and the `message_creation` step that makes it."""
+        stamp = now()
+        message = Message(
+            id=new_id("message"),
+            created_at=stamp,
+            thread_id=self.run.thread_id,
+            status=MessageStatus.in_progress,
+            role="assistant",
+            content=[],
+            assistant_id=self.run.assistant_id,
+            run_id=self.run.id,
+            attachments=[],
+        )
+        step = RunStep(
+            id=new_id("step"),
+            created_at=stamp,
+            assistant_id=self.run.assistant_id,
+            thread_id=self.run.thread_id,
+            run_id=self.run.id,
+            type="message_creation",
+            step_details=MessageCreationDetails(message_creation=MessageCreation(message_id=message.id)),
+        )
+        async with self.store.transaction() as tx:
+            await tx.insert(step, owner=self.owner)
+            await tx.insert(message, owner=self.owner)
+        self.message, self.message_step = message, step
+        self.publish("thread.run.step.created", step.wire())
+        self.publish("thread.run.step.in_progress", step.wire())
+        self.publish("thread.message.created", message.wire())
+        self.publish("thread.message.in_progress", message.wire())
+        return message
+
+    def message_delta(self, text: str, first: bool) -> None:
+        """Publish a text delta (stored once, when the message ends, not per token)."""
+        assert self.message is not None
+        value: dict[str, Any] = {"value": text}
+        if first:
+            value["annotations"] = []
+        self.publish(
+            "thread.message.delta",
+            {
+                "id": self.message.id,
+                "object": "thread.message.delta",
+                "delta": {"content": [{"index": 0, "type": "text", "text": value}]},
+            },
+        )
+
+    async def finish_message(self, text: str, *, usage: Usage | None, incomplete_reason: str | None = None) -> None:
+        """Store the message's final text as completed, or as incomplete with the reason."""
+        if self.message is None or self.message_step is None:
+            return
+        stamp = now()
+        content = [TextContent(text=TextValue(value=text))] if text else []
+        if incomplete_reason is None:
+            message = self.message.model_copy(
+                update={"status": MessageStatus.completed, "content": content, "completed_at": stamp}
+            )
+            step = self.message_step.model_copy(update={"status": StepStatus.completed, "completed_at": stamp, "usage": usage})
+        else:
+            message = self.message.model_copy(
+                update={
+                    "status": MessageStatus.incomplete,
+                    "content": content,
+                    "incomplete_at": stamp,
+                    "incomplete_details": IncompleteDetails(reason=incomplete_reason),
+                }
+            )
+            step_status = {"run_cancelled": StepStatus.cancelled, "run_expired": StepStatus.expired}.get(
+                incomplete_reason, StepStatus.failed if incomplete_reason == "run_failed" else StepStatus.completed
+            )
+            stamp_field = {
+                StepStatus.cancelled: "cancelled_at",
+                StepStatus.expired: "expired_at",
+                StepStatus.failed: "failed_at",
+            }.get(step_status, "completed_at")
+            step = self.message_step.model_copy(update={"status": step_status, stamp_field: stamp, "usage": usage})
+        async with self.store.transaction() as tx:
+            await tx.save(message)
+            await tx.save(step)
+        self.message = self.message_step = None
+        self.publish("thread.message.completed" if incomplete_reason is None else "thread.message.incomplete", message.wire())
+        self.publish(f"thread.run.step.{step.status.value}", step.wire())  # type: ignore[arg-type]
+
+    # Tool calls ---------------------------------------------------------------------------------
+
+    async def start_tool_step(self) -> RunStep:
+        """A `tool_calls` step, created when the first tool call starts streaming."""
+        step = RunStep(
+            id=new_id("step"),
+            created_at=now(),
+            assistant_id=self.run.assistant_id,
+            thread_id=self.run.thread_id,
+            run_id=self.run.id,
+            type="tool_calls",
+            step_details=ToolCallsDetails(tool_calls=[]),
+        )
+        async with self.store.transaction() as tx:
+            await tx.insert(step, owner=self.owner)
+        self.tool_step = step
+        self.publish("thread.run.step.created", step.wire())
+        self.publish("thread.run.step.in_progress", step.wire())
+        return step
+
+    def tool_delta(self, call: AccumulatedCall, *, name: str | None, arguments: str | None, call_id: str | None) -> None:
+        """Publish a step delta for one streamed tool-call fragment."""
+        assert self.tool_step is not None
+        function: dict[str, Any] = {"arguments": arguments or ""}
+        if name is not None:
+            function["name"] = name
+            function["output"] = None
+        entry: dict[str, Any] = {"index": call.index, "type": "function", "function": function}
+        if call_id is not None:
+            entry["id"] = call_id
+        self.publish(
+            "thread.run.step.delta",
+            {
+                "id": self.tool_step.id,
+                "object": "thread.run.step.delta",
+                "delta": {"step_details": {"type": "tool_calls", "tool_calls": [entry]}},
+            },
+        )
+
+    async def store_tool_calls(self, calls: list[AccumulatedCall], usage: Usage | None) -> RunStep:
+        """The step with its complete calls (outputs still missing)."""
+        assert self.tool_step is not None
+        details = ToolCallsDetails(
+            tool_calls=[
+                FunctionToolCall(id=c.id, function=StepFunction(name=c.name, arguments=c.arguments, output=None))
+                for c in calls
+            ]
+        )
+        self.tool_step = self.tool_step.model_copy(update={"step_details": details, "usage": usage})
+        async with self.store.transaction() as tx:
+            await tx.save(self.tool_step)
+        return self.tool_step
+
+    async def fill_outputs(self, step: RunStep, outputs: dict[str, str]) -> RunStep:
+        """Store the outputs known so far; the step stays open while the run waits for the rest."""
+        assert isinstance(step.step_details, ToolCallsDetails)
+        calls = [
+            call.model_copy(update={"function": call.function.model_copy(update={"output": outputs.get(call.id)})})
+            for call in step.step_details.tool_calls
+        ]
+        step = step.model_copy(update={"step_details": ToolCallsDetails(tool_calls=calls)})
+        async with self.store.transaction() as tx:
+            await tx.save(step)
+        self.tool_step = None
+        return step
+
+    async def finish_tool_step(
+        self, step: RunStep, outputs: dict[str, str], *, status: StepStatus = StepStatus.completed, error: LastError | None = None
+    ) -> RunStep:
+        """Fill in outputs and close the step (completed, or cancelled/failed/expired with the run)."""
+        assert isinstance(step.step_details, ToolCallsDetails)
+        calls = [
+            call.model_copy(update={"function": call.function.model_copy(update={"output": outputs.get(call.id, call.function.output)})})
+            for call in step.step_details.tool_calls
+        ]
+        stamp_field = {
+            StepStatus.completed: "completed_at",
+            StepStatus.cancelled: "cancelled_at",
+            StepStatus.failed: "failed_at",
+            StepStatus.expired: "expired_at",
+        }[status]
+        finished = step.model_copy(
+            update={
+                "step_details": ToolCallsDetails(tool_calls=calls),
+                "status": status,
+                stamp_field: now(),
+                "last_error": error,
+            }
+        )
+        async with self.store.transaction() as tx:
+            await tx.save(finished)
+        if self.tool_step is not None and self.tool_step.id == step.id:
+            self.tool_step = None
+        if status is StepStatus.completed and outputs:
+            for index, call in enumerate(calls):
+                if call.id in outputs:
+                    self.publish(
+                        "thread.run.step.delta",
+                        {
+                            "id": step.id,
+                            "object": "thread.run.step.delta",
+                            "delta": {
+                                "step_details": {
+                                    "type": "tool_calls",
+                                    "tool_calls": [
+                                        {"index": index, "id": call.id, "type": "function", "function": {"output": outputs[call.id]}}
+                                    ],
+                                }
+                            },
+                        },
+                    )
+        self.publish(f"thread.run.step.{status.value}", finished.wire())  # type: ignore[arg-type]
+        return finished

@@ -1,0 +1,335 @@
+"""The run engine's thin public face: execute one run from its stored state to a pause or an end.
+
+A run's execution is one asyncio task. It reads what it needs from the store, so it starts the
+same way on creation and after tool outputs arrive. The phases live in private modules:
+`_context` (what to send), `_stream` (accumulating deltas), `_tools` (dispatching tool calls),
+`_steps` (persisting and publishing), `_status` (the transition table).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from ..config import Settings
+from ..events import EventBus
+from ..exceptions import ConfigurationError, ProviderError
+from ..ids import now
+from ..providers import ChatChunk, ChatProvider
+from ..store import FileStore, SqlStore
+from ..tools import FunctionRegistry
+from ..types import Run, RunStatus, StepStatus, Thread, Usage
+from ..types.objects import (
+    FunctionCall,
+    FunctionTool,
+    IncompleteDetails,
+    LastError,
+    NamedToolChoice,
+    RequiredAction,
+    RequiredToolCall,
+    ResponseFormatJsonSchema,
+    ResponseFormatSimple,
+    SubmitToolOutputs,
+)
+from ._context import PromptBudgetExceeded, build_context
+from ._recovery import rebuild_tail
+from ._steps import RunRecorder
+from ._stream import AccumulatedCall, DeltaAccumulator
+from ._tools import dispatch
+
+log = logging.getLogger(__name__)
+
+
+class RunExecutor:
+    """Executes runs. Built once with its collaborators; `execute` is called per run."""
+
+    def __init__(
+        self,
+        *,
+        store: SqlStore,
+        files: FileStore,
+        bus: EventBus,
+        provider: ChatProvider,
+        registry: FunctionRegistry,
+        settings: Settings,
+    ) -> None:
+        self.store = store
+        self.files = files
+        self.bus = bus
+        self.provider = provider
+        self.registry = registry
+        self.settings = settings
+
+    async def execute(self, owner: str, run_id: str) -> None:
+        """Take the run from `queued` to its next pause or end. Never leaves it stuck."""
+        async with self.store.read() as tx:
+            run = await tx.get(Run, run_id, owner=owner)
+        recorder = RunRecorder(self.store, self.bus, owner, run)
+        try:
+            if run.status is RunStatus.queued:
+                await recorder.move(RunStatus.in_progress)
+            await self._loop(recorder)
+        except asyncio.CancelledError:
+            await self._end(recorder, RunStatus.cancelled, "run_cancelled")
+        except PromptBudgetExceeded:
+            await self._end(
+                recorder, RunStatus.incomplete, "max_tokens", incomplete_details=IncompleteDetails(reason="max_prompt_tokens")
+            )
+        except ConfigurationError as exc:
+            await self._fail(recorder, LastError(code="server_error", message=exc.message))
+        except ProviderError as exc:
+            await self._fail(recorder, LastError(code=exc.code, message=exc.message))  # type: ignore[arg-type]
+        except Exception:
+            log.exception("run %s failed with an internal error", run_id)
+            await self._fail(
+                recorder,
+                LastError(code="server_error", message="The server hit an internal error while running. Try again."),
+            )
+
+    async def _fail(self, recorder: RunRecorder, error: LastError) -> None:
+        await self._end(recorder, RunStatus.failed, "run_failed", last_error=error)
+
+    async def _end(self, recorder: RunRecorder, status: RunStatus, message_reason: str, **changes: Any) -> None:
+        """Close whatever is open (partial message, tool step), then move the run to `status`."""
+        # The partial answer is kept: it is stored as `incomplete`, never dropped.
+        if recorder.message is not None:
+            await recorder.finish_message(recorder.partial_text, usage=None, incomplete_reason=message_reason)
+        step_status = {RunStatus.cancelled: StepStatus.cancelled, RunStatus.failed: StepStatus.failed}.get(
+            status, StepStatus.completed
+        )
+        if recorder.tool_step is not None:
+            await recorder.finish_tool_step(
+                recorder.tool_step, {}, status=step_status, error=changes.get("last_error")
+            )
+        if status is RunStatus.cancelled:
+            # Steps left waiting on client outputs are cancelled too.
+            async with self.store.read() as tx:
+                waiting = [s for s in await tx.run_steps(recorder.run.id) if s.status is StepStatus.in_progress]
+            for step in waiting:
+                await recorder.finish_tool_step(step, {}, status=StepStatus.cancelled)
+            if recorder.run.status is not RunStatus.cancelling:
+                await recorder.move(RunStatus.cancelling)
+        await recorder.move(status, **changes)
+
+    async def _loop(self, recorder: RunRecorder) -> None:
+        run = recorder.run
+        async with self.store.read() as tx:
+            thread = await tx.get(Thread, run.thread_id, owner=None)
+            steps = await tx.run_steps(run.id)
+            tail, rounds = await rebuild_tail(tx, steps)
+        usage = run.usage or Usage()
+        tools = self._tool_definitions(run)
+        while True:
+            if rounds >= self.settings.max_tool_rounds:
+                raise ProviderRunaway(self.settings.max_tool_rounds)
+            prompt_budget = None if run.max_prompt_tokens is None else run.max_prompt_tokens - usage.prompt_tokens
+            async with self.store.transaction() as tx:
+                prepared = await build_context(
+                    tx,
+                    run=run,
+                    thread=thread,
+                    tail=tail,
+                    tools=tools,
+                    window=self._window(run),
+                    prompt_budget=prompt_budget,
+                    summarize=self._summarize(run),
+                    read_file=self._read_file(recorder.owner),
+                )
+            if recorder.run.context is None:
+                await recorder.save_run(context=prepared.record)
+            request = self._request(run, prepared.messages, tools, usage)
+            accumulated = await self._stream(recorder, request)
+            prompt = accumulated.prompt_tokens if accumulated.prompt_tokens is not None else prepared.record.prompt_tokens
+            completion = accumulated.completion_tokens if accumulated.completion_tokens is not None else accumulated.chunks
+            step_usage = Usage().add(prompt, completion)
+            usage = usage.add(prompt, completion)
+            await recorder.save_run(usage=usage)
+            run = recorder.run
+            out_of_completion = (
+                run.max_completion_tokens is not None and usage.completion_tokens >= run.max_completion_tokens
+            )
+            calls = accumulated.tool_calls()
+            cut = accumulated.finish_reason == "length"
+            if recorder.message is not None:
+                await recorder.finish_message(
+                    accumulated.text or accumulated.refusal,
+                    usage=None if calls else step_usage,
+                    incomplete_reason="max_tokens" if cut else None,
+                )
+            if cut or (out_of_completion and not calls):
+                # The provider stopped at its token limit, or the run's completion budget is spent.
+                await recorder.move(
+                    RunStatus.incomplete, incomplete_details=IncompleteDetails(reason="max_completion_tokens")
+                )
+                return
+            if not calls:
+                await recorder.move(RunStatus.completed)
+                return
+            rounds += 1
+            step = await recorder.store_tool_calls(calls, step_usage)
+            assistant_turn: dict[str, Any] = {
+                "role": "assistant",
+                "content": accumulated.text or None,
+                "tool_calls": [
+                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                    for c in calls
+                ],
+            }
+            outputs, client_calls = await dispatch(
+                calls, run=run, registry=self.registry, time_limit=self.settings.tool_timeout_seconds
+            )
+            if client_calls:
+                await recorder.fill_outputs(step, outputs)
+                await recorder.move(
+                    RunStatus.requires_action,
+                    required_action=RequiredAction(
+                        submit_tool_outputs=SubmitToolOutputs(
+                            tool_calls=[
+                                RequiredToolCall(id=c.id, function=FunctionCall(name=c.name, arguments=c.arguments))
+                                for c in client_calls
+                            ]
+                        )
+                    ),
+                    expires_at=_expiry(self.settings),
+                )
+                return
+            await recorder.finish_tool_step(step, outputs)
+            tail = [*tail, assistant_turn, *({"role": "tool", "tool_call_id": c.id, "content": outputs[c.id]} for c in calls)]
+            if out_of_completion:
+                await recorder.move(RunStatus.incomplete, incomplete_details=IncompleteDetails(reason="max_completion_tokens"))
+                return
+
+    async def _stream(self, recorder: RunRecorder, request: dict[str, Any]) -> DeltaAccumulator:
+        """Stream one completion, publishing deltas as they come. Retries only before the first chunk."""
+        chunks = await self._open_with_retries(request)
+        accumulated = DeltaAccumulator()
+        recorder.partial_text = ""
+        async for chunk in chunks:
+            started = accumulated.add(chunk)
+            if chunk.content or chunk.refusal:
+                if recorder.message is None:
+                    await recorder.start_message()
+                    first = True
+                else:
+                    first = False
+                recorder.partial_text = accumulated.text or accumulated.refusal
+                recorder.message_delta(chunk.content or chunk.refusal or "", first)
+            for delta in chunk.tool_calls:
+                if recorder.tool_step is None:
+                    await recorder.start_tool_step()
+                call: AccumulatedCall = accumulated.calls[delta.index]
+                is_new = call in started
+                recorder.tool_delta(
+                    call,
+                    name=call.name if is_new else None,
+                    arguments=delta.arguments,
+                    call_id=call.id if is_new and call.id else None,
+                )
+        return accumulated
+
+    async def _open_with_retries(self, request: dict[str, Any]) -> AsyncIterator[ChatChunk]:
+        """Open the provider stream and read its first chunk, retrying with backoff on failure."""
+        attempt = 0
+        while True:
+            stream = self.provider.stream(request)
+            try:
+                first = await anext(stream)
+            except StopAsyncIteration:
+                return _empty()
+            except ProviderError as exc:
+                await _aclose(stream)
+                if not exc.retryable or attempt >= self.settings.provider_max_retries:
+                    raise
+                delay = exc.retry_after if exc.retry_after is not None else min(8.0, 0.5 * 2**attempt)
+                await asyncio.sleep(delay + random.uniform(0, 0.1 * delay))
+                attempt += 1
+                continue
+            return _prepend(first, stream)
+
+    def _tool_definitions(self, run: Run) -> list[dict[str, Any]]:
+        return [tool.model_dump(mode="json", exclude_none=True) for tool in run.tools if isinstance(tool, FunctionTool)]
+
+    def _window(self, run: Run) -> int:
+        reserve = run.max_completion_tokens or min(4096, self.settings.context_window // 4)
+        return max(256, self.settings.context_window - reserve)
+
+    def _request(self, run: Run, messages: list[dict[str, Any]], tools: list[dict[str, Any]], usage: Usage) -> dict[str, Any]:
+        request: dict[str, Any] = {"model": run.model, "messages": messages}
+        if tools:
+            request["tools"] = tools
+            choice = run.tool_choice
+            if isinstance(choice, NamedToolChoice):
+                if choice.type == "function" and choice.function is not None:
+                    request["tool_choice"] = {"type": "function", "function": {"name": choice.function.name}}
+            elif choice != "auto":
+                request["tool_choice"] = choice
+            if not run.parallel_tool_calls:
+                request["parallel_tool_calls"] = False
+        if run.temperature is not None:
+            request["temperature"] = run.temperature
+        if run.top_p is not None:
+            request["top_p"] = run.top_p
+        fmt = run.response_format
+        if isinstance(fmt, ResponseFormatJsonSchema):
+            request["response_format"] = {"type": "json_schema", "json_schema": fmt.json_schema}
+        elif isinstance(fmt, ResponseFormatSimple) and fmt.type == "json_object":
+            request["response_format"] = {"type": "json_object"}
+        if run.max_completion_tokens is not None:
+            request["max_completion_tokens"] = max(1, run.max_completion_tokens - usage.completion_tokens)
+        return request
+
+    def _summarize(self, run: Run) -> Callable[[list[dict[str, Any]]], Awaitable[str]]:
+        async def summarize(messages: list[dict[str, Any]]) -> str:
+            return await self.provider.complete({"model": run.model, "messages": messages})
+
+        return summarize
+
+    def _read_file(self, owner: str) -> Callable[[str], Awaitable[bytes | None]]:
+        async def read(file_id: str) -> bytes | None:
+            async with self.store.read() as tx:
+                try:
+                    path = await tx.file_path(file_id, owner=owner)
+                except Exception:
+                    return None
+            return await self.files.read(path)
+
+        return read
+
+
+class ProviderRunaway(ProviderError):
+    """The model kept calling tools past the configured bound."""
+
+    def __init__(self, rounds: int) -> None:
+        super().__init__(
+            f"The run was stopped after {rounds} rounds of tool calls without a final answer "
+            "(ASSISTANTS_MAX_TOOL_ROUNDS). Rephrase the request or raise the limit.",
+            retryable=False,
+        )
+
+
+def _expiry(settings: Settings) -> int:
+    return now() + settings.run_expiry_seconds
+
+
+async def _prepend(first: ChatChunk, rest: AsyncIterator[ChatChunk]) -> AsyncIterator[ChatChunk]:
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await _aclose(rest)
+
+
+async def _empty() -> AsyncIterator[ChatChunk]:
+    return
+    yield  # pragma: no cover - makes this function an async generator.
+
+
+async def _aclose(stream: AsyncIterator[ChatChunk]) -> None:
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()
+

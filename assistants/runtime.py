@@ -1,0 +1,73 @@
+"""Wiring: settings, store, provider, tools and engine, built once per process.
+
+`app.py` (Chainlit), the `/v1` routes and the CLI share one `Runtime`. Collaborators are built
+here and injected; nothing inside the engine builds its own clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .config import Settings
+from .engine import Engine
+from .providers import ChatProvider, build_provider
+from .store import open_store
+from .tools import FunctionRegistry, default_registry
+from .users import Accounts
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """The process's engine, started lazily and at most once."""
+
+    def __init__(self, settings: Settings | None = None, *, provider: ChatProvider | None = None,
+                 registry: FunctionRegistry | None = None) -> None:
+        self.settings = settings or Settings()
+        self._provider = provider
+        self._registry = registry
+        self._engine: Engine | None = None
+        self._accounts: Accounts | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> Engine:
+        """Open the store (migrating it), build the provider, start the engine."""
+        async with self._lock:
+            if self._engine is not None:
+                return self._engine
+            from .tools import examples  # noqa: F401  (registers the example tools)
+
+            store = await open_store(self.settings)
+            provider = self._provider or build_provider(self.settings)
+            if not self.settings.provider_configured and self._provider is None:
+                log.warning("No model provider configured: set OPENAI_BASE_URL / OPENAI_API_KEY. Runs will fail until then.")
+            engine = Engine(
+                store=store, provider=provider, settings=self.settings, registry=self._registry or default_registry
+            )
+            await engine.start()
+            self._accounts = Accounts(store)
+            self._engine = engine
+            return engine
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError("the runtime has not been started")
+        return self._engine
+
+    @property
+    def accounts(self) -> Accounts:
+        if self._accounts is None:
+            raise RuntimeError("the runtime has not been started")
+        return self._accounts
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.close()
+            await self._engine.store.close()
+            self._engine = None
+
+
+runtime = Runtime()
+"""The process-wide runtime used by `app.py` and the `/v1` routes."""

@@ -1,0 +1,101 @@
+"""Sessions: first-class chat sessions, one assistant and one user each, with their own settings.
+
+A session is a thread whose typed fields live in `metadata` (see `types.session.Session`), so the
+`/v1` API shows it as an ordinary thread and lists it with `GET /v1/threads?metadata[user]=...`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .engine import Engine
+from .exceptions import NotFoundError
+from .ids import new_id, now
+from .store import ListParams, Page
+from .types import ContextMode, Session, Thread
+
+
+class Sessions:
+    """Create, list, rename, change, resume and delete sessions."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def create(
+        self,
+        owner: str,
+        assistant_id: str,
+        *,
+        title: str = "New chat",
+        context_mode: ContextMode = ContextMode.full,
+        context_n: int = 20,
+        model: str | None = None,
+        temperature: float | None = None,
+    ) -> Session:
+        await self.engine.get_assistant(owner, assistant_id)
+        stamp = now()
+        session = Session(
+            id=new_id("thread"),
+            created_at=stamp,
+            user=owner,
+            assistant_id=assistant_id,
+            title=title[:200],
+            context_mode=context_mode,
+            context_n=context_n,
+            model=model,
+            temperature=temperature,
+            updated_at=stamp,
+        )
+        async with self.engine.store.transaction() as tx:
+            await tx.insert(session, owner=owner)
+        return session
+
+    async def get(self, owner: str, session_id: str) -> Session:
+        """Resume a session: the session with its settings, if it is the owner's."""
+        async with self.engine.store.read() as tx:
+            thread = await tx.get(Thread, session_id, owner=owner)
+        if "assistant_id" not in thread.metadata:
+            raise NotFoundError(f"No session found with id '{session_id}'.")
+        return Session.model_validate(thread.model_dump())
+
+    async def list(
+        self,
+        owner: str,
+        *,
+        assistant_id: str | None = None,
+        params: ListParams | None = None,
+        title_contains: str | None = None,
+    ) -> Page[Session]:
+        """The owner's sessions, newest first, optionally for one assistant or matching a title."""
+        fields: dict[str, Any] = {"user": owner}
+        if assistant_id is not None:
+            fields["assistant_id"] = assistant_id
+        async with self.engine.store.read() as tx:
+            page = await tx.list(
+                Session,
+                owner=owner,
+                params=params or ListParams(),
+                metadata=Session.metadata_filter(**fields),
+                title_contains=title_contains,
+            )
+        return page
+
+    async def update(self, owner: str, session_id: str, **changes: Any) -> Session:
+        """Rename or change settings (`title`, `context_mode`, `context_n`, `model`, `temperature`)."""
+        allowed = {"title", "context_mode", "context_n", "model", "temperature", "summary", "summary_upto"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"cannot change {', '.join(sorted(unknown))} on a session")
+        async with self.engine.store.transaction() as tx:
+            thread = await tx.get(Thread, session_id, owner=owner)
+            session = Session.model_validate(thread.model_dump())
+            updated = session.with_updates(**changes, updated_at=now())
+            await tx.save(updated)
+        return updated
+
+    async def rename(self, owner: str, session_id: str, title: str) -> Session:
+        return await self.update(owner, session_id, title=title.strip()[:200] or "New chat")
+
+    async def delete(self, owner: str, session_id: str) -> bool:
+        await self.get(owner, session_id)
+        return await self.engine.delete_thread(owner, session_id)
