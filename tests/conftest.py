@@ -63,3 +63,64 @@ async def store(store_url: str) -> AsyncIterator[SqlStore]:
         yield store
     finally:
         await store.close()
+
+
+# The real server and the scripted model ----------------------------------------------------------
+
+from collections.abc import Iterator  # noqa: E402
+
+import openai  # noqa: E402
+
+from tests.scripted_model import ScriptedModel  # noqa: E402
+from tests.server import Server, start_server  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def scripted_model() -> Iterator[ScriptedModel]:
+    with ScriptedModel() as model:
+        yield model
+
+
+@pytest.fixture
+def model(scripted_model: ScriptedModel) -> ScriptedModel:
+    """The scripted provider, emptied of scripts and recordings for each test."""
+    scripted_model.reset()
+    return scripted_model
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def server(
+    request: pytest.FixtureRequest, scripted_model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The real server (Chainlit + /v1), once on SQLite and once on PostgreSQL."""
+    import asyncio
+
+    extra: dict[str, str] = {}
+    pg_url = None
+    if request.param == "postgres":
+        pg_url = asyncio.run(create_pg_database())
+        extra["ASSISTANTS_DATABASE_URL"] = pg_url
+    srv = start_server(tmp_path_factory.mktemp(f"server-{request.param}"), model_url=scripted_model.base_url, extra_env=extra)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        if pg_url is not None:
+            asyncio.run(drop_pg_database(pg_url))
+
+
+def sdk_client(server: Server, user: str) -> openai.OpenAI:
+    """The official SDK, strict, pointed at our server as `user`."""
+    return openai.OpenAI(
+        base_url=server.api_url, api_key=server.key_for(user), max_retries=0, _strict_response_validation=True
+    )
+
+
+@pytest.fixture
+def client(server: Server, model: ScriptedModel) -> openai.OpenAI:
+    return sdk_client(server, "alice")
+
+
+@pytest.fixture
+def other_client(server: Server, model: ScriptedModel) -> openai.OpenAI:
+    return sdk_client(server, "bob")
