@@ -32,7 +32,7 @@ async def ensure_default_assistant(engine: Engine, owner: str, settings: Setting
         name="Assistant",
         description="A general assistant with a calculator and a clock.",
         instructions=DEFAULT_INSTRUCTIONS,
-        tools=tools,  # type: ignore[arg-type]
+        tools=tools,
         metadata=DEFAULT_MARK,
     )
     return await engine.create_assistant(owner, body)

@@ -16,7 +16,7 @@ from typing import Any
 
 from .config import Settings
 from .events import Event, EventBus, Subscription
-from .exceptions import InvalidRequestError
+from .exceptions import InvalidRequestError, NotFoundError
 from .ids import new_id, now
 from .providers import ChatProvider
 from .runs import RunExecutor
@@ -35,7 +35,7 @@ from .types import (
     TextValue,
     Thread,
 )
-from .types.objects import MessageContent, ToolCallsDetails, TruncationStrategy
+from .types.objects import ImageFileContent, MessageContent, ToolCallsDetails, TruncationStrategy
 from .types.requests import (
     AssistantCreate,
     AssistantUpdate,
@@ -275,9 +275,9 @@ class Engine:
                     param=f"attachments[{index}].file_id",
                 )
         for part in _content_of(body):
-            if part.type == "image_file" and await tx.find(File, part.image_file.file_id, owner=owner) is None:  # type: ignore[union-attr]
+            if isinstance(part, ImageFileContent) and await tx.find(File, part.image_file.file_id, owner=owner) is None:
                 raise InvalidRequestError(
-                    f"Invalid 'content': no file found with id '{part.image_file.file_id}'.",  # type: ignore[union-attr]
+                    f"Invalid 'content': no file found with id '{part.image_file.file_id}'.",
                     param="content",
                 )
         stamp = now()
@@ -614,9 +614,7 @@ class Engine:
         return page
 
 
-def _missing(label: str, object_id: str) -> InvalidRequestError:
-    from .exceptions import NotFoundError
-
+def _missing(label: str, object_id: str) -> NotFoundError:
     return NotFoundError(f"No {label} found with id '{object_id}'.")
 
 

@@ -8,11 +8,12 @@ client is built with `max_retries=0`.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, Protocol
 
-import httpx
 import openai
 
 from ..config import Settings
@@ -62,7 +63,25 @@ class ChatProvider(Protocol):
         ...
 
 
-def _retry_after(response: httpx.Response | None) -> float | None:
+def _http_modules() -> list[ModuleType]:
+    """The HTTP libraries the SDK may raise from: `httpx2` (openai 3.x) and/or `httpx` (earlier)."""
+    found = []
+    for name in ("httpx2", "httpx"):
+        try:
+            found.append(importlib.import_module(name))
+        except ImportError:
+            continue
+    return found
+
+
+_HTTP = _http_modules()
+HTTP_ERRORS: tuple[type[Exception], ...] = tuple(m.HTTPError for m in _HTTP)
+"""Transport errors that can escape the SDK mid-stream (a dropped connection, say)."""
+TIMEOUT_ERRORS: tuple[type[Exception], ...] = tuple(m.TimeoutException for m in _HTTP)
+_SDK_ERRORS: tuple[type[Exception], ...] = (openai.OpenAIError, *HTTP_ERRORS)
+
+
+def _retry_after(response: Any) -> float | None:
     if response is None:
         return None
     value = response.headers.get("retry-after-ms")
@@ -108,11 +127,12 @@ def translate_error(exc: Exception) -> ProviderError:
         if exc.status_code == 400:
             error.code = "invalid_prompt"
         return error
-    if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
+    if isinstance(exc, (openai.APITimeoutError, *TIMEOUT_ERRORS)):
         return ProviderConnectionError("The model provider did not answer in time. Try again later.")
-    if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
+    if isinstance(exc, (openai.APIConnectionError, *HTTP_ERRORS)):
         return ProviderConnectionError(
-            "The model provider could not be reached. Check OPENAI_BASE_URL and that the provider is running."
+            "The model provider could not be reached or dropped the connection. "
+            "Check OPENAI_BASE_URL and that the provider is running."
         )
     return ProviderError(f"The model provider failed: {exc}")
 
@@ -129,7 +149,7 @@ class OpenAIChatProvider:
         body.setdefault("stream_options", {"include_usage": True})
         try:
             stream = await self.client.chat.completions.create(**body)
-        except (openai.OpenAIError, httpx.HTTPError) as exc:
+        except _SDK_ERRORS as exc:
             raise translate_error(exc) from exc
         # `async with` closes the HTTP response when the consumer stops early (cancel), which
         # is what tells the provider to stop generating.
@@ -137,13 +157,13 @@ class OpenAIChatProvider:
             try:
                 async for chunk in stream:
                     yield _reduce(chunk)
-            except (openai.OpenAIError, httpx.HTTPError) as exc:
+            except _SDK_ERRORS as exc:
                 raise translate_error(exc) from exc
 
     async def complete(self, request: dict[str, Any]) -> str:
         try:
             response = await self.client.chat.completions.create(**request, stream=False)
-        except (openai.OpenAIError, httpx.HTTPError) as exc:
+        except _SDK_ERRORS as exc:
             raise translate_error(exc) from exc
         if not response.choices:
             return ""
@@ -152,7 +172,7 @@ class OpenAIChatProvider:
     async def list_models(self) -> list[str]:
         try:
             page = await self.client.models.list()
-        except (openai.OpenAIError, httpx.HTTPError):
+        except _SDK_ERRORS:
             return []
         return sorted(model.id for model in page.data)
 
@@ -210,6 +230,6 @@ def build_provider(settings: Settings) -> ChatProvider:
         base_url=settings.openai_base_url,
         api_key=settings.openai_api_key or "not-needed",
         max_retries=0,
-        timeout=httpx.Timeout(settings.provider_timeout_seconds, connect=10.0),
+        timeout=settings.provider_timeout_seconds,
     )
     return OpenAIChatProvider(client)

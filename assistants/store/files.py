@@ -30,7 +30,8 @@ class FileStore:
 
     async def read(self, path: str) -> bytes:
         async with aiofiles.open(path, "rb") as handle:
-            return await handle.read()
+            data: bytes = await handle.read()
+        return data
 
     async def remove(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -7,9 +7,10 @@ query fetches `limit + 1` rows past a cursor's `seq`, never a whole list.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from pydantic import BaseModel
@@ -64,6 +65,11 @@ def _columns_for(obj: BaseModel) -> dict[str, Any]:
     return columns
 
 
+def _id(obj: BaseModel) -> str:
+    # Every stored model has an `id`; `BaseModel` itself does not say so.
+    return str(cast(Any, obj).id)
+
+
 def _data(obj: BaseModel) -> dict[str, Any]:
     return obj.model_dump(mode="json")
 
@@ -78,9 +84,9 @@ class StoreTx:
         """Insert a new object owned by `owner` (extra columns: e.g. a file's `path`)."""
         table, _ = _table_for(type(obj))
         values = {
-            "id": obj.id,
+            "id": _id(obj),
             "owner_id": owner,
-            "created_at": obj.created_at,
+            "created_at": cast(Any, obj).created_at,
             "data": _data(obj),
             **_columns_for(obj),
             **extra,
@@ -98,7 +104,7 @@ class StoreTx:
         try:
             await self.conn.execute(
                 table.update()
-                .where(table.c.id == obj.id)
+                .where(table.c.id == _id(obj))
                 .values(data=_data(obj), **_columns_for(obj))
             )
         except IntegrityError as exc:
@@ -153,7 +159,7 @@ class StoreTx:
     ) -> Page[T]:
         """One page of objects, filtered by columns and by `metadata` key/values, all in SQL."""
         table, label = _table_for(cls)
-        conditions: list[sa.ColumnElement[bool]] = []
+        conditions: builtins.list[sa.ColumnElement[bool]] = []
         if owner is not None:
             conditions.append(table.c.owner_id == owner)
         for column, value in (where or {}).items():
@@ -194,13 +200,13 @@ class StoreTx:
         return Page(
             data=items,
             has_more=has_more,
-            first_id=items[0].id if items else None,
-            last_id=items[-1].id if items else None,
+            first_id=_id(items[0]) if items else None,
+            last_id=_id(items[-1]) if items else None,
         )
 
     async def messages_page_desc(
         self, thread_id: str, *, limit: int, before_seq: int | None
-    ) -> list[tuple[int, Message]]:
+    ) -> builtins.list[tuple[int, Message]]:
         """Up to `limit` messages of a thread, newest first, older than `before_seq` when given.
 
         Returns `(seq, message)` pairs so a caller can walk further back from the last one.
@@ -217,7 +223,7 @@ class StoreTx:
         rows = (await self.conn.execute(query)).all()
         return [(int(row[0]), Message.model_validate(row[1])) for row in rows]
 
-    async def run_steps(self, run_id: str) -> list[RunStep]:
+    async def run_steps(self, run_id: str) -> builtins.list[RunStep]:
         """All steps of a run, in the order they were created."""
         table = schema.run_steps
         query = sa.select(table.c.data).where(table.c.run_id == run_id).order_by(table.c.seq)
@@ -244,7 +250,7 @@ class StoreTx:
         row = (await self.conn.execute(sa.select(table.c.data).where(table.c.thread_id == thread_id, table.c.active))).first()
         return None if row is None else Run.model_validate(row[0])
 
-    async def expired_runs(self, now: int) -> list[tuple[str, Run]]:
+    async def expired_runs(self, now: int) -> builtins.list[tuple[str, Run]]:
         """Runs still waiting for tool outputs past their `expires_at`, with their owners."""
         table = schema.runs
         query = sa.select(table.c.owner_id, table.c.data).where(
@@ -252,7 +258,7 @@ class StoreTx:
         )
         return [(str(row[0]), Run.model_validate(row[1])) for row in (await self.conn.execute(query)).all()]
 
-    async def unfinished_runs(self) -> list[tuple[str, Run]]:
+    async def unfinished_runs(self) -> builtins.list[tuple[str, Run]]:
         """Runs that are active in the database, for recovery after a crash."""
         table = schema.runs
         query = sa.select(table.c.owner_id, table.c.data).where(table.c.active)
