@@ -71,7 +71,7 @@ class Event:
         return self.event in RUN_PAUSE_OR_END
 
 
-@dataclass
+@dataclass(eq=False)
 class Subscription:
     """A subscriber's queue. Iterate it; close it (or leave the `async with`) to stop receiving."""
 
