@@ -15,7 +15,6 @@ from typing import TextIO
 from .events import Event
 from .exceptions import AssistantsError
 from .runtime import Runtime
-from .types import TextContent, TextValue
 from .types.requests import MessageCreate, RunCreate
 
 
@@ -73,7 +72,7 @@ async def _chat(runtime: Runtime, user: str, stdin: TextIO, out: TextIO) -> int:
         if not line or not line.strip():
             return 0
         await engine.create_message(
-            owner, session.id, MessageCreate(role="user", content=[TextContent(text=TextValue(value=line.strip()))])
+            owner, session.id, MessageCreate(role="user", content=line.strip())
         )
         async for event in engine.stream_run(owner, session.id, RunCreate(assistant_id=assistant.id)):
             render(event, out)

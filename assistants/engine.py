@@ -42,6 +42,7 @@ from .types.requests import (
     MessageCreate,
     MessageUpdate,
     RunCreate,
+    TextRequestContent,
     RunUpdate,
     SubmitToolOutputsRequest,
     ThreadAndRunCreate,
@@ -57,7 +58,10 @@ EXPIRY_SWEEP_SECONDS = 5.0
 def _content_of(body: MessageCreate) -> list[MessageContent]:
     if isinstance(body.content, str):
         return [TextContent(text=TextValue(value=body.content))]
-    return list(body.content)
+    return [
+        TextContent(text=TextValue(value=part.text)) if isinstance(part, TextRequestContent) else part
+        for part in body.content
+    ]
 
 
 class Engine:
@@ -332,12 +336,8 @@ class Engine:
     async def list_messages(self, owner: str, thread_id: str, params: ListParams, run_id: str | None = None) -> Page[Message]:
         async with self.store.read() as tx:
             await tx.get(Thread, thread_id, owner=owner)
-            where: dict[str, Any] = {"thread_id": thread_id}
-            metadata_filter = None
-            page = await tx.list(Message, owner=owner, params=params, where=where, metadata=metadata_filter)
-        if run_id is not None:
-            page.data = [m for m in page.data if m.run_id == run_id]
-        return page
+            fields = {"run_id": run_id} if run_id is not None else None
+            return await tx.list(Message, owner=owner, params=params, where={"thread_id": thread_id}, fields=fields)
 
     # Runs --------------------------------------------------------------------------------------
 
@@ -608,10 +608,8 @@ class Engine:
 
     async def list_files(self, owner: str, params: ListParams, purpose: str | None = None) -> Page[File]:
         async with self.store.read() as tx:
-            page = await tx.list(File, owner=owner, params=params)
-        if purpose is not None:
-            page.data = [f for f in page.data if f.purpose == purpose]
-        return page
+            fields = {"purpose": purpose} if purpose is not None else None
+            return await tx.list(File, owner=owner, params=params, fields=fields)
 
 
 def _missing(label: str, object_id: str) -> NotFoundError:

@@ -45,6 +45,8 @@ _UNION_TAGS = frozenset(
 )
 """Names pydantic adds to an error location for union members; they are not request fields."""
 
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict"})
+
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
     """`("tools", 0, "function", "name")` → `tools[0].function.name`, without union member names."""
@@ -55,6 +57,9 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
             continue
         if not part.isidentifier():
             continue
+        # Pydantic's names for scalar and container union members are never request fields.
+        if part in _TYPE_TAGS:
+            continue
         # A union tag is a member name unless it is the last part (then it is a real field).
         if part in _UNION_TAGS and index + 1 < len(loc) and not (part == "function" and path.endswith("]")):
             continue
@@ -64,7 +69,10 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
 
 def validation_error(exc: ValidationError) -> InvalidRequestError:
     """The first problem of a pydantic error, in OpenAI's words, naming the field."""
-    first = exc.errors()[0]
+    errors = exc.errors()
+    # In a union, members the input was not meant for fail with a bare type error ("should be a
+    # valid string"); the member it was meant for says what is really wrong.
+    first = next((e for e in errors if not e["type"].endswith("_type")), errors[0])
     field = _field_path(tuple(first["loc"]))
     if first["type"] == "missing":
         return InvalidRequestError(f"Missing required parameter: '{field}'.", param=field, code="missing_required_parameter")

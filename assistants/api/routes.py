@@ -265,7 +265,7 @@ def build_router(runtime: Runtime) -> APIRouter:
     async def delete_file(request: Request, file_id: str) -> Any:
         owner = await user(request)
         await engine().delete_file(owner, file_id)
-        return deleted(file_id, "file")
+        return {"id": file_id, "object": "file", "deleted": True}
 
     # Models ------------------------------------------------------------------------------------
 

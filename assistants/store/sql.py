@@ -156,6 +156,7 @@ class StoreTx:
         where: Mapping[str, Any] | None = None,
         metadata: Mapping[str, str] | None = None,
         title_contains: str | None = None,
+        fields: Mapping[str, str] | None = None,
     ) -> Page[T]:
         """One page of objects, filtered by columns and by `metadata` key/values, all in SQL."""
         table, label = _table_for(cls)
@@ -164,12 +165,27 @@ class StoreTx:
             conditions.append(table.c.owner_id == owner)
         for column, value in (where or {}).items():
             conditions.append(table.c[column] == value)
+        for name, value in (fields or {}).items():
+            conditions.append(table.c.data[name].as_string() == value)
+        sqlite = self.conn.dialect.name == "sqlite"
         for key, value in (metadata or {}).items():
-            conditions.append(table.c.data["metadata"][key].as_string() == value)
+            if sqlite:
+                # SQLite (before 3.45) matches JSON path labels against the raw, escaped key text, so
+                # keys with quotes, backslashes or non-ASCII characters never match a path: use json_each.
+                pairs = sa.func.json_each(table.c.data, "$.metadata").table_valued("key", "value")
+                conditions.append(sa.exists(sa.select(1).select_from(pairs).where(pairs.c.key == key, pairs.c.value == value)))
+            else:
+                conditions.append(table.c.data["metadata"][key].as_string() == value)
         if title_contains:
             escaped = title_contains.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_")
-            pattern = "%" + escaped + "%"
-            conditions.append(table.c.data["metadata"]["title"].as_string().ilike(pattern, escape="\\"))
+            title = table.c.data["metadata"]["title"].as_string()
+            if sqlite:
+                # SQLite's LIKE and lower() fold ASCII only; fold both sides with Python's casefold.
+                pattern = "%" + escaped.casefold() + "%"
+                conditions.append(sa.func.casefold(title).like(pattern, escape="\\"))
+            else:
+                pattern = "%" + escaped + "%"
+                conditions.append(title.ilike(pattern, escape="\\"))
         descending = params.order == "desc"
         for cursor, param in ((params.after, "after"), (params.before, "before")):
             if cursor is None:
@@ -360,3 +376,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    dbapi_connection.create_function(
+        "casefold", 1, lambda text: text.casefold() if isinstance(text, str) else text, deterministic=True
+    )

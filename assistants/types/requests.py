@@ -9,11 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .metadata import validate_metadata
 from .objects import (
     Attachment,
-    MessageContent,
+    ImageFileContent,
+    ImageURLContent,
     ResponseFormat,
     Tool,
     ToolChoice,
     TruncationStrategy,
+    WireModel,
 )
 
 Temperature = Annotated[float, Field(ge=0, le=2)]
@@ -57,9 +59,21 @@ class AssistantUpdate(RequestModel):
     reasoning_effort: str | None = None
 
 
+class TextRequestContent(WireModel):
+    """A text part as requests carry it: `{"type": "text", "text": "..."}` (MessageRequestContentTextObject)."""
+
+    type: Literal["text"] = "text"
+    text: str
+
+
+MessageRequestContent = Annotated[
+    TextRequestContent | ImageFileContent | ImageURLContent, Field(discriminator="type")
+]
+
+
 class MessageCreate(RequestModel):
     role: Literal["user", "assistant"]
-    content: str | Annotated[list[MessageContent], Field(min_length=1)]
+    content: str | Annotated[list[MessageRequestContent], Field(min_length=1)]
     attachments: list[Attachment] | None = None
     metadata: dict[str, str] | None = None
 
