@@ -42,9 +42,9 @@ from .types.requests import (
     MessageCreate,
     MessageUpdate,
     RunCreate,
-    TextRequestContent,
     RunUpdate,
     SubmitToolOutputsRequest,
+    TextRequestContent,
     ThreadAndRunCreate,
     ThreadCreate,
     ThreadUpdate,
@@ -467,9 +467,12 @@ class Engine:
         run = await self.get_run(owner, thread_id, run_id)
         if run.status not in (RunStatus.queued, RunStatus.in_progress, RunStatus.requires_action):
             raise InvalidRequestError(f"Cannot cancel run with status '{run.status.value}'.", param="run_id")
-        task = self._tasks.get(run_id)
         async with self.store.transaction() as tx:
             run = await tx.get(Run, run_id, owner=owner)
+            # The run may have ended, or been resumed by tool outputs, since the check above.
+            if run.status not in (RunStatus.queued, RunStatus.in_progress, RunStatus.requires_action):
+                raise InvalidRequestError(f"Cannot cancel run with status '{run.status.value}'.", param="run_id")
+            task = self._tasks.get(run_id)
             cancelling = transition(run, RunStatus.cancelling)
             await tx.save(cancelling)
         self._publish("thread.run.cancelling", cancelling.wire(), cancelling)

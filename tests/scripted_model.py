@@ -265,7 +265,7 @@ class ScriptedModel:
         self._scripts: collections.deque[Script] = collections.deque()
         self._responder: Responder | None = None
         # One condition guards all shared state, so tests can block until the server has seen something.
-        self._changed = threading.Condition(threading.Lock())
+        self._changed = threading.Condition(threading.RLock())
         self._stopping = threading.Event()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None

@@ -81,7 +81,7 @@ class RunExecutor:
         except ConfigurationError as exc:
             await self._fail(recorder, LastError(code="server_error", message=exc.message))
         except ProviderError as exc:
-            await self._fail(recorder, LastError(code=exc.code, message=exc.message))  # type: ignore[arg-type]
+            await self._fail(recorder, LastError(code=exc.code, message=exc.message))
         except Exception:
             log.exception("run %s failed with an internal error", run_id)
             await self._fail(
@@ -108,9 +108,12 @@ class RunExecutor:
             # Steps left waiting on client outputs are cancelled too.
             async with self.store.read() as tx:
                 waiting = [s for s in await tx.run_steps(recorder.run.id) if s.status is StepStatus.in_progress]
+                stored = await tx.get(Run, recorder.run.id, owner=None)
             for step in waiting:
                 await recorder.finish_tool_step(step, {}, status=StepStatus.cancelled)
-            if recorder.run.status is not RunStatus.cancelling:
+            # `Engine.cancel_run` stores `cancelling` before it cancels this task, so the in-memory
+            # run is stale here: moving again would be cancelling -> cancelling, which raises.
+            if stored.status is not RunStatus.cancelling:
                 await recorder.move(RunStatus.cancelling)
         await recorder.move(status, **changes)
 
@@ -148,19 +151,31 @@ class RunExecutor:
             usage = usage.add(prompt, completion)
             await recorder.save_run(usage=usage)
             run = recorder.run
-            out_of_completion = (
-                run.max_completion_tokens is not None and usage.completion_tokens >= run.max_completion_tokens
-            )
+            budget = run.max_completion_tokens
+            # A final answer is over budget only past it; another tool round needs budget left.
+            over_budget = budget is not None and usage.completion_tokens > budget
+            budget_spent = budget is not None and usage.completion_tokens >= budget
             calls = accumulated.tool_calls()
             cut = accumulated.finish_reason == "length"
+            # An answer that spent the run's completion budget ends the run `incomplete`, so the
+            # message carrying it is incomplete too, whether or not the provider itself cut it.
+            truncated = cut or (over_budget and not calls)
             if recorder.message is not None:
                 await recorder.finish_message(
                     accumulated.text or accumulated.refusal,
                     usage=None if calls else step_usage,
-                    incomplete_reason="max_tokens" if cut else None,
+                    incomplete_reason="max_tokens" if truncated else None,
                 )
-            if cut or (out_of_completion and not calls):
+            if truncated:
                 # The provider stopped at its token limit, or the run's completion budget is spent.
+                if recorder.tool_step is not None:
+                    # A tool call cut off mid-arguments cannot run; its step closes with the reason.
+                    await recorder.finish_tool_step(
+                        recorder.tool_step,
+                        {},
+                        status=StepStatus.failed,
+                        error=LastError(code="server_error", message="The model's output was cut off inside this tool call."),
+                    )
                 await recorder.move(
                     RunStatus.incomplete, incomplete_details=IncompleteDetails(reason="max_completion_tokens")
                 )
@@ -198,7 +213,7 @@ class RunExecutor:
                 return
             await recorder.finish_tool_step(step, outputs)
             tail = [*tail, assistant_turn, *({"role": "tool", "tool_call_id": c.id, "content": outputs[c.id]} for c in calls)]
-            if out_of_completion:
+            if budget_spent:
                 await recorder.move(RunStatus.incomplete, incomplete_details=IncompleteDetails(reason="max_completion_tokens"))
                 return
 
