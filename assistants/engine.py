@@ -27,6 +27,7 @@ from .types import (
     Assistant,
     File,
     Message,
+    MessageStatus,
     Run,
     RunStatus,
     RunStep,
@@ -35,7 +36,15 @@ from .types import (
     TextValue,
     Thread,
 )
-from .types.objects import ImageFileContent, MessageContent, ToolCallsDetails, TruncationStrategy
+from .types.objects import (
+    ImageFileContent,
+    IncompleteDetails,
+    LastError,
+    MessageContent,
+    MessageCreationDetails,
+    ToolCallsDetails,
+    TruncationStrategy,
+)
 from .types.requests import (
     AssistantCreate,
     AssistantUpdate,
@@ -119,23 +128,35 @@ class Engine:
             await self._force_end(owner, run, "The server restarted while this run was in progress. Run it again.")
 
     async def _force_end(self, owner: str, run: Run, message: str) -> None:
-        from .types import LastError
+        """End a run no task is executing: `cancelled` if it was being cancelled, else `failed`.
 
+        Its open steps fail with it, and a half-written answer is kept as `incomplete`.
+        """
         async with self.store.transaction() as tx:
             stored = await tx.get(Run, run.id, owner=owner)
             if stored.status is RunStatus.cancelling:
                 ended = transition(stored, RunStatus.cancelled)
             else:
-                if stored.status is RunStatus.queued or stored.status is RunStatus.in_progress:
-                    pass
                 ended = transition(stored, RunStatus.failed, last_error=LastError(code="server_error", message=message))
             await tx.save(ended)
+            stamp = now()
             for step in await tx.run_steps(run.id):
-                if step.status is StepStatus.in_progress:
-                    await tx.save(step.model_copy(update={"status": StepStatus.failed, "failed_at": now()}))
-        self.bus.publish(
-            Event(f"thread.run.{ended.status.value}", ended.wire(), thread_id=run.thread_id, run_id=run.id, assistant_id=run.assistant_id)  # type: ignore[arg-type]
-        )
+                if step.status is not StepStatus.in_progress:
+                    continue
+                await tx.save(step.model_copy(update={"status": StepStatus.failed, "failed_at": stamp}))
+                if isinstance(step.step_details, MessageCreationDetails):
+                    written = await tx.find(Message, step.step_details.message_creation.message_id, owner=None)
+                    if written is not None and written.status is MessageStatus.in_progress:
+                        await tx.save(
+                            written.model_copy(
+                                update={
+                                    "status": MessageStatus.incomplete,
+                                    "incomplete_at": stamp,
+                                    "incomplete_details": IncompleteDetails(reason="run_failed"),
+                                }
+                            )
+                        )
+        self._publish(f"thread.run.{ended.status.value}", ended.wire(), ended)
 
     async def _sweep_forever(self) -> None:
         while True:

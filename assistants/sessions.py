@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .engine import Engine
-from .exceptions import NotFoundError
+from .exceptions import InvalidRequestError, NotFoundError
 from .ids import new_id, now
 from .store import ListParams, Page
 from .types import ContextMode, Session, Thread
@@ -32,6 +32,7 @@ class Sessions:
         model: str | None = None,
         temperature: float | None = None,
     ) -> Session:
+        _check_context_n(context_n)
         await self.engine.get_assistant(owner, assistant_id)
         stamp = now()
         session = Session(
@@ -54,9 +55,7 @@ class Sessions:
         """Resume a session: the session with its settings, if it is the owner's."""
         async with self.engine.store.read() as tx:
             thread = await tx.get(Thread, session_id, owner=owner)
-        if "assistant_id" not in thread.metadata:
-            raise NotFoundError(f"No session found with id '{session_id}'.")
-        return Session.model_validate(thread.model_dump())
+        return _as_session(thread)
 
     async def list(
         self,
@@ -88,8 +87,9 @@ class Sessions:
             raise ValueError(f"cannot change {', '.join(sorted(unknown))} on a session")
         async with self.engine.store.transaction() as tx:
             thread = await tx.get(Thread, session_id, owner=owner)
-            session = Session.model_validate(thread.model_dump())
+            session = _as_session(thread)
             updated = session.with_updates(**changes, updated_at=now())
+            _check_context_n(updated.context_n)
             await tx.save(updated)
         return updated
 
@@ -99,3 +99,18 @@ class Sessions:
     async def delete(self, owner: str, session_id: str) -> bool:
         await self.get(owner, session_id)
         return await self.engine.delete_thread(owner, session_id)
+
+
+def _as_session(thread: Thread) -> Session:
+    """The thread as a session; a plain thread (no user and assistant in metadata) is not one."""
+    if "user" not in thread.metadata or "assistant_id" not in thread.metadata:
+        raise NotFoundError(f"No session found with id '{thread.id}'.")
+    return Session.model_validate(thread.model_dump())
+
+
+def _check_context_n(context_n: int) -> None:
+    """N is how many messages `last_n` sends and `summary` keeps verbatim: at least the newest one."""
+    if context_n < 1:
+        raise InvalidRequestError(
+            f"Invalid 'context_n': {context_n}; it must be at least 1.", param="context_n"
+        )

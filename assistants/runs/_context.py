@@ -63,6 +63,15 @@ def session_of(thread: Thread) -> Session | None:
     return None
 
 
+def _is_history(message: Message, run_id: str) -> bool:
+    """Whether a stored message is history for this run: not one of its own, and not empty.
+
+    A message without content was left by a run that never finished it (the server stopped
+    mid-answer); sending it would put an empty turn before the model.
+    """
+    return message.run_id != run_id and bool(message.content)
+
+
 async def to_chat_message(message: Message, read_file: Any) -> dict[str, Any]:
     """One stored message as a Chat Completions message (images inlined as data URLs)."""
     parts: list[dict[str, Any]] = []
@@ -99,7 +108,7 @@ async def _history_within(
             break
         for seq, message in batch:
             offset_seq = seq
-            if message.run_id == run_id:
+            if not _is_history(message, run_id):
                 continue
             total_seen += 1
             chat = await to_chat_message(message, read_file)
@@ -151,11 +160,13 @@ async def build_context(
         history, left_out, summary_text = await _summary_context(tx, session, run, summarize, read_file)
         if summary_text:
             summary_used = True
-            system = [*system, {"role": "system", "content": f"Summary of the earlier conversation:\n{summary_text}"}]
+            note = {"role": "system", "content": f"Summary of the earlier conversation:\n{summary_text}"}
+            system = [*system, note]
+            # The summary is part of the prompt: verbatim turns make room for it.
+            budget -= count_message(note)
     elif strategy.type == "last_messages" and strategy.last_messages:
-        rows = await tx.messages_page_desc(thread.id, limit=strategy.last_messages + 1, before_seq=None)
-        kept = [m for _, m in rows if m.run_id != run.id][: strategy.last_messages]
-        history = [await to_chat_message(m, read_file) for m in reversed(kept)]
+        kept = await _last_messages(tx, thread.id, run.id, strategy.last_messages)
+        history = [await to_chat_message(m, read_file) for m in kept]
         left_out = await tx.count_messages(thread.id) - len(history)
     else:
         history, _, left_out = await _history_within(tx, thread.id, run.id, budget, read_file)
@@ -178,10 +189,30 @@ async def build_context(
     return PreparedContext(messages=messages, record=record)
 
 
+async def _last_messages(tx: StoreTx, thread_id: str, run_id: str, count: int) -> list[Message]:
+    """The thread's last `count` messages before this run's own (oldest first).
+
+    The run's messages (text written before its tool calls) are newest, and there may be one per
+    tool round, so pages are read until `count` earlier messages are found.
+    """
+    kept: list[Message] = []
+    before_seq: int | None = None
+    while len(kept) < count:
+        limit = min(HISTORY_BATCH, count - len(kept) + 1)
+        rows = await tx.messages_page_desc(thread_id, limit=limit, before_seq=before_seq)
+        kept.extend(m for _, m in rows if _is_history(m, run_id))
+        if len(rows) < limit:
+            break
+        before_seq = rows[-1][0]
+    kept = kept[:count]
+    kept.reverse()
+    return kept
+
+
 async def _newest_user_message(tx: StoreTx, thread_id: str, run_id: str, read_file: Any) -> list[dict[str, Any]]:
     rows = await tx.messages_page_desc(thread_id, limit=HISTORY_BATCH, before_seq=None)
     for _, message in rows:
-        if message.role == "user" and message.run_id != run_id:
+        if message.role == "user" and _is_history(message, run_id):
             return [await to_chat_message(message, read_file)]
     return []
 
@@ -190,9 +221,14 @@ async def _summary_context(
     tx: StoreTx, session: Session, run: Run, summarize: Any, read_file: Any
 ) -> tuple[list[dict[str, Any]], int, str | None]:
     """Recent turns verbatim, and the rolling summary brought up to date with the turns before them."""
+    # The summary state is read afresh: an earlier round of this run (or another run) may have
+    # moved it on since the run loaded its thread, and saving a stale copy would undo that.
+    current = session_of(await tx.get(Thread, session.id, owner=None))
+    if current is not None:
+        session = current
     keep = session.context_n
     rows = await tx.messages_page_desc(session.id, limit=keep + SUMMARY_MAX_NEW, before_seq=None)
-    ordered = [m for _, m in reversed(rows) if m.run_id != run.id]
+    ordered = [m for _, m in reversed(rows) if _is_history(m, run.id)]
     recent = ordered[-keep:] if keep else []
     older = ordered[: len(ordered) - len(recent)]
     summary = session.summary
