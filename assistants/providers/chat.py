@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any, Protocol
 
 import openai
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from ..config import Settings
 from ..exceptions import (
@@ -148,7 +149,15 @@ class OpenAIChatProvider:
         body["stream"] = True
         body.setdefault("stream_options", {"include_usage": True})
         try:
-            stream = await self.client.chat.completions.create(**body)
+            # The body is already plain JSON: posting it directly skips the SDK's per-message typed
+            # transform, which costs ~0.25 ms per message and blocks the event loop on long threads.
+            stream = await self.client.post(
+                "/chat/completions",
+                body=body,
+                cast_to=ChatCompletion,
+                stream=True,
+                stream_cls=openai.AsyncStream[ChatCompletionChunk],
+            )
         except _SDK_ERRORS as exc:
             raise translate_error(exc) from exc
         # `async with` closes the HTTP response when the consumer stops early (cancel), which
@@ -162,7 +171,9 @@ class OpenAIChatProvider:
 
     async def complete(self, request: dict[str, Any]) -> str:
         try:
-            response = await self.client.chat.completions.create(**request, stream=False)
+            response = await self.client.post(
+                "/chat/completions", body={**request, "stream": False}, cast_to=ChatCompletion
+            )
         except _SDK_ERRORS as exc:
             raise translate_error(exc) from exc
         if not response.choices:

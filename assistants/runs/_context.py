@@ -21,7 +21,7 @@ from typing import Any
 
 from ..exceptions import AssistantsError
 from ..store import StoreTx
-from ..tokens import count_message, count_messages, count_tools
+from ..tokens import REPLY_PRIMING, count_message, count_messages, count_tools
 from ..types import (
     ContextMode,
     ContextRecord,
@@ -95,9 +95,10 @@ async def to_chat_message(message: Message, read_file: Any) -> dict[str, Any]:
 
 async def _history_within(
     tx: StoreTx, thread_id: str, run_id: str, budget: int, read_file: Any
-) -> tuple[list[dict[str, Any]], int, int]:
-    """Newest-first history that fits in `budget` tokens: (messages oldest first, count, left out)."""
+) -> tuple[list[dict[str, Any]], list[int], int]:
+    """Newest-first history that fits in `budget` tokens: (messages oldest first, their token costs, left out)."""
     chosen: list[dict[str, Any]] = []
+    costs: list[int] = []
     spent = 0
     offset_seq: int | None = None
     total_seen = 0
@@ -117,6 +118,7 @@ async def _history_within(
                 full = True
                 break
             chosen.append(chat)
+            costs.append(cost)
             spent += cost
         if len(batch) < HISTORY_BATCH:
             break
@@ -124,7 +126,8 @@ async def _history_within(
     if full:
         left_out = await tx.count_messages(thread_id) - len(chosen)
     chosen.reverse()
-    return chosen, len(chosen), max(left_out, 0)
+    costs.reverse()
+    return chosen, costs, max(left_out, 0)
 
 
 async def build_context(
@@ -152,6 +155,7 @@ async def build_context(
     strategy = run.truncation_strategy
     mode = session.context_mode.value if session else f"truncation:{strategy.type}"
     summary_used = False
+    costs: list[int] | None = None
 
     if session is not None and session.context_mode is ContextMode.one_off:
         history = await _newest_user_message(tx, thread.id, run.id, read_file)
@@ -169,14 +173,22 @@ async def build_context(
         history = [await to_chat_message(m, read_file) for m in kept]
         left_out = await tx.count_messages(thread.id) - len(history)
     else:
-        history, _, left_out = await _history_within(tx, thread.id, run.id, budget, read_file)
+        history, costs, left_out = await _history_within(tx, thread.id, run.id, budget, read_file)
+    if costs is None:
+        costs = [count_message(m) for m in history]
 
     # Whatever the mode chose must still fit the window and the prompt budget: trim oldest first.
-    while len(history) > 1 and count_messages(history) > budget:
-        history.pop(0)
+    # Each message is counted once; count_messages(h) == sum(costs) + REPLY_PRIMING.
+    history_tokens = sum(costs)
+    first = 0
+    while len(history) - first > 1 and history_tokens + REPLY_PRIMING > budget:
+        history_tokens -= costs[first]
+        first += 1
         left_out += 1
+    if first:
+        history = history[first:]
     messages = system + history + tail
-    prompt_tokens = count_messages(messages) + count_tools(tools)
+    prompt_tokens = count_messages(system + tail) + history_tokens + count_tools(tools)
     if prompt_budget is not None and prompt_tokens > prompt_budget:
         raise PromptBudgetExceeded(f"The smallest possible prompt needs {prompt_tokens} tokens.")
     record = ContextRecord(

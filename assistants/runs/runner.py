@@ -142,7 +142,9 @@ class RunExecutor:
                     read_file=self._read_file(recorder.owner),
                 )
             if recorder.run.context is None:
-                await recorder.save_run(context=prepared.record)
+                # Kept in memory and stored with the next write (usage, or the run's end), which
+                # saves a transaction before the first token.
+                recorder.run = recorder.run.model_copy(update={"context": prepared.record})
             request = self._request(run, prepared.messages, tools, usage)
             accumulated = await self._stream(recorder, request)
             prompt = accumulated.prompt_tokens if accumulated.prompt_tokens is not None else prepared.record.prompt_tokens
