@@ -222,11 +222,18 @@ async def _last_messages(tx: StoreTx, thread_id: str, run_id: str, count: int) -
 
 
 async def _newest_user_message(tx: StoreTx, thread_id: str, run_id: str, read_file: Any) -> list[dict[str, Any]]:
-    rows = await tx.messages_page_desc(thread_id, limit=HISTORY_BATCH, before_seq=None)
-    for _, message in rows:
-        if message.role == "user" and _is_history(message, run_id):
-            return [await to_chat_message(message, read_file)]
-    return []
+    # Small pages first: the newest user message is almost always among the last few.
+    before_seq: int | None = None
+    limit = 8
+    while True:
+        rows = await tx.messages_page_desc(thread_id, limit=limit, before_seq=before_seq)
+        for _, message in rows:
+            if message.role == "user" and _is_history(message, run_id):
+                return [await to_chat_message(message, read_file)]
+        if len(rows) < limit:
+            return []
+        before_seq = rows[-1][0]
+        limit = HISTORY_BATCH
 
 
 async def _summary_context(
@@ -239,10 +246,20 @@ async def _summary_context(
     if current is not None:
         session = current
     keep = session.context_n
-    rows = await tx.messages_page_desc(session.id, limit=keep + SUMMARY_MAX_NEW, before_seq=None)
-    ordered = [m for _, m in reversed(rows) if _is_history(m, run.id)]
-    recent = ordered[-keep:] if keep else []
-    older = ordered[: len(ordered) - len(recent)]
+
+    def split(rows: list[tuple[int, Message]]) -> tuple[list[Message], list[Message]]:
+        ordered = [m for _, m in reversed(rows) if _is_history(m, run.id)]
+        recent = ordered[-keep:] if keep else []
+        return recent, ordered[: len(ordered) - len(recent)]
+
+    # Usually the summary already covers everything before the verbatim turns, and checking that
+    # needs only the message just before them: read a small page, and the large one only if needed.
+    small = keep + 5
+    rows = await tx.messages_page_desc(session.id, limit=small, before_seq=None)
+    recent, older = split(rows)
+    if len(rows) == small and not (older and session.summary_upto == older[-1].id):
+        rows = await tx.messages_page_desc(session.id, limit=keep + SUMMARY_MAX_NEW, before_seq=None)
+        recent, older = split(rows)
     summary = session.summary
     if older and session.summary_upto != older[-1].id:
         ids = [m.id for m in older]
