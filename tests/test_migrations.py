@@ -16,6 +16,7 @@ from assistants.store import schema as store_schema
 from assistants.store.migrate import alembic_config, current_revision, upgrade
 from assistants.types import Assistant, Thread
 
+HEAD = "0002"
 OBJECT_TABLES = {"assistants", "threads", "messages", "runs", "run_steps", "files"}
 ALL_TABLES = OBJECT_TABLES | {"users", "api_keys"}
 
@@ -71,7 +72,7 @@ async def test_upgrade_on_blank_database_creates_all_tables(store_url: str) -> N
 
         tables = await table_names(store)
         assert tables == ALL_TABLES | {"alembic_version"}
-        assert await current_revision(store.engine) == "0001"
+        assert await current_revision(store.engine) == HEAD
         assert "uq_runs_one_active_per_thread" in await index_names(store, "runs")
         assert "ix_messages_thread_seq" in await index_names(store, "messages")
         assert "ix_run_steps_run_seq" in await index_names(store, "run_steps")
@@ -90,7 +91,7 @@ async def test_upgrade_twice_is_a_no_op(store_url: str) -> None:
 
         await upgrade(store.engine)
 
-        assert await current_revision(store.engine) == "0001"
+        assert await current_revision(store.engine) == HEAD
         assert await table_names(store) == ALL_TABLES | {"alembic_version"}
         async with store.read() as tx:
             assert await tx.get(Thread, thread.id, owner="user_1") == thread
@@ -98,7 +99,7 @@ async def test_upgrade_twice_is_a_no_op(store_url: str) -> None:
             versions = (
                 await conn.execute(sa.text("SELECT version_num FROM alembic_version"))
             ).all()
-        assert [row[0] for row in versions] == ["0001"]
+        assert [row[0] for row in versions] == [HEAD]
     finally:
         await store.close()
 
@@ -116,7 +117,7 @@ async def test_downgrade_to_base_then_upgrade_again(store_url: str) -> None:
 
         # Upgrading on the previous schema's leftovers builds everything afresh.
         await upgrade(store.engine)
-        assert await current_revision(store.engine) == "0001"
+        assert await current_revision(store.engine) == HEAD
         assert await table_names(store) == ALL_TABLES | {"alembic_version"}
         assert "uq_runs_one_active_per_thread" in await index_names(store, "runs")
         async with store.read() as tx:
@@ -174,5 +175,38 @@ async def test_one_active_run_index_is_partial(store_url: str) -> None:
         normalized = " ".join(definition.upper().replace("(", " ").replace(")", " ").split())
         assert "UNIQUE INDEX" in normalized
         assert normalized.endswith("WHERE ACTIVE")
+    finally:
+        await store.close()
+
+
+async def test_upgrade_from_the_previous_schema_keeps_sessions_findable(store_url: str) -> None:
+    """0001 -> 0002 on a database with data: sessions made before keep working, by UI id too."""
+    store = SqlStore.from_url(store_url)
+    try:
+        await upgrade(store.engine, "0001")
+        assert await current_revision(store.engine) == "0001"
+        session = Thread(id=new_id("thread"), created_at=1, metadata={"user": "user_1", "ui_thread": "ui-123"})
+        plain = Thread(id=new_id("thread"), created_at=2)
+        threads_0001 = sa.table(
+            "threads",
+            sa.column("id", sa.String),
+            sa.column("owner_id", sa.String),
+            sa.column("created_at", sa.BigInteger),
+            sa.column("data", sa.JSON),
+        )
+        async with store.engine.begin() as conn:
+            for thread in (session, plain):
+                await conn.execute(
+                    threads_0001.insert().values(
+                        id=thread.id, owner_id="user_1", created_at=thread.created_at, data=thread.model_dump(mode="json")
+                    )
+                )
+        await upgrade(store.engine)
+        assert await current_revision(store.engine) == HEAD
+        async with store.read() as tx:
+            found = await tx.thread_by_ui_id("ui-123")
+            assert found is not None and found[0] == "user_1" and found[1].id == session.id
+            assert await tx.get(Thread, plain.id, owner="user_1") == plain
+        assert await schema_differences(store) == []
     finally:
         await store.close()

@@ -49,7 +49,11 @@ api_keys = sa.Table(
 )
 
 assistants = _object_table("assistants")
-threads = _object_table("threads")
+threads = _object_table(
+    "threads",
+    # The chat UI names sessions by its own ids; this column finds a session by that id in one lookup.
+    sa.Column("ui_id", sa.String(64), nullable=True, unique=True),
+)
 files = _object_table("files", sa.Column("path", sa.String(512), nullable=False))
 messages = _object_table(
     "messages",

@@ -51,7 +51,9 @@ def _table_for(cls: type[BaseModel]) -> tuple[sa.Table, str]:
 def _columns_for(obj: BaseModel) -> dict[str, Any]:
     """The filter columns derived from the object itself, so they can never disagree with `data`."""
     columns: dict[str, Any] = {}
-    if isinstance(obj, Message):
+    if isinstance(obj, Thread):
+        columns["ui_id"] = obj.metadata.get("ui_thread")
+    elif isinstance(obj, Message):
         columns["thread_id"] = obj.thread_id
     elif isinstance(obj, Run):
         columns.update(
@@ -128,6 +130,12 @@ class StoreTx:
             _, label = _table_for(cls)
             raise NotFoundError(f"No {label} found with id '{object_id}'.", param=param)
         return found
+
+    async def thread_by_ui_id(self, ui_id: str) -> tuple[str, Thread] | None:
+        """The thread (and its owner) that the chat UI knows by `ui_id`."""
+        table = schema.threads
+        row = (await self.conn.execute(sa.select(table.c.owner_id, table.c.data).where(table.c.ui_id == ui_id))).first()
+        return None if row is None else (str(row[0]), Thread.model_validate(row[1]))
 
     async def owner_of(self, cls: type[BaseModel], object_id: str) -> str | None:
         """Who owns an object (None if it does not exist)."""

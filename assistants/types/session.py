@@ -34,3 +34,4 @@ class Session(Thread):
     summary: str | None = meta_field(None, description="The rolling summary of older turns.")
     summary_upto: str | None = meta_field(None, description="Id of the last message the summary covers.")
     updated_at: int | None = meta_field(None, description="When the session last changed.")
+    ui_thread: str | None = meta_field(None, description="The chat UI's id for this session (Chainlit's thread id).")
