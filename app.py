@@ -1,24 +1,37 @@
 """Chainlit handlers only: each a few lines that call into `assistants`.
 
-The `/v1` API is mounted on the same server. The full chat UI (login, history, settings, uploads)
-lives in `assistants/ui/`.
+The `/v1` API and the chat's own file and feedback routes are mounted on the same server, in
+front of Chainlit's routes.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import chainlit as cl
 from chainlit.server import app as chainlit_app
 
-from assistants.api import mount_v1
+from assistants.api import mount_first, mount_v1
 from assistants.runtime import runtime
-from assistants.ui import chat
+from assistants.ui import auth, chat
+from assistants.ui.data_layer import EngineDataLayer
+from assistants.ui.routes import build_chat_router
 
+auth.ensure_auth_secret(runtime.settings)
+data_layer = EngineDataLayer(runtime)
 mount_v1(chainlit_app, runtime)
+mount_first(chainlit_app, build_chat_router(runtime, data_layer))
+
+
+@cl.data_layer
+def get_data_layer() -> EngineDataLayer:
+    return data_layer
 
 
 @cl.on_app_startup
 async def startup() -> None:
     await runtime.start()
+    await auth.ensure_first_user(runtime)
 
 
 @cl.on_app_shutdown
@@ -26,14 +39,35 @@ async def shutdown() -> None:
     await runtime.close()
 
 
+@cl.password_auth_callback
+async def login(username: str, password: str) -> cl.User | None:
+    user_id = await auth.check_login(runtime, username, password)
+    return cl.User(identifier=username, metadata={"user_id": user_id}) if user_id else None
+
+
+@cl.set_chat_profiles
+async def chat_profiles(_user: cl.User | None = None) -> list[cl.ChatProfile]:
+    return chat.profiles()
+
+
 @cl.on_chat_start
-async def start() -> None:
-    await chat.start_session(runtime)
+async def on_chat_start() -> None:
+    await chat.start(runtime)
+
+
+@cl.on_chat_resume
+async def on_chat_resume(thread: dict[str, Any]) -> None:
+    await chat.resume(runtime, thread)
+
+
+@cl.on_settings_update
+async def on_settings_update(settings: dict[str, Any]) -> None:
+    await chat.update_settings(runtime, settings)
 
 
 @cl.on_message
 async def on_message(message: cl.Message) -> None:
-    await chat.answer(runtime, message.content)
+    await chat.answer(runtime, message)
 
 
 @cl.on_stop

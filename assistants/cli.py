@@ -57,12 +57,13 @@ def render(event: Event, out: TextIO) -> None:
 
 
 async def _chat(runtime: Runtime, user: str, stdin: TextIO, out: TextIO) -> int:
-    from .defaults import ensure_default_assistant
+    from .profiles import default_profile, ensure_assistant, load_profiles
     from .sessions import Sessions
 
     engine = await runtime.start()
     owner = await runtime.accounts.ensure_user(user)
-    assistant = await ensure_default_assistant(engine, owner, runtime.settings)
+    profile = default_profile(load_profiles())
+    assistant = await ensure_assistant(engine, owner, profile, runtime.settings.default_model)
     session = await Sessions(engine).create(owner, assistant.id, title="Terminal chat")
     out.write(f"Chatting with {assistant.name} ({assistant.model}). Empty line or Ctrl-D to quit.\n")
     while True:

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
         return f"sqlite+aiosqlite:///{(self.data_dir / 'assistants.db').resolve()}"
 
     @property
+    def default_model(self) -> str:
+        """The model for assistants that do not name one."""
+        return self.assistants_model or "gpt-4o-mini"
+
+    @property
     def files_dir(self) -> Path:
         """Where uploaded file contents live."""
         return self.data_dir / "files"

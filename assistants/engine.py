@@ -426,8 +426,13 @@ class Engine:
             parallel_tool_calls=True if body.parallel_tool_calls is None else body.parallel_tool_calls,
             response_format=body.response_format or assistant.response_format or "auto",
         )
+        newest = None
         for message in body.additional_messages or []:
-            await self._insert_message(tx, owner, thread.id, message)
+            newest = await self._insert_message(tx, owner, thread.id, message)
+        if newest is None:
+            latest = await tx.messages_page_desc(thread.id, limit=1, before_seq=None)
+            newest = latest[0][1] if latest else None
+        run = run.model_copy(update={"after_message_id": newest.id if newest else None})
         if session is not None:
             await tx.save(session.with_updates(updated_at=stamp))
         try:

@@ -31,6 +31,7 @@ class Sessions:
         context_n: int = 20,
         model: str | None = None,
         temperature: float | None = None,
+        ui_thread: str | None = None,
     ) -> Session:
         _check_context_n(context_n)
         await self.engine.get_assistant(owner, assistant_id)
@@ -46,6 +47,7 @@ class Sessions:
             model=model,
             temperature=temperature,
             updated_at=stamp,
+            ui_thread=ui_thread,
         )
         async with self.engine.store.transaction() as tx:
             await tx.insert(session, owner=owner)

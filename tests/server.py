@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -85,7 +86,14 @@ def start_server(tmp: Path, *, model_url: str | None, extra_env: dict[str, str] 
     if model_url is not None:
         env.update(OPENAI_BASE_URL=model_url, OPENAI_API_KEY="sk-test-provider-secret")
     env.update(extra_env or {})
-    (tmp / "app").mkdir(parents=True, exist_ok=True)
+    # The app root is a temporary folder (Chainlit writes `.chainlit/` and `.files/` there); give it
+    # the project's Chainlit configuration, welcome page and public assets.
+    app_root = tmp / "app"
+    (app_root / ".chainlit").mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / ".chainlit" / "config.toml", app_root / ".chainlit" / "config.toml")
+    shutil.copy(ROOT / "chainlit.md", app_root / "chainlit.md")
+    if not (app_root / "public").exists():
+        (app_root / "public").symlink_to(ROOT / "public")
     port = free_port()
     log_path = tmp / "server.log"
     log = log_path.open("wb")

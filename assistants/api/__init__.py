@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from ..runtime import Runtime
 from .routes import build_router
@@ -10,7 +10,11 @@ from .routes import build_router
 
 def mount_v1(app: FastAPI, runtime: Runtime) -> None:
     """Add the `/v1` routes in front of the app's own, so Chainlit's catch-all `GET` cannot shadow them."""
-    router = build_router(runtime)
+    mount_first(app, build_router(runtime))
+
+
+def mount_first(app: FastAPI, router: APIRouter) -> None:
+    """Include `router` ahead of every route the app already has."""
     before = len(app.router.routes)
     app.include_router(router)
     added = app.router.routes[before:]
@@ -33,4 +37,4 @@ def create_app(runtime: Runtime) -> FastAPI:
     return app
 
 
-__all__ = ["create_app", "mount_v1"]
+__all__ = ["create_app", "mount_first", "mount_v1"]

@@ -253,6 +253,23 @@ class StoreTx:
         query = sa.select(table.c.data).where(table.c.run_id == run_id).order_by(table.c.seq)
         return [RunStep.model_validate(row[0]) for row in (await self.conn.execute(query)).all()]
 
+    async def thread_history(self, thread_id: str) -> tuple[builtins.list[Message], builtins.list[Run], builtins.list[RunStep]]:
+        """Everything a thread holds, each kind in creation order: for showing a whole session."""
+        result: builtins.list[builtins.list[Any]] = []
+        for table, model in ((schema.messages, Message), (schema.runs, Run), (schema.run_steps, RunStep)):
+            query = sa.select(table.c.data).where(table.c.thread_id == thread_id).order_by(table.c.seq)
+            result.append([model.model_validate(row[0]) for row in (await self.conn.execute(query)).all()])
+        return result[0], result[1], result[2]
+
+    async def files_by_id(self, file_ids: builtins.list[str], *, owner: str) -> dict[str, File]:
+        """The owner's files among `file_ids`."""
+        if not file_ids:
+            return {}
+        table = schema.files
+        query = sa.select(table.c.data).where(table.c.id.in_(file_ids), table.c.owner_id == owner)
+        files = [File.model_validate(row[0]) for row in (await self.conn.execute(query)).all()]
+        return {f.id: f for f in files}
+
     async def delete_messages_after(self, thread_id: str, message_id: str) -> int:
         """Delete every message of a thread created after `message_id` (used to edit and re-run)."""
         table = schema.messages

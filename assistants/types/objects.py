@@ -283,6 +283,8 @@ class Run(MetadataBacked):
     response_format: ResponseFormat = "auto"
     context: ContextRecord | None = None
     """Extension: what the run sent to the model (absent from OpenAI's shape; SDKs keep it as extra)."""
+    after_message_id: str | None = None
+    """Extension: the thread's newest message when the run was created, which places the run in history."""
 
 
 # Run steps -----------------------------------------------------------------------------------

@@ -1,96 +1,347 @@
-"""A chat over the engine: each user message starts a run whose events render as it streams."""
+"""The chat: sessions, settings, uploads, and runs rendered as they stream.
+
+Each handler in `app.py` calls one function here. What a run shows (messages, tool steps, the run
+summary) is built with `render.py`, the same code that rebuilds a session on resume.
+"""
 
 from __future__ import annotations
 
-import json
+import asyncio
+import contextlib
+import logging
 import time
+from typing import Any
 
 import chainlit as cl
+from chainlit.input_widget import Select, Slider
 
-from ..defaults import ensure_default_assistant
 from ..events import Event
+from ..exceptions import AssistantsError, RequestError
+from ..profiles import Profile, default_profile, ensure_assistant, load_profiles
 from ..runtime import Runtime
 from ..sessions import Sessions
+from ..types import ContextMode, Session
 from ..types.requests import MessageCreate, RunCreate
+from .render import context_label, failure_text, run_summary, tool_input
+from .uploads import store_uploads
 
-LOCAL_USER = "local"
-"""Owner of chat sessions until login arrives with the full UI."""
+log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.05
 """Coalesce streamed tokens: at most ~20 browser updates per second per message."""
+MODE_ITEMS = {
+    "Full history": ContextMode.full.value,
+    "Last N messages": ContextMode.last_n.value,
+    "One-off questions": ContextMode.one_off.value,
+    "Rolling summary": ContextMode.summary.value,
+}
+DEFAULTS: dict[str, Any] = {"context_mode": ContextMode.full.value, "context_n": 20, "model": None, "temperature": None}
+
+_models_cache: tuple[float, list[str]] = (0.0, [])
 
 
-async def start_session(runtime: Runtime) -> None:
+def profiles() -> list[cl.ChatProfile]:
+    """The assistants of `assistants.toml`, as chat profiles with their starters."""
+    return [
+        cl.ChatProfile(
+            name=p.name,
+            markdown_description=p.description,
+            default=p.default,
+            starters=[cl.Starter(label=s.label, message=s.message) for s in p.starters],
+        )
+        for p in load_profiles()
+    ]
+
+
+def _profile(name: str | None) -> Profile:
+    all_profiles = load_profiles()
+    return next((p for p in all_profiles if p.name == name), default_profile(all_profiles))
+
+
+def _owner() -> str:
+    user = cl.user_session.get("user")
+    owner = getattr(user, "id", None) or (user.metadata or {}).get("user_id")
+    if not owner:
+        raise RuntimeError("no logged-in user in this chat session")
+    return str(owner)
+
+
+async def _models(runtime: Runtime) -> list[str]:
+    global _models_cache
+    stamp, models = _models_cache
+    if time.monotonic() - stamp > 60 or not models:
+        models = await runtime.engine.provider.list_models()
+        _models_cache = (time.monotonic(), models)
+    return models
+
+
+async def _send_settings(runtime: Runtime, values: dict[str, Any], assistant_model: str) -> None:
+    models = await _models(runtime)
+    chosen = values.get("model") or assistant_model
+    choices = sorted({*models, assistant_model, chosen})
+    temperature = values.get("temperature")
+    await cl.ChatSettings(
+        [
+            Select(id="context_mode", label="Context sent to the model", items=MODE_ITEMS, initial_value=values["context_mode"]),
+            Slider(id="context_n", label="N (for last N and rolling summary)", initial=values["context_n"], min=1, max=100, step=1),
+            Select(id="model", label="Model", values=choices, initial_value=chosen),
+            Slider(id="temperature", label="Temperature", initial=1.0 if temperature is None else temperature, min=0, max=2, step=0.1),
+        ]
+    ).send()
+
+
+def _session_values(session: Session) -> dict[str, Any]:
+    return {
+        "context_mode": session.context_mode.value,
+        "context_n": session.context_n,
+        "model": session.model,
+        "temperature": session.temperature,
+    }
+
+
+async def start(runtime: Runtime) -> None:
+    """A new chat: pick the profile's assistant; the session itself is created with the first message."""
     engine = await runtime.start()
-    owner = await runtime.accounts.ensure_user(LOCAL_USER)
-    assistant = await ensure_default_assistant(engine, owner, runtime.settings)
-    session = await Sessions(engine).create(owner, assistant.id)
-    cl.user_session.set("owner", owner)
-    cl.user_session.set("session_id", session.id)
+    owner = _owner()
+    profile = _profile(cl.user_session.get("chat_profile"))
+    assistant = await ensure_assistant(engine, owner, profile, runtime.settings.default_model)
     cl.user_session.set("assistant_id", assistant.id)
+    cl.user_session.set("assistant_name", assistant.name or profile.name)
+    cl.user_session.set("assistant_model", assistant.model)
+    cl.user_session.set("session_id", None)
+    cl.user_session.set("pending_settings", dict(DEFAULTS))
+    await _send_settings(runtime, dict(DEFAULTS), assistant.model)
 
 
-async def answer(runtime: Runtime, text: str) -> None:
+async def resume(runtime: Runtime, thread: dict[str, Any]) -> None:
+    """Reopen a session: its settings come back with it (Chainlit redraws the history from our store)."""
+    engine = await runtime.start()
+    owner = _owner()
+    async with engine.store.read() as tx:
+        found = await tx.thread_by_ui_id(thread["id"])
+    if found is None or found[0] != owner:
+        await cl.Message(content="This conversation is not available.").send()
+        return
+    session = await Sessions(engine).get(owner, found[1].id)
+    assistant = await engine.get_assistant(owner, session.assistant_id)
+    cl.user_session.set("assistant_id", assistant.id)
+    cl.user_session.set("assistant_name", assistant.name or "Assistant")
+    cl.user_session.set("assistant_model", assistant.model)
+    cl.user_session.set("session_id", session.id)
+    await _send_settings(runtime, _session_values(session), assistant.model)
+
+
+async def update_settings(runtime: Runtime, values: dict[str, Any]) -> None:
+    """Store the chosen settings on the session (or keep them for the session the next message opens)."""
+    changes = {
+        "context_mode": ContextMode(values.get("context_mode") or ContextMode.full.value),
+        "context_n": max(1, int(values.get("context_n") or 20)),
+        "model": values.get("model") or None,
+        "temperature": None if values.get("temperature") is None else float(values["temperature"]),
+    }
+    if changes["model"] == cl.user_session.get("assistant_model"):
+        changes["model"] = None
+    session_id = cl.user_session.get("session_id")
+    if session_id is None:
+        cl.user_session.set("pending_settings", {**changes, "context_mode": changes["context_mode"].value})
+        return
+    await Sessions(runtime.engine).update(_owner(), session_id, **changes)
+
+
+async def _ensure_session(runtime: Runtime, owner: str, title: str) -> str:
+    session_id: str | None = cl.user_session.get("session_id")
+    if session_id is not None:
+        return session_id
+    pending = cl.user_session.get("pending_settings") or dict(DEFAULTS)
+    session = await Sessions(runtime.engine).create(
+        owner,
+        cl.user_session.get("assistant_id"),
+        title=title[:120] or "New chat",
+        context_mode=ContextMode(pending["context_mode"]),
+        context_n=int(pending["context_n"]),
+        model=pending.get("model"),
+        temperature=pending.get("temperature"),
+        ui_thread=cl.context.session.thread_id,
+    )
+    cl.user_session.set("session_id", session.id)
+    return session.id
+
+
+async def answer(runtime: Runtime, message: cl.Message) -> None:
+    """Store the user's message (with its files) and stream the run that answers it."""
     engine = runtime.engine
-    owner: str = cl.user_session.get("owner")
-    session_id: str = cl.user_session.get("session_id")
-    assistant_id: str = cl.user_session.get("assistant_id")
-    await engine.create_message(owner, session_id, MessageCreate(role="user", content=text))
-    reply: cl.Message | None = None
-    pending = ""
-    last_flush = 0.0
-    steps: dict[str, cl.Step] = {}
-    async for event in engine.stream_run(owner, session_id, RunCreate(assistant_id=assistant_id)):
-        if event.event == "thread.run.created":
-            cl.user_session.set("run_id", event.data["id"])
-        elif event.event == "thread.message.delta":
-            if reply is None:
-                reply = cl.Message(content="")
-            pending += "".join(p["text"].get("value", "") for p in event.data["delta"]["content"] if p["type"] == "text")
-            if time.monotonic() - last_flush >= FLUSH_SECONDS:
-                await reply.stream_token(pending)
-                pending, last_flush = "", time.monotonic()
-        elif event.event in ("thread.message.completed", "thread.message.incomplete") and reply is not None:
-            if pending:
-                await reply.stream_token(pending)
-                pending = ""
-            await reply.send()
-            reply = None
-        elif event.event == "thread.run.step.completed" and event.data["type"] == "tool_calls":
-            await _render_tool_step(event, steps)
-        elif event.event in ("thread.run.failed", "thread.run.incomplete", "thread.run.requires_action"):
-            await cl.Message(content=_explain(event)).send()
-    if reply is not None:
-        await reply.send()
+    owner = _owner()
+    previous = cl.user_session.get("run_id")
+    if previous:
+        # A stopped run may still be winding down; the next message waits for it, briefly.
+        await engine.wait_for_run(previous)
+    try:
+        session_id = await _ensure_session(runtime, owner, message.content.strip().splitlines()[0] if message.content.strip() else "Files")
+        prepared = await store_uploads(engine, owner, message.content, list(message.elements or []))
+        for reason in prepared.rejected:
+            await cl.Message(content=f"⚠️ Not attached: {reason}", author="System").send()
+        await engine.create_message(
+            owner, session_id, MessageCreate(role="user", content=prepared.content, attachments=prepared.attachments or None)
+        )
+    except RequestError as exc:
+        await cl.Message(content=f"⚠️ {exc.message}", author="System").send()
+        return
+    await _stream(runtime, owner, session_id)
 
 
-async def _render_tool_step(event: Event, steps: dict[str, cl.Step]) -> None:
-    for call in event.data["step_details"]["tool_calls"]:
-        function = call["function"]
-        async with cl.Step(name=function["name"], type="tool") as step:
-            try:
-                step.input = json.dumps(json.loads(function["arguments"] or "{}"), indent=2)
-            except json.JSONDecodeError:
-                step.input = function["arguments"]
-            step.output = function["output"] or ""
-            step.language = "json"
-        steps[call["id"]] = step
+async def _stream(runtime: Runtime, owner: str, session_id: str) -> None:
+    engine = runtime.engine
+    view = RunView(cl.user_session.get("assistant_name") or "Assistant")
+    cl.user_session.set("run_view", view)
+    run_id: str | None = None
+    try:
+        async for event in engine.stream_run(owner, session_id, RunCreate(assistant_id=cl.user_session.get("assistant_id"))):
+            if event.event == "thread.run.created":
+                run_id = event.data["id"]
+                cl.user_session.set("run_id", run_id)
+            await view.show(event)
+    except asyncio.CancelledError:
+        # The user pressed stop: the partial answer stays, marked as stopped (on_stop cancels the run).
+        await asyncio.shield(view.mark_stopped())
+        raise
+    except AssistantsError as exc:
+        await cl.Message(content=f"⚠️ {exc.message}", author="System").send()
+        return
+    if run_id is not None:
+        run = await engine.get_run(owner, session_id, run_id)
+        if run.status.value == "requires_action":
+            await _end_waiting_run(runtime, owner, session_id, run_id)
+            run = await engine.get_run(owner, session_id, run_id)
+        await view.finish(run)
 
 
-def _explain(event: Event) -> str:
-    data = event.data
-    if event.event == "thread.run.failed":
-        return f"⚠️ {data['last_error']['message']}"
-    if event.event == "thread.run.incomplete":
-        return f"The answer was cut short ({data['incomplete_details']['reason']})."
-    names = ", ".join(c["function"]["name"] for c in data["required_action"]["submit_tool_outputs"]["tool_calls"])
-    return f"The assistant asked for tools this chat cannot run ({names}); the run was left waiting."
+async def _end_waiting_run(runtime: Runtime, owner: str, session_id: str, run_id: str) -> None:
+    """The chat cannot produce client-side tool outputs: say what was asked, then end the run."""
+    run = await runtime.engine.get_run(owner, session_id, run_id)
+    if run.required_action is None:
+        return
+    asked = "\n".join(
+        f"- `{c.function.name}({c.function.arguments})`" for c in run.required_action.submit_tool_outputs.tool_calls
+    )
+    await cl.Message(
+        content=(
+            "The assistant asked for tools that only a client application can run:\n"
+            f"{asked}\n\nThis chat cannot run them, so the run was ended. "
+            "Use the `/v1` API to answer such calls with `submit_tool_outputs`."
+        ),
+        author="System",
+    ).send()
+    with contextlib.suppress(RequestError):
+        await runtime.engine.cancel_run(owner, session_id, run_id)
+        await runtime.engine.wait_for_run(run_id)
 
 
 async def stop(runtime: Runtime) -> None:
+    """Stop: cancel the run in the engine, which closes the provider stream and skips further tools."""
     run_id = cl.user_session.get("run_id")
-    if run_id:
-        try:
-            await runtime.engine.cancel_run(cl.user_session.get("owner"), cl.user_session.get("session_id"), run_id)
-        except Exception:
-            return
+    session_id = cl.user_session.get("session_id")
+    if not run_id or not session_id:
+        return
+    with contextlib.suppress(RequestError):
+        await runtime.engine.cancel_run(_owner(), session_id, run_id)
+    await runtime.engine.wait_for_run(run_id)
+
+
+class RunView:
+    """Renders one run's events: tool steps, the streamed answer, and the run summary."""
+
+    def __init__(self, assistant_name: str) -> None:
+        self.assistant_name = assistant_name
+        self.reply: cl.Message | None = None
+        self.pending = ""
+        self.last_flush = 0.0
+        self.tools: dict[int, cl.Step] = {}
+        self.tool_ids: dict[str, cl.Step] = {}
+        self.updates = 0
+        """Socket updates sent for the current reply (measured by the streaming benchmark)."""
+
+    async def show(self, event: Event) -> None:
+        name, data = event.event, event.data
+        if name == "thread.message.created":
+            self.reply = cl.Message(id=data["id"], content="", author=self.assistant_name)
+            self.pending, self.last_flush = "", 0.0
+        elif name == "thread.message.delta" and self.reply is not None:
+            self.pending += "".join(p["text"].get("value", "") for p in data["delta"]["content"] if p["type"] == "text")
+            if time.monotonic() - self.last_flush >= FLUSH_SECONDS:
+                await self._flush()
+        elif name in ("thread.message.completed", "thread.message.incomplete") and self.reply is not None:
+            await self._flush()
+            if name == "thread.message.incomplete":
+                reason = (data.get("incomplete_details") or {}).get("reason")
+                self.reply.content += "\n\n*— stopped*" if reason == "run_cancelled" else "\n\n*— incomplete*"
+            await self.reply.send() if not self.reply.content else await self.reply.update()
+            self.reply = None
+        elif name == "thread.run.step.created" and data["type"] == "tool_calls":
+            self.tools = {}
+        elif name == "thread.run.step.delta":
+            await self._tool_delta(data)
+        elif name in ("thread.run.step.completed", "thread.run.step.failed", "thread.run.step.cancelled") and data["type"] == "tool_calls":
+            await self._tool_done(data)
+
+    async def _flush(self) -> None:
+        assert self.reply is not None
+        if self.pending:
+            await self.reply.stream_token(self.pending)
+            self.updates += 1
+            self.pending = ""
+        self.last_flush = time.monotonic()
+
+    async def _tool_delta(self, data: dict[str, Any]) -> None:
+        for call in data["delta"].get("step_details", {}).get("tool_calls", []):
+            function = call.get("function", {})
+            step = self.tools.get(call["index"])
+            if step is None and function.get("name"):
+                step = self._tool_step(function["name"])
+                step.input = function.get("arguments") or "…"
+                step.output = "…"
+                await step.send()
+                self.tools[call["index"]] = step
+                continue
+            if step is None:
+                continue
+            if call.get("id"):
+                self.tool_ids[call["id"]] = step
+            if function.get("arguments"):
+                step.input = (step.input if step.input != "…" else "") + function["arguments"]
+
+    @staticmethod
+    def _tool_step(name: str) -> cl.Step:
+        # Steps made outside `async with` get no parent; nest them under the turn like the answer,
+        # or Chainlit shows them after everything else.
+        current = cl.context.current_step
+        return cl.Step(
+            name=name, type="tool", show_input="json", language="json", parent_id=current.id if current else None
+        )
+
+    async def _tool_done(self, data: dict[str, Any]) -> None:
+        for index, call in enumerate(data["step_details"]["tool_calls"]):
+            function = call["function"]
+            step = self.tool_ids.get(call["id"]) or self.tools.get(index)
+            if step is None:
+                step = self._tool_step(function["name"])
+                await step.send()
+            step.input = tool_input(function["arguments"])
+            output = function.get("output")
+            step.output = output if output is not None else ("(stopped)" if data["status"] == "cancelled" else "(no output)")
+            step.is_error = data["status"] != "completed" or (output or "").startswith("Error:")
+            await step.update()
+
+    async def mark_stopped(self) -> None:
+        if self.reply is not None:
+            await self._flush()
+            self.reply.content += "\n\n*— stopped*"
+            await self.reply.update()
+            self.reply = None
+
+    async def finish(self, run: Any) -> None:
+        """After the run: explain a failure, then the quiet run summary."""
+        text = failure_text(run)
+        if text:
+            await cl.Message(content=text, author="System").send()
+        async with cl.Step(name=context_label(run), type="run", default_open=False) as summary:
+            summary.output = run_summary(run)

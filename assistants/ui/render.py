@@ -1,0 +1,251 @@
+"""How engine objects look in the chat, shared by live streaming and by resume.
+
+Live runs and restored sessions go through the same functions, so a reloaded session shows what
+the user saw while it streamed. Nothing here imports Chainlit: it only builds text and the plain
+step/element dictionaries Chainlit's data layer returns.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from ..types import Message, MessageStatus, Run, RunStep, Session
+from ..types.objects import ImageFileContent, MessageCreationDetails, ToolCallsDetails
+
+MODE_LABELS = {"full": "full", "last_n": "last-N", "one_off": "one-off", "summary": "summary"}
+
+FILE_ROUTE = "/assistants/files"
+"""Where the chat downloads stored files (authenticated by the chat's session cookie)."""
+
+IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
+
+
+def iso(seconds: int | None, offset_ms: int = 0) -> str:
+    """Chainlit's timestamp format; `offset_ms` keeps same-second steps in their true order."""
+    stamp = datetime.fromtimestamp(seconds or 0, tz=UTC).timestamp() + offset_ms / 1000
+    return datetime.fromtimestamp(stamp, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def tokens_label(count: int) -> str:
+    return f"{count / 1000:.1f}k" if count >= 1000 else str(count)
+
+
+def context_label(run: Run) -> str:
+    """The quiet line under a reply: what the run sent, e.g. `context: 8 messages · 2.1k tokens · last-N`."""
+    if run.context is None:
+        return f"{run.model} · {run.status.value}"
+    mode = MODE_LABELS.get(run.context.mode, run.context.mode.replace("truncation:", ""))
+    parts = [
+        f"context: {run.context.messages} message{'s' if run.context.messages != 1 else ''}",
+        f"{tokens_label(run.context.prompt_tokens)} tokens",
+        mode,
+    ]
+    if run.context.summary_used:
+        parts.append("with summary")
+    return " · ".join(parts)
+
+
+def run_summary(run: Run) -> str:
+    """The collapsed run summary: model, status, duration, tokens, and what was left out."""
+    lines = [f"**Model** {run.model}", f"**Status** {run.status.value}"]
+    end = run.completed_at or run.failed_at or run.cancelled_at
+    if run.started_at and end:
+        lines.append(f"**Duration** {max(end - run.started_at, 0)} s")
+    if run.usage is not None:
+        lines.append(
+            f"**Tokens** {run.usage.prompt_tokens} prompt + {run.usage.completion_tokens} completion"
+            f" = {run.usage.total_tokens}"
+        )
+    if run.context is not None and run.context.truncated:
+        lines.append(f"**Left out** {run.context.truncated} older messages")
+    if run.last_error is not None:
+        lines.append(f"**Error** {run.last_error.message}")
+    return "  \n".join(lines)
+
+
+def tool_input(arguments: str) -> str:
+    """Arguments pretty-printed when they are JSON, verbatim when the model wrote something else."""
+    try:
+        return json.dumps(json.loads(arguments or "{}"), indent=2, ensure_ascii=False)
+    except json.JSONDecodeError:
+        return arguments
+
+
+def stopped_note(message: Message) -> str:
+    """A marker for answers that did not finish, saying why."""
+    if message.status is not MessageStatus.incomplete or message.incomplete_details is None:
+        return ""
+    return {
+        "run_cancelled": "\n\n*— stopped*",
+        "run_failed": "\n\n*— interrupted by an error*",
+        "run_expired": "\n\n*— expired*",
+        "max_tokens": "\n\n*— cut off at the token limit*",
+    }.get(message.incomplete_details.reason, "\n\n*— incomplete*")
+
+
+def failure_text(run: Run) -> str:
+    """What the chat says when a run ends without an answer."""
+    if run.last_error is not None:
+        return f"⚠️ {run.last_error.message}"
+    if run.incomplete_details is not None:
+        return f"⚠️ The answer was cut short: the run reached its {run.incomplete_details.reason.replace('_', ' ')} budget."
+    if run.status.value == "expired":
+        return "⚠️ The run waited too long for tool outputs and expired."
+    return ""
+
+
+def file_element(file_id: str, filename: str, thread_ui_id: str, for_id: str, size: int | None = None) -> dict[str, Any]:
+    """An element dictionary for a stored file, downloadable through the chat's file route."""
+    is_image = filename.lower().endswith(IMAGE_TYPES)
+    return {
+        "id": file_id,
+        "threadId": thread_ui_id,
+        "type": "image" if is_image else "file",
+        "name": filename,
+        "url": f"{FILE_ROUTE}/{file_id}",
+        "display": "inline",
+        "size": "medium" if is_image else None,
+        "forId": for_id,
+        "mime": None,
+        "chainlitKey": None,
+        "path": None,
+        "objectKey": None,
+        "language": None,
+        "page": None,
+        "props": {"bytes": size} if size is not None else {},
+        "autoPlay": None,
+        "playerConfig": None,
+    }
+
+
+def _step(step_id: str, thread_ui_id: str, kind: str, name: str, created: str, **fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "id": step_id,
+        "threadId": thread_ui_id,
+        "parentId": None,
+        "type": kind,
+        "name": name,
+        "input": "",
+        "output": "",
+        "createdAt": created,
+        "start": created,
+        "end": created,
+        "streaming": False,
+        "waitForAnswer": False,
+        "isError": False,
+        "metadata": {},
+        "tags": None,
+        "showInput": False,
+        "language": None,
+        "defaultOpen": False,
+        "autoCollapse": False,
+        "feedback": None,
+    }
+    base.update(fields)
+    return base
+
+
+def history_steps(
+    session: Session,
+    thread_ui_id: str,
+    user_name: str,
+    assistant_name: str,
+    messages: list[Message],
+    runs: list[Run],
+    steps: list[RunStep],
+    file_names: dict[str, tuple[str, int]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A session as the chat shows it: (steps, elements), in the order the user saw them."""
+    by_message = {m.id: m for m in messages}
+    runs_by_id = {r.id: r for r in runs}
+    steps_by_run: dict[str, list[RunStep]] = {}
+    for step in steps:
+        steps_by_run.setdefault(step.run_id, []).append(step)
+    out: list[dict[str, Any]] = []
+    elements: list[dict[str, Any]] = []
+    tick = 0
+
+    def stamp(seconds: int | None) -> str:
+        nonlocal tick
+        tick += 1
+        return iso(seconds, tick)
+
+    def add_message(message: Message) -> None:
+        kind = "user_message" if message.role == "user" else "assistant_message"
+        name = user_name if message.role == "user" else assistant_name
+        feedback = None
+        if "feedback" in message.metadata:
+            feedback = {
+                "id": message.id,
+                "forId": message.id,
+                "threadId": thread_ui_id,
+                "value": int(message.metadata["feedback"]),
+                "comment": message.metadata.get("feedback_comment"),
+            }
+        out.append(
+            _step(message.id, thread_ui_id, kind, name, stamp(message.created_at), output=message.text + stopped_note(message), feedback=feedback)
+        )
+        for attachment in message.attachments or []:
+            if attachment.file_id in file_names:
+                filename, size = file_names[attachment.file_id]
+                elements.append(file_element(attachment.file_id, filename, thread_ui_id, message.id, size))
+        for part in message.content:
+            if isinstance(part, ImageFileContent) and part.image_file.file_id in file_names and not any(
+                a.file_id == part.image_file.file_id for a in message.attachments or []
+            ):
+                filename, size = file_names[part.image_file.file_id]
+                elements.append(file_element(part.image_file.file_id, filename, thread_ui_id, message.id, size))
+
+    def add_run(run: Run) -> None:
+        for step in steps_by_run.get(run.id, []):
+            details = step.step_details
+            if isinstance(details, MessageCreationDetails):
+                message = by_message.get(details.message_creation.message_id)
+                if message is not None and (message.text or message.status is MessageStatus.incomplete):
+                    add_message(message)
+            elif isinstance(details, ToolCallsDetails):
+                for call in details.tool_calls:
+                    failed = step.status.value == "failed" or (call.function.output or "").startswith("Error:")
+                    out.append(
+                        _step(
+                            call.id,
+                            thread_ui_id,
+                            "tool",
+                            call.function.name,
+                            stamp(step.created_at),
+                            input=tool_input(call.function.arguments),
+                            output=call.function.output if call.function.output is not None else "(waiting for output)",
+                            showInput="json",
+                            language="json",
+                            isError=failed,
+                        )
+                    )
+        text = failure_text(run)
+        if text and not any(
+            by_message.get(s.step_details.message_creation.message_id) is not None
+            for s in steps_by_run.get(run.id, [])
+            if isinstance(s.step_details, MessageCreationDetails)
+        ):
+            out.append(_step(f"{run.id}-error", thread_ui_id, "assistant_message", assistant_name, stamp(run.created_at), output=text))
+        out.append(
+            _step(f"{run.id}-summary", thread_ui_id, "run", context_label(run), stamp(run.created_at), output=run_summary(run))
+        )
+
+    # Each run is shown right after the message that was newest when it started.
+    runs_after: dict[str | None, list[Run]] = {}
+    for run in runs:
+        runs_after.setdefault(run.after_message_id, []).append(run)
+    for run in runs_after.pop(None, []):
+        add_run(run)
+    for message in messages:
+        if message.run_id is None or message.run_id not in runs_by_id:
+            add_message(message)
+        for run in runs_after.pop(message.id, []):
+            add_run(run)
+    # Runs placed after a message that has since been deleted go last, in order.
+    for leftover in runs_after.values():
+        for run in leftover:
+            add_run(run)
+    return out, elements

@@ -1,0 +1,98 @@
+"""Files dropped into the chat: checked on the server, then copied into the engine's file store.
+
+Chainlit keeps uploads in `.files/` only while the browser session lives, so each accepted file
+is copied into the durable store before the message that carries it is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..engine import Engine
+from ..types.objects import Attachment, ImageFile, ImageFileContent
+from ..types.requests import MessageRequestContent, TextRequestContent
+
+ACCEPT: dict[str, tuple[str, ...]] = {
+    "text/plain": (".txt",),
+    "text/markdown": (".md",),
+    "text/csv": (".csv",),
+    "application/json": (".json",),
+    "application/pdf": (".pdf",),
+    "image/png": (".png",),
+    "image/jpeg": (".jpg", ".jpeg"),
+    "image/gif": (".gif",),
+    "image/webp": (".webp",),
+}
+"""What the composer accepts (the same list is in .chainlit/config.toml for the browser)."""
+MAX_FILES = 5
+MAX_BYTES = 20 * 1024 * 1024
+IMAGE_MIME = ("image/png", "image/jpeg", "image/gif", "image/webp")
+
+
+@dataclass
+class PreparedUpload:
+    content: list[MessageRequestContent]
+    attachments: list[Attachment]
+    rejected: list[str] = field(default_factory=list)
+    accepted: list[tuple[str, str]] = field(default_factory=list)
+    """(file id, file name) of the stored files."""
+
+
+def _mime_of(name: str, declared: str | None) -> str:
+    guessed = mimetypes.guess_type(name)[0]
+    return (declared or guessed or "application/octet-stream").split(";")[0].strip().lower()
+
+
+def _accepts(name: str, mime: str) -> bool:
+    suffix = Path(name).suffix.lower()
+    if mime in ACCEPT:
+        return suffix in ACCEPT[mime] or not suffix
+    return any(suffix in suffixes for suffixes in ACCEPT.values()) and mime == "application/octet-stream"
+
+
+async def _size(path: str | None) -> int | None:
+    if not path:
+        return None
+    try:
+        return (await asyncio.to_thread(Path(path).stat)).st_size
+    except OSError:
+        return None
+
+
+async def store_uploads(engine: Engine, owner: str, text: str, elements: list[Any]) -> PreparedUpload:
+    """The user's message content with its files stored and attached; refusals say why."""
+    content: list[MessageRequestContent] = [TextRequestContent(text=text)] if text else []
+    prepared = PreparedUpload(content=content, attachments=[])
+    for index, element in enumerate(elements):
+        name = getattr(element, "name", None) or "upload"
+        path = getattr(element, "path", None)
+        if index >= MAX_FILES:
+            prepared.rejected.append(f"{name}: only {MAX_FILES} files can be sent with one message.")
+            continue
+        size = await _size(path)
+        if size is None:
+            prepared.rejected.append(f"{name}: the upload did not arrive; try again.")
+            continue
+        mime = _mime_of(name, getattr(element, "mime", None))
+        if size > MAX_BYTES:
+            prepared.rejected.append(f"{name}: {size / 1_048_576:.1f} MB is over the {MAX_BYTES // 1_048_576} MB limit.")
+            continue
+        if not _accepts(name, mime):
+            allowed = ", ".join(sorted({s for suffixes in ACCEPT.values() for s in suffixes}))
+            prepared.rejected.append(f"{name}: this type of file ({mime}) is not accepted. Accepted: {allowed}.")
+            continue
+        data = await asyncio.to_thread(Path(path).read_bytes)
+        purpose = "vision" if mime in IMAGE_MIME else "assistants"
+        stored = await engine.create_file(owner, filename=name, purpose=purpose, content=data)
+        prepared.accepted.append((stored.id, name))
+        prepared.attachments.append(Attachment(file_id=stored.id, tools=[]))
+        if mime in IMAGE_MIME:
+            prepared.content.append(ImageFileContent(image_file=ImageFile(file_id=stored.id)))
+    if not prepared.content:
+        names = ", ".join(n for _, n in prepared.accepted) or "the attached files"
+        prepared.content.append(TextRequestContent(text=f"(sent {names})"))
+    return prepared
