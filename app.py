@@ -12,6 +12,7 @@ import chainlit as cl
 from chainlit.server import app as chainlit_app
 
 from assistants.api import mount_first, mount_v1
+from assistants.profiles import sync_all_users
 from assistants.runtime import runtime
 from assistants.ui import auth, chat
 from assistants.ui.data_layer import EngineDataLayer
@@ -30,8 +31,9 @@ def get_data_layer() -> EngineDataLayer:
 
 @cl.on_app_startup
 async def startup() -> None:
-    await runtime.start()
+    engine = await runtime.start()
     await auth.ensure_first_user(runtime)
+    await sync_all_users(engine, runtime.settings.default_model)
 
 
 @cl.on_app_shutdown

@@ -109,3 +109,13 @@ async def ensure_assistant(engine: Engine, owner: str, profile: Profile, default
 def default_profile(profiles: list[Profile]) -> Profile:
     """The profile marked `default = true`, else the first."""
     return next((p for p in profiles if p.default), profiles[0])
+
+
+async def sync_all_users(engine: Engine, default_model: str) -> None:
+    """Bring every user's copies of the configured assistants up to date (run at start-up)."""
+    profiles = load_profiles()
+    async with engine.store.read() as tx:
+        owners = await tx.user_ids()
+    for owner in owners:
+        for profile in profiles:
+            await ensure_assistant(engine, owner, profile, default_model)

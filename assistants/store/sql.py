@@ -337,6 +337,9 @@ class StoreTx:
     async def set_password(self, user_id: str, password_hash: str) -> None:
         await self.conn.execute(schema.users.update().where(schema.users.c.id == user_id).values(password_hash=password_hash))
 
+    async def user_ids(self) -> builtins.list[str]:
+        return [str(row[0]) for row in (await self.conn.execute(sa.select(schema.users.c.id))).all()]
+
     async def count_users(self) -> int:
         return int((await self.conn.execute(sa.select(sa.func.count()).select_from(schema.users))).scalar_one())
 
