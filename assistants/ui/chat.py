@@ -80,6 +80,8 @@ async def _send_settings(runtime: Runtime, values: dict[str, Any], assistant_mod
     chosen = values.get("model") or assistant_model
     choices = sorted({*models, assistant_model, chosen})
     temperature = values.get("temperature")
+    if temperature is None:
+        temperature = cl.user_session.get("assistant_temperature")
     await cl.ChatSettings(
         [
             Select(id="context_mode", label="Context sent to the model", items=MODE_ITEMS, initial_value=values["context_mode"]),
@@ -108,6 +110,7 @@ async def start(runtime: Runtime) -> None:
     cl.user_session.set("assistant_id", assistant.id)
     cl.user_session.set("assistant_name", assistant.name or profile.name)
     cl.user_session.set("assistant_model", assistant.model)
+    cl.user_session.set("assistant_temperature", assistant.temperature)
     cl.user_session.set("session_id", None)
     cl.user_session.set("pending_settings", dict(DEFAULTS))
     await _send_settings(runtime, dict(DEFAULTS), assistant.model)
@@ -127,6 +130,7 @@ async def resume(runtime: Runtime, thread: dict[str, Any]) -> None:
     cl.user_session.set("assistant_id", assistant.id)
     cl.user_session.set("assistant_name", assistant.name or "Assistant")
     cl.user_session.set("assistant_model", assistant.model)
+    cl.user_session.set("assistant_temperature", assistant.temperature)
     cl.user_session.set("session_id", session.id)
     await _send_settings(runtime, _session_values(session), assistant.model)
 
@@ -139,8 +143,12 @@ async def update_settings(runtime: Runtime, values: dict[str, Any]) -> None:
         "model": values.get("model") or None,
         "temperature": None if values.get("temperature") is None else float(values["temperature"]),
     }
+    # Values equal to the assistant's own are not overrides: the session follows the assistant.
     if changes["model"] == cl.user_session.get("assistant_model"):
         changes["model"] = None
+    assistant_temperature = cl.user_session.get("assistant_temperature")
+    if changes["temperature"] is not None and assistant_temperature is not None and abs(changes["temperature"] - assistant_temperature) < 1e-9:
+        changes["temperature"] = None
     session_id = cl.user_session.get("session_id")
     if session_id is None:
         cl.user_session.set("pending_settings", {**changes, "context_mode": changes["context_mode"].value})
