@@ -124,3 +124,58 @@ def client(server: Server, model: ScriptedModel) -> openai.OpenAI:
 @pytest.fixture
 def other_client(server: Server, model: ScriptedModel) -> openai.OpenAI:
     return sdk_client(server, "bob")
+
+
+
+# In-process engines ------------------------------------------------------------------------------
+
+from collections.abc import Awaitable, Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+from assistants.config import Settings  # noqa: E402
+from assistants.runtime import Runtime  # noqa: E402
+from assistants.tools import FunctionRegistry  # noqa: E402
+
+StartRuntime = Callable[..., Awaitable[Runtime]]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest) -> AsyncIterator[str | None]:
+    """None: the runtime's default SQLite file in its data folder; else a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+        return
+    url = await create_pg_database()
+    try:
+        yield url
+    finally:
+        await drop_pg_database(url)
+
+
+@pytest.fixture
+async def start_runtime(
+    tmp_path: Path, database_url: str | None, model: ScriptedModel
+) -> AsyncIterator[StartRuntime]:
+    """Start a real runtime on one data folder against the scripted model; all are closed afterwards."""
+    started: list[Runtime] = []
+
+    async def start(*, registry: FunctionRegistry | None = None, **overrides: Any) -> Runtime:
+        values: dict[str, Any] = {
+            "ASSISTANTS_DATA_DIR": tmp_path / "data",
+            "OPENAI_BASE_URL": model.base_url,
+            "OPENAI_API_KEY": "x",
+            "ASSISTANTS_MODEL": "scripted-model",
+            **overrides,
+        }
+        if database_url is not None:
+            values["ASSISTANTS_DATABASE_URL"] = database_url
+        runtime = Runtime(Settings(**values), registry=registry)
+        started.append(runtime)
+        await runtime.start()
+        return runtime
+
+    try:
+        yield start
+    finally:
+        for runtime in reversed(started):
+            await runtime.close()

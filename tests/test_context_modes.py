@@ -7,14 +7,9 @@ the scripted model. The assertions read the requests the model got (`model.reque
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from assistants.config import Settings
 from assistants.engine import Engine
 from assistants.events import Event
 from assistants.runtime import Runtime
@@ -25,7 +20,7 @@ from assistants.tools import examples as _examples  # noqa: F401  (registers `ca
 from assistants.types import ContextMode, Message, Run, RunStatus, Session
 from assistants.types.objects import TruncationStrategy
 from assistants.types.requests import AssistantCreate, MessageCreate, RunCreate
-from tests.conftest import create_pg_database, drop_pg_database
+from tests.conftest import StartRuntime
 from tests.scripted_model import RecordedRequest, ScriptedModel
 
 INSTRUCTIONS = "You are the context-mode test assistant."
@@ -36,52 +31,11 @@ SMALL_WINDOW = 1024
 PROMPT_ROOM = SMALL_WINDOW - SMALL_WINDOW // 4
 """What a run may use of a 1024-token window: a quarter is kept for the reply."""
 
-StartRuntime = Callable[..., Awaitable[Runtime]]
 
 
 # Fixtures ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database_url(request: pytest.FixtureRequest) -> AsyncIterator[str | None]:
-    """None: the runtime's default SQLite file in its data folder; else a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        yield None
-        return
-    url = await create_pg_database()
-    try:
-        yield url
-    finally:
-        await drop_pg_database(url)
-
-
-@pytest.fixture
-async def start_runtime(
-    tmp_path: Path, database_url: str | None, model: ScriptedModel
-) -> AsyncIterator[StartRuntime]:
-    """Start a real runtime against the scripted model; every runtime started is closed afterwards."""
-    started: list[Runtime] = []
-
-    async def start(**overrides: Any) -> Runtime:
-        values: dict[str, Any] = {
-            "ASSISTANTS_DATA_DIR": tmp_path / "data",
-            "OPENAI_BASE_URL": model.base_url,
-            "OPENAI_API_KEY": "x",
-            "ASSISTANTS_MODEL": "scripted-model",
-            **overrides,
-        }
-        if database_url is not None:
-            values["ASSISTANTS_DATABASE_URL"] = database_url
-        runtime = Runtime(Settings(**values))
-        started.append(runtime)
-        await runtime.start()
-        return runtime
-
-    try:
-        yield start
-    finally:
-        for runtime in reversed(started):
-            await runtime.close()
 
 
 @dataclass

@@ -12,13 +12,10 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 
-from assistants.config import Settings
 from assistants.engine import Engine
 from assistants.events import Event, EventBus, Subscription
 from assistants.exceptions import InvalidRequestError, InvalidTransitionError, NotFoundError
@@ -55,7 +52,7 @@ from assistants.types.requests import (
     ThreadCreate,
     ToolOutput,
 )
-from tests.conftest import create_pg_database, drop_pg_database
+from tests.conftest import StartRuntime
 from tests.scripted_model import ScriptedModel, TextReply, echo_text
 
 S = RunStatus
@@ -72,52 +69,11 @@ LOOKUP_TOOL: dict[str, Any] = {
     },
 }
 
-StartRuntime = Callable[..., Awaitable[Runtime]]
 
 
 # Fixtures and helpers ------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database_url(request: pytest.FixtureRequest) -> AsyncIterator[str | None]:
-    """None: the runtime's default SQLite file in its data folder; else a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        yield None
-        return
-    url = await create_pg_database()
-    try:
-        yield url
-    finally:
-        await drop_pg_database(url)
-
-
-@pytest.fixture
-async def start_runtime(
-    tmp_path: Path, database_url: str | None, model: ScriptedModel
-) -> AsyncIterator[StartRuntime]:
-    """Start a real runtime on one data folder; every runtime started is closed afterwards."""
-    started: list[Runtime] = []
-
-    async def start(*, registry: FunctionRegistry | None = None, **overrides: Any) -> Runtime:
-        values: dict[str, Any] = {
-            "ASSISTANTS_DATA_DIR": tmp_path / "data",
-            "OPENAI_BASE_URL": model.base_url,
-            "OPENAI_API_KEY": "x",
-            "ASSISTANTS_MODEL": "scripted-model",
-            **overrides,
-        }
-        if database_url is not None:
-            values["ASSISTANTS_DATABASE_URL"] = database_url
-        runtime = Runtime(Settings(**values), registry=registry)
-        started.append(runtime)
-        await runtime.start()
-        return runtime
-
-    try:
-        yield start
-    finally:
-        for runtime in reversed(started):
-            await runtime.close()
 
 
 @pytest.fixture
