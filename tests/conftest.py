@@ -15,6 +15,7 @@ from assistants.store.migrate import upgrade
 
 # Chainlit writes `.chainlit/` and `.files/` under its app root on import; keep them out of the repo.
 os.environ.setdefault("CHAINLIT_APP_ROOT", str(Path(__file__).parent / ".chainlit-root"))
+Path(os.environ["CHAINLIT_APP_ROOT"]).mkdir(exist_ok=True)
 
 PG_ADMIN_DSN = os.environ.get("ASSISTANTS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 

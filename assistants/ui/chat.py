@@ -22,7 +22,7 @@ from ..runtime import Runtime
 from ..sessions import Sessions
 from ..types import ContextMode, Session
 from ..types.requests import MessageCreate, RunCreate
-from .render import context_label, failure_text, run_summary, tool_input
+from .render import context_label, failure_text, incomplete_note, run_summary, tool_input
 from .uploads import store_uploads
 
 log = logging.getLogger(__name__)
@@ -250,9 +250,15 @@ async def stop(runtime: Runtime) -> None:
     session_id = cl.user_session.get("session_id")
     if not run_id or not session_id:
         return
+    owner = _owner()
     with contextlib.suppress(RequestError):
-        await runtime.engine.cancel_run(_owner(), session_id, run_id)
+        await runtime.engine.cancel_run(owner, session_id, run_id)
     await runtime.engine.wait_for_run(run_id)
+    # The streaming task was cancelled before it could add the run summary; add it now, as a
+    # reloaded session shows it.
+    view: RunView | None = cl.user_session.get("run_view")
+    if view is not None:
+        await view.finish(await runtime.engine.get_run(owner, session_id, run_id))
 
 
 class RunView:
@@ -280,8 +286,7 @@ class RunView:
         elif name in ("thread.message.completed", "thread.message.incomplete") and self.reply is not None:
             await self._flush()
             if name == "thread.message.incomplete":
-                reason = (data.get("incomplete_details") or {}).get("reason")
-                self.reply.content += "\n\n*— stopped*" if reason == "run_cancelled" else "\n\n*— incomplete*"
+                self.reply.content += incomplete_note((data.get("incomplete_details") or {}).get("reason"))
             await self.reply.send() if not self.reply.content else await self.reply.update()
             self.reply = None
         elif name == "thread.run.step.created" and data["type"] == "tool_calls":
@@ -342,7 +347,7 @@ class RunView:
     async def mark_stopped(self) -> None:
         if self.reply is not None:
             await self._flush()
-            self.reply.content += "\n\n*— stopped*"
+            self.reply.content += incomplete_note("run_cancelled")
             await self.reply.update()
             self.reply = None
 

@@ -27,6 +27,7 @@ from ..runtime import Runtime
 from ..sessions import Sessions
 from ..store import ListParams
 from ..types import Assistant, Message, Session
+from ..types.objects import ImageFileContent
 from .render import history_steps, iso
 
 
@@ -87,7 +88,8 @@ class EngineDataLayer(BaseDataLayer):
     def _thread_dict(self, session: Session, user_id: str, user_name: str, **extra: Any) -> ThreadDict:
         thread: dict[str, Any] = {
             "id": session.ui_thread or session.id,
-            "createdAt": iso(session.updated_at or session.created_at),
+            # The sidebar groups by this date; it is the creation time, the order the list is paged in.
+            "createdAt": iso(session.created_at),
             "name": session.title,
             "userId": user_id,
             "userIdentifier": user_name,
@@ -109,6 +111,7 @@ class EngineDataLayer(BaseDataLayer):
             messages, runs, steps = await tx.thread_history(session.id)
             assistant = await tx.find(Assistant, session.assistant_id, owner=owner)
             file_ids = [a.file_id for m in messages for a in (m.attachments or [])]
+            file_ids += [p.image_file.file_id for m in messages for p in m.content if isinstance(p, ImageFileContent)]
             files = await tx.files_by_id(file_ids, owner=owner)
         user_name = await self._user_name(owner)
         rendered, elements = history_steps(
@@ -207,7 +210,7 @@ class EngineDataLayer(BaseDataLayer):
         engine = await self.runtime.start()
         async with engine.store.transaction() as tx:
             message = await tx.find(Message, message_id, owner=owner)
-            if message is None:
+            if message is None or message.role != "assistant":
                 return False
             metadata = {k: v for k, v in message.metadata.items() if k not in ("feedback", "feedback_comment")}
             await tx.save(message.with_updates(metadata=metadata))

@@ -73,16 +73,24 @@ def tool_input(arguments: str) -> str:
         return arguments
 
 
+INCOMPLETE_NOTES = {
+    "run_cancelled": "\n\n*— stopped*",
+    "run_failed": "\n\n*— interrupted by an error*",
+    "run_expired": "\n\n*— expired*",
+    "max_tokens": "\n\n*— cut off at the token limit*",
+}
+
+
+def incomplete_note(reason: str | None) -> str:
+    """The marker under an answer that did not finish, saying why."""
+    return INCOMPLETE_NOTES.get(reason or "", "\n\n*— incomplete*")
+
+
 def stopped_note(message: Message) -> str:
-    """A marker for answers that did not finish, saying why."""
+    """The marker for a stored answer, or "" when it finished."""
     if message.status is not MessageStatus.incomplete or message.incomplete_details is None:
         return ""
-    return {
-        "run_cancelled": "\n\n*— stopped*",
-        "run_failed": "\n\n*— interrupted by an error*",
-        "run_expired": "\n\n*— expired*",
-        "max_tokens": "\n\n*— cut off at the token limit*",
-    }.get(message.incomplete_details.reason, "\n\n*— incomplete*")
+    return incomplete_note(message.incomplete_details.reason)
 
 
 def failure_text(run: Run) -> str:
@@ -208,27 +216,30 @@ def history_steps(
             elif isinstance(details, ToolCallsDetails):
                 for call in details.tool_calls:
                     failed = step.status.value == "failed" or (call.function.output or "").startswith("Error:")
+                    if call.function.output is not None:
+                        output = call.function.output
+                    elif step.status.value == "in_progress":
+                        output = "(waiting for output)"
+                    else:
+                        output = "(stopped)" if step.status.value == "cancelled" else "(no output)"
                     out.append(
                         _step(
-                            call.id,
+                            # Some providers number calls per response (`call_0`...): keep steps apart.
+                            f"{step.id}-{call.id}",
                             thread_ui_id,
                             "tool",
                             call.function.name,
                             stamp(step.created_at),
                             input=tool_input(call.function.arguments),
-                            output=call.function.output if call.function.output is not None else "(waiting for output)",
+                            output=output,
                             showInput="json",
                             language="json",
                             isError=failed,
                         )
                     )
         text = failure_text(run)
-        if text and not any(
-            by_message.get(s.step_details.message_creation.message_id) is not None
-            for s in steps_by_run.get(run.id, [])
-            if isinstance(s.step_details, MessageCreationDetails)
-        ):
-            out.append(_step(f"{run.id}-error", thread_ui_id, "assistant_message", assistant_name, stamp(run.created_at), output=text))
+        if text:
+            out.append(_step(f"{run.id}-error", thread_ui_id, "assistant_message", "System", stamp(run.created_at), output=text))
         out.append(
             _step(f"{run.id}-summary", thread_ui_id, "run", context_label(run), stamp(run.created_at), output=run_summary(run))
         )

@@ -1,0 +1,763 @@
+# ruff: noqa: E402  (Chainlit needs its app root to exist before it is imported)
+"""The chat's data layer, file and feedback routes, and login helpers, on a real engine.
+
+Stored sessions are rebuilt for Chainlit (`EngineDataLayer.get_thread`, `render.history_steps`)
+from what real runs wrote: the engine (`Runtime`) runs against the scripted model on SQLite and
+on PostgreSQL. The routes are exercised on the real server, logged in through Chainlit's own
+`/login`, the way the browser does it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+# conftest points Chainlit's app root at tests/.chainlit-root (ignored by git); Chainlit creates
+# `.files/` inside it on import but not the folder itself.
+Path(os.environ["CHAINLIT_APP_ROOT"]).mkdir(parents=True, exist_ok=True)
+
+from chainlit.types import Pagination, ThreadFilter
+from chainlit.user import User
+
+from assistants.config import Settings
+from assistants.engine import Engine
+from assistants.exceptions import NotFoundError
+from assistants.profiles import ensure_assistant, load_profiles
+from assistants.runtime import Runtime
+from assistants.sessions import Sessions
+from assistants.store import ListParams
+from assistants.tools import examples as _examples  # noqa: F401  (registers `calculate`)
+from assistants.types import Message, Run, RunStatus, Session
+from assistants.types.objects import Attachment, ImageFile, ImageFileContent
+from assistants.types.requests import (
+    AssistantCreate,
+    MessageCreate,
+    RunCreate,
+    TextRequestContent,
+    ThreadCreate,
+)
+from assistants.ui.auth import SECRET_FILE, check_login, ensure_auth_secret, ensure_first_user
+from assistants.ui.data_layer import EngineDataLayer
+from tests.conftest import create_pg_database, drop_pg_database, sdk_client
+from tests.scripted_model import ScriptedModel
+from tests.server import Server
+
+StartRuntime = Callable[..., Awaitable[Runtime]]
+
+
+# Fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest) -> AsyncIterator[str | None]:
+    """None: the runtime's default SQLite file in its data folder; else a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+        return
+    url = await create_pg_database()
+    try:
+        yield url
+    finally:
+        await drop_pg_database(url)
+
+
+@pytest.fixture
+async def start_runtime(
+    tmp_path: Path, database_url: str | None, model: ScriptedModel
+) -> AsyncIterator[StartRuntime]:
+    """Start a real runtime against the scripted model; every runtime started is closed afterwards."""
+    started: list[Runtime] = []
+
+    async def start(**overrides: Any) -> Runtime:
+        values: dict[str, Any] = {
+            "ASSISTANTS_DATA_DIR": tmp_path / "data",
+            "OPENAI_BASE_URL": model.base_url,
+            "OPENAI_API_KEY": "x",
+            "ASSISTANTS_MODEL": "scripted-model",
+            **overrides,
+        }
+        if database_url is not None:
+            values["ASSISTANTS_DATABASE_URL"] = database_url
+        runtime = Runtime(Settings(**values))
+        started.append(runtime)
+        await runtime.start()
+        return runtime
+
+    try:
+        yield start
+    finally:
+        for runtime in reversed(started):
+            await runtime.close()
+
+
+@pytest.fixture
+async def runtime(start_runtime: StartRuntime) -> Runtime:
+    return await start_runtime(ASSISTANTS_PROVIDER_RETRIES=0)
+
+
+# Helpers -------------------------------------------------------------------------------------
+
+
+def ui_id() -> str:
+    return f"ui-{uuid.uuid4()}"
+
+
+async def say(engine: Engine, owner: str, session: Session, text: str, **fields: Any) -> Message:
+    return await engine.create_message(
+        owner, session.id, MessageCreate(role="user", content=text, **fields)
+    )
+
+
+async def run_to_end(engine: Engine, owner: str, session: Session) -> Run:
+    """Stream a run of the session's assistant to its end, as the chat does; returns the stored run."""
+    events = [
+        e
+        async for e in engine.stream_run(
+            owner, session.id, RunCreate(assistant_id=session.assistant_id)
+        )
+    ]
+    assert events and events[0].event == "thread.run.created"
+    run_id = events[0].data["id"]
+    await engine.wait_for_run(run_id)
+    return await engine.get_run(owner, session.id, run_id)
+
+
+async def run_and_stop_mid_answer(engine: Engine, owner: str, session: Session) -> Run:
+    """Start a run, press stop once the first words of the answer arrived, and let it wind down."""
+    run_id: str | None = None
+    saw_text = False
+    async for event in engine.stream_run(
+        owner, session.id, RunCreate(assistant_id=session.assistant_id)
+    ):
+        if event.event == "thread.run.created":
+            run_id = event.data["id"]
+        if event.event == "thread.message.delta" and not saw_text:
+            saw_text = True
+            assert run_id is not None
+            await engine.cancel_run(owner, session.id, run_id)
+    assert run_id is not None and saw_text, "the answer never started streaming"
+    await engine.wait_for_run(run_id)
+    return await engine.get_run(owner, session.id, run_id)
+
+
+async def run_messages(engine: Engine, owner: str, session: Session, run: Run) -> list[Message]:
+    page = await engine.list_messages(
+        owner, session.id, ListParams(limit=100, order="asc"), run_id=run.id
+    )
+    return page.data
+
+
+def kinds(thread: dict[str, Any]) -> list[str]:
+    return [step["type"] for step in thread["steps"]]
+
+
+# history_steps / get_thread --------------------------------------------------------------------
+
+
+async def test_a_stored_session_comes_back_in_the_order_it_was_shown(
+    runtime: Runtime, model: ScriptedModel
+) -> None:
+    engine = runtime.engine
+    owner = await runtime.accounts.add_user("carol", "carol-pw")
+    profile = load_profiles()[0]
+    assistant = await ensure_assistant(engine, owner, profile, runtime.settings.default_model)
+    assert "calculate" in [t.function.name for t in assistant.tools]
+    ui = ui_id()
+    session = await Sessions(engine).create(
+        owner, assistant.id, title="Sums and notes", ui_thread=ui
+    )
+
+    # Turn 1: the assistant calls the calculator, then answers.
+    first = await say(engine, owner, session, "What is 6 * 7?")
+    model.add_tool_calls([{"name": "calculate", "arguments": '{"expression": "6 * 7"}'}])
+    model.add_text("6 * 7 is 42.")
+    run1 = await run_to_end(engine, owner, session)
+    assert run1.status is RunStatus.completed, run1.last_error
+    [answer] = await run_messages(engine, owner, session, run1)
+
+    # Turn 2: a file comes with the question, and the provider is down.
+    notes = await engine.create_file(
+        owner, filename="notes.txt", purpose="assistants", content=b"buy milk\n"
+    )
+    second = await say(
+        engine, owner, session, "Summarise my notes.", attachments=[Attachment(file_id=notes.id)]
+    )
+    for _ in range(3):
+        model.add_error(500, "The scripted provider is down.")
+    run2 = await run_to_end(engine, owner, session)
+    assert run2.status is RunStatus.failed
+    assert run2.last_error is not None and run2.last_error.message
+    model.reset()  # the errors a retry would have used
+
+    # Turn 3: the user stops the answer while it streams.
+    third = await say(engine, owner, session, "Tell me a long story.")
+    model.add_hang(30)
+    run3 = await run_and_stop_mid_answer(engine, owner, session)
+    assert run3.status is RunStatus.cancelled
+    [partial] = await run_messages(engine, owner, session, run3)
+
+    thread = await EngineDataLayer(runtime).get_thread(ui)
+
+    assert thread is not None
+    assert thread["id"] == ui
+    assert thread["name"] == "Sums and notes"
+    assert thread["userId"] == owner
+    assert thread["userIdentifier"] == "carol"
+    assert thread["metadata"]["chat_profile"] == profile.name
+    assert thread["metadata"]["session_id"] == session.id
+    steps = thread["steps"]
+    assert kinds(thread) == [
+        "user_message", "tool", "assistant_message", "run",
+        "user_message", "assistant_message", "run",
+        "user_message", "assistant_message", "run",
+    ]  # fmt: skip
+    assert all(s["threadId"] == ui for s in steps)
+    assert len({s["id"] for s in steps}) == len(steps), (
+        "step ids must be unique or Chainlit merges them"
+    )
+
+    # Turn 1
+    assert (steps[0]["id"], steps[0]["name"], steps[0]["output"]) == (
+        first.id,
+        "carol",
+        "What is 6 * 7?",
+    )
+    tool = steps[1]
+    assert tool["name"] == "calculate"
+    assert tool["input"] == '{\n  "expression": "6 * 7"\n}'
+    assert tool["output"] == "42"
+    assert tool["isError"] is False
+    assert (steps[2]["id"], steps[2]["name"], steps[2]["output"]) == (
+        answer.id,
+        profile.name,
+        "6 * 7 is 42.",
+    )
+    assert steps[3]["name"].startswith("context: ")
+    assert steps[3]["name"].endswith(" · full")
+    assert "**Status** completed" in steps[3]["output"]
+
+    # Turn 2
+    assert (steps[4]["id"], steps[4]["output"]) == (second.id, "Summarise my notes.")
+    assert steps[5]["name"] == "System"  # As live: the chat, not the assistant, reports the failure.
+    assert steps[5]["output"] == f"⚠️ {run2.last_error.message}"
+    assert "**Status** failed" in steps[6]["output"]
+    assert f"**Error** {run2.last_error.message}" in steps[6]["output"]
+
+    # Turn 3
+    assert (steps[7]["id"], steps[7]["output"]) == (third.id, "Tell me a long story.")
+    assert steps[8]["id"] == partial.id
+    assert steps[8]["output"] == partial.text + "\n\n*— stopped*"
+    assert partial.text, "the words streamed before stop are kept"
+    assert "**Status** cancelled" in steps[9]["output"]
+
+    # The file is shown on the message it came with, linked to the chat's download route.
+    assert thread["elements"] == [
+        {
+            **thread["elements"][0],
+            "id": notes.id,
+            "type": "file",
+            "name": "notes.txt",
+            "url": f"/assistants/files/{notes.id}",
+            "forId": second.id,
+            "threadId": ui,
+        }
+    ]
+
+
+async def test_an_image_sent_with_a_message_is_shown_once_as_an_image(runtime: Runtime) -> None:
+    engine = runtime.engine
+    owner = await runtime.accounts.add_user("dave", None)
+    assistant = await engine.create_assistant(owner, AssistantCreate(model="scripted-model"))
+    ui = ui_id()
+    session = await Sessions(engine).create(owner, assistant.id, ui_thread=ui)
+    picture = await engine.create_file(
+        owner, filename="cat.png", purpose="vision", content=b"\x89PNG\r\n\x1a\nfake"
+    )
+    # What `uploads.store_uploads` writes for an image: an image part and an attachment.
+    sent = await engine.create_message(
+        owner,
+        session.id,
+        MessageCreate(
+            role="user",
+            content=[
+                TextRequestContent(text="Look at this"),
+                ImageFileContent(image_file=ImageFile(file_id=picture.id)),
+            ],
+            attachments=[Attachment(file_id=picture.id)],
+        ),
+    )
+
+    thread = await EngineDataLayer(runtime).get_thread(ui)
+
+    assert thread is not None
+    assert kinds(thread) == ["user_message"]
+    assert thread["steps"][0]["output"] == "Look at this"
+    assert [(e["id"], e["type"], e["forId"], e["url"]) for e in thread["elements"]] == [
+        (picture.id, "image", sent.id, f"/assistants/files/{picture.id}")
+    ]
+    # Not a profile's assistant: no chat profile to switch to on resume.
+    assert thread["metadata"].get("chat_profile") is None
+
+
+async def test_threads_that_are_not_chat_sessions_are_not_chat_threads(runtime: Runtime) -> None:
+    engine = runtime.engine
+    owner = await runtime.accounts.add_user("erin", None)
+    plain = await engine.create_thread(
+        owner, ThreadCreate(metadata={"ui_thread": "ui-plain-thread"})
+    )
+    layer = EngineDataLayer(runtime)
+
+    assert await layer.get_thread("ui-plain-thread") is None
+    assert await layer.get_thread_author("ui-plain-thread") == ""
+    await layer.delete_thread("ui-plain-thread")
+    assert (await engine.get_thread(owner, plain.id)).id == plain.id
+
+
+# list_threads ----------------------------------------------------------------------------------
+
+
+async def test_the_history_sidebar_lists_own_sessions_newest_first_page_by_page(
+    runtime: Runtime,
+) -> None:
+    engine = runtime.engine
+    sessions = Sessions(engine)
+    owner = await runtime.accounts.add_user("frank", None)
+    other = await runtime.accounts.add_user("grace", None)
+    mine = await engine.create_assistant(owner, AssistantCreate(model="scripted-model"))
+    theirs = await engine.create_assistant(other, AssistantCreate(model="scripted-model"))
+    titles = ["Budget for May", "Trip to Rome", "budget review", "Recipes", "Rome, again"]
+    created: list[Session] = []
+    for title in titles:
+        created.append(await sessions.create(owner, mine.id, title=title, ui_thread=ui_id()))
+        # Threads of the /v1 API and another user's sessions are never listed.
+        await engine.create_thread(owner, ThreadCreate(metadata={"note": f"plain {title}"}))
+        await sessions.create(other, theirs.id, title=title, ui_thread=ui_id())
+    layer = EngineDataLayer(runtime)
+    newest_first = [s.ui_thread for s in reversed(created)]
+
+    pages: list[list[str]] = []
+    more: list[bool] = []
+    cursor: str | None = None
+    while True:
+        page = await layer.list_threads(
+            Pagination(first=2, cursor=cursor), ThreadFilter(userId=owner)
+        )
+        pages.append([t["id"] for t in page.data])
+        more.append(page.pageInfo.hasNextPage)
+        assert all(t["userId"] == owner and t["userIdentifier"] == "frank" for t in page.data)
+        if not page.pageInfo.hasNextPage:
+            break
+        cursor = page.pageInfo.endCursor
+        assert len(pages) < 10, "pagination does not end"
+
+    assert pages == [newest_first[0:2], newest_first[2:4], newest_first[4:5]]
+    assert more == [True, True, False]
+
+    found = await layer.list_threads(
+        Pagination(first=20), ThreadFilter(userId=owner, search="budget")
+    )
+    assert [t["name"] for t in found.data] == ["budget review", "Budget for May"]
+    assert found.pageInfo.hasNextPage is False
+
+    found = await layer.list_threads(Pagination(first=1), ThreadFilter(userId=owner, search="rome"))
+    assert [t["name"] for t in found.data] == ["Rome, again"]
+    assert found.pageInfo.hasNextPage is True
+    rest = await layer.list_threads(
+        Pagination(first=1, cursor=found.pageInfo.endCursor),
+        ThreadFilter(userId=owner, search="rome"),
+    )
+    assert [t["name"] for t in rest.data] == ["Trip to Rome"]
+    assert rest.pageInfo.hasNextPage is False
+
+    none = await layer.list_threads(
+        Pagination(first=20), ThreadFilter(userId=owner, search="groceries")
+    )
+    assert none.data == []
+
+    theirs_listed = await layer.list_threads(Pagination(first=20), ThreadFilter(userId=other))
+    assert len(theirs_listed.data) == 5
+    assert not {t["id"] for t in theirs_listed.data} & set(newest_first)
+    assert all(t["userIdentifier"] == "grace" for t in theirs_listed.data)
+
+    nobody = await layer.list_threads(Pagination(first=20), ThreadFilter())
+    assert nobody.data == []
+
+
+# Author, rename, delete -----------------------------------------------------------------------
+
+
+async def test_author_rename_and_delete_reach_the_session(
+    runtime: Runtime, model: ScriptedModel
+) -> None:
+    engine = runtime.engine
+    owner = await runtime.accounts.add_user("heidi", None)
+    assistant = await engine.create_assistant(owner, AssistantCreate(model="scripted-model"))
+    ui = ui_id()
+    session = await Sessions(engine).create(owner, assistant.id, title="First words", ui_thread=ui)
+    await say(engine, owner, session, "hello")
+    model.add_text("hi there")
+    assert (await run_to_end(engine, owner, session)).status is RunStatus.completed
+    layer = EngineDataLayer(runtime)
+
+    assert await layer.get_thread_author(ui) == "heidi"
+    assert await layer.get_thread_author("ui-no-such-thread") == ""
+    assert await layer.get_thread_author(session.id) == "", (
+        "the chat knows sessions by their ui id only"
+    )
+
+    await layer.update_thread(ui, name="Greetings")
+    assert (await Sessions(engine).get(owner, session.id)).title == "Greetings"
+    thread = await layer.get_thread(ui)
+    assert thread is not None and thread["name"] == "Greetings"
+    listed = await layer.list_threads(Pagination(first=5), ThreadFilter(userId=owner))
+    assert [t["name"] for t in listed.data] == ["Greetings"]
+
+    await layer.update_thread("ui-no-such-thread", name="Nothing")  # does not raise
+
+    await layer.delete_thread(ui)
+    with pytest.raises(NotFoundError):
+        await engine.get_thread(owner, session.id)
+    assert await layer.get_thread(ui) is None
+    assert await layer.get_thread_author(ui) == ""
+    assert (await layer.list_threads(Pagination(first=5), ThreadFilter(userId=owner))).data == []
+    await layer.delete_thread(ui)  # deleting twice is harmless
+
+
+# Feedback ----------------------------------------------------------------------------------------
+
+
+async def test_feedback_is_kept_on_the_owners_answer_only(
+    runtime: Runtime, model: ScriptedModel
+) -> None:
+    engine = runtime.engine
+    owner = await runtime.accounts.add_user("ivan", None)
+    stranger = await runtime.accounts.add_user("judy", None)
+    assistant = await engine.create_assistant(
+        owner, AssistantCreate(model="scripted-model", name="Helper")
+    )
+    ui = ui_id()
+    session = await Sessions(engine).create(owner, assistant.id, ui_thread=ui)
+    question = await say(engine, owner, session, "What is the capital of France?")
+    model.add_text("Paris.")
+    run = await run_to_end(engine, owner, session)
+    [answer] = await run_messages(engine, owner, session, run)
+    layer = EngineDataLayer(runtime)
+
+    async def step_feedback(message_id: str) -> Any:
+        thread = await layer.get_thread(ui)
+        assert thread is not None
+        return next(s for s in thread["steps"] if s["id"] == message_id)["feedback"]
+
+    assert await step_feedback(answer.id) is None
+
+    assert await layer.save_feedback(owner, answer.id, 1, "great") is True
+    stored = await engine.get_message(owner, session.id, answer.id)
+    assert stored.metadata == {"feedback": "1", "feedback_comment": "great"}
+    assert stored.text == "Paris."
+    feedback = await step_feedback(answer.id)
+    assert (feedback["forId"], feedback["value"], feedback["comment"]) == (answer.id, 1, "great")
+
+    # Someone else cannot change or remove it.
+    assert await layer.save_feedback(stranger, answer.id, 0, "bad") is False
+    assert await layer.remove_feedback(stranger, answer.id) is False
+    assert (await engine.get_message(owner, session.id, answer.id)).metadata == {
+        "feedback": "1",
+        "feedback_comment": "great",
+    }
+
+    # The user's own messages take no feedback.
+    assert await layer.save_feedback(owner, question.id, 1, "me") is False
+    assert (await engine.get_message(owner, session.id, question.id)).metadata == {}
+    assert await step_feedback(question.id) is None
+
+    # Changing the vote without a comment drops the old comment.
+    assert await layer.save_feedback(owner, answer.id, 0, None) is True
+    feedback = await step_feedback(answer.id)
+    assert (feedback["value"], feedback["comment"]) == (0, None)
+
+    assert await layer.remove_feedback(owner, answer.id) is True
+    assert (await engine.get_message(owner, session.id, answer.id)).metadata == {}
+    assert await step_feedback(answer.id) is None
+
+    assert await layer.save_feedback(owner, "message_does_not_exist", 1, None) is False
+
+
+# The chat's HTTP routes, on the real server -----------------------------------------------------------
+
+
+@pytest.fixture
+def http(server: Server) -> Iterator[Callable[..., httpx.Client]]:
+    opened: list[httpx.Client] = []
+
+    def open_client(name: str | None = None, password: str | None = None) -> httpx.Client:
+        client = httpx.Client(base_url=server.url, timeout=30)
+        opened.append(client)
+        if name is not None:
+            response = client.post(
+                "/login", data={"username": name, "password": password or f"{name}-password"}
+            )
+            assert response.status_code == 200, response.text
+            assert client.cookies.get("access_token"), (
+                "Chainlit's login sets the access_token cookie"
+            )
+        return client
+
+    yield open_client
+    for client in opened:
+        client.close()
+
+
+def test_stored_files_download_for_their_owner_only(
+    server: Server, http: Callable[..., httpx.Client]
+) -> None:
+    alice, bob = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
+    api = sdk_client(server, alice)
+    server.key_for(bob)
+    content = b"region,total\nnorth,12\nsouth,30\n"
+    uploaded = api.files.create(file=("totals.csv", content, "text/csv"), purpose="assistants")
+
+    mine = http(alice).get(f"/assistants/files/{uploaded.id}")
+    assert mine.status_code == 200, mine.text
+    assert mine.content == content
+    assert mine.headers["content-disposition"] == 'attachment; filename="totals.csv"'
+    assert mine.headers["content-type"].startswith("text/csv")
+
+    assert http(bob).get(f"/assistants/files/{uploaded.id}").status_code == 404
+    assert http(alice).get("/assistants/files/file_does_not_exist").status_code == 404
+    assert http().get(f"/assistants/files/{uploaded.id}").status_code == 401
+
+    wrong = http().post("/login", data={"username": alice, "password": "not-the-password"})
+    assert wrong.status_code == 401
+    assert not wrong.cookies.get("access_token")
+
+
+def test_feedback_route_only_touches_the_callers_messages(
+    server: Server, http: Callable[..., httpx.Client]
+) -> None:
+    alice, bob = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
+    api = sdk_client(server, alice)
+    server.key_for(bob)
+    thread = api.beta.threads.create()
+    answer = api.beta.threads.messages.create(thread.id, role="assistant", content="Paris.")
+    vote = {
+        "feedback": {"forId": answer.id, "value": 1, "comment": "great"},
+        "sessionId": "browser-session",
+    }
+
+    assert http().put("/feedback", json=vote).status_code == 401
+    assert (
+        http(bob)
+        .put("/feedback", json={**vote, "feedback": {**vote["feedback"], "value": 0}})
+        .status_code
+        == 404
+    )
+    assert api.beta.threads.messages.retrieve(answer.id, thread_id=thread.id).metadata == {}
+
+    saved = http(alice).put("/feedback", json=vote)
+    assert saved.status_code == 200, saved.text
+    assert api.beta.threads.messages.retrieve(answer.id, thread_id=thread.id).metadata == {
+        "feedback": "1",
+        "feedback_comment": "great",
+    }
+
+    assert (
+        http(bob).request("DELETE", "/feedback", json={"feedbackId": answer.id}).status_code == 404
+    )
+    assert (
+        api.beta.threads.messages.retrieve(answer.id, thread_id=thread.id).metadata["feedback"]
+        == "1"
+    )
+    removed = http(alice).request("DELETE", "/feedback", json={"feedbackId": answer.id})
+    assert removed.status_code == 200, removed.text
+    assert api.beta.threads.messages.retrieve(answer.id, thread_id=thread.id).metadata == {}
+
+
+# Login helpers ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_auth_secret_in_env() -> Iterator[None]:
+    saved = os.environ.pop("CHAINLIT_AUTH_SECRET", None)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("CHAINLIT_AUTH_SECRET", None)
+        else:
+            os.environ["CHAINLIT_AUTH_SECRET"] = saved
+
+
+def test_the_auth_secret_is_made_once_owner_only_and_reused(
+    tmp_path: Path, no_auth_secret_in_env: None
+) -> None:
+    settings = Settings(ASSISTANTS_DATA_DIR=tmp_path / "data")
+    path = tmp_path / "data" / SECRET_FILE
+
+    ensure_auth_secret(settings)
+
+    assert path.exists()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    secret = os.environ["CHAINLIT_AUTH_SECRET"]
+    assert len(secret) >= 32
+    assert path.read_text().strip() == secret
+
+    # The next start (a new process: nothing in the environment) logs nobody out.
+    del os.environ["CHAINLIT_AUTH_SECRET"]
+    ensure_auth_secret(settings)
+    assert os.environ["CHAINLIT_AUTH_SECRET"] == secret
+    assert path.read_text().strip() == secret
+
+    # A secret given in the environment wins, and nothing is written.
+    os.environ["CHAINLIT_AUTH_SECRET"] = "given-by-the-operator"
+    elsewhere = Settings(ASSISTANTS_DATA_DIR=tmp_path / "other")
+    ensure_auth_secret(elsewhere)
+    assert os.environ["CHAINLIT_AUTH_SECRET"] == "given-by-the-operator"
+    assert not (tmp_path / "other" / SECRET_FILE).exists()
+
+
+async def test_the_first_start_creates_admin_and_shows_its_password_once(
+    start_runtime: StartRuntime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runtime = await start_runtime()
+    capsys.readouterr()
+
+    await ensure_first_user(runtime)
+
+    shown = capsys.readouterr()
+    match = re.search(r"created the user 'admin' with password:\s+(\S+)", shown.err)
+    assert match, shown.err
+    password = match.group(1)
+    assert await runtime.accounts.count() == 1
+    admin = await runtime.accounts.user_id("admin")
+    assert admin is not None
+    assert await check_login(runtime, "admin", password) == admin
+    assert await check_login(runtime, "admin", password + "x") is None
+    assert await check_login(runtime, "nobody", password) is None
+
+    await ensure_first_user(runtime)
+    again = capsys.readouterr()
+    assert password not in again.err + again.out
+    assert await runtime.accounts.count() == 1
+    assert await check_login(runtime, "admin", password) == admin
+
+
+async def test_no_admin_is_made_when_users_exist(
+    start_runtime: StartRuntime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runtime = await start_runtime()
+    await runtime.accounts.add_user("kim", "kim-pw")
+    capsys.readouterr()
+
+    await ensure_first_user(runtime)
+
+    shown = capsys.readouterr()
+    assert "admin" not in shown.err + shown.out
+    assert await runtime.accounts.user_id("admin") is None
+    assert await runtime.accounts.count() == 1
+    assert await check_login(runtime, "kim", "kim-pw") is not None
+    # A user made by the chat's login (no password) cannot log in with any password.
+    layer = EngineDataLayer(runtime)
+    persisted = await layer.create_user(User(identifier="lee"))
+    assert persisted is not None and persisted.identifier == "lee"
+    assert await check_login(runtime, "lee", "") is None
+    assert await check_login(runtime, "lee", "anything") is None
+
+
+# Known gaps (see the report): these fail until render.py / data_layer.py are fixed ------------------
+
+
+async def test_tool_steps_stay_apart_when_a_provider_reuses_call_ids(
+    runtime: Runtime, model: ScriptedModel
+) -> None:
+    """Some OpenAI-compatible servers number tool calls per response (`call_0`, `call_1`, ...)."""
+    engine = runtime.engine
+    owner = await runtime.accounts.add_user("mallory", None)
+    profile = load_profiles()[0]
+    assistant = await ensure_assistant(engine, owner, profile, runtime.settings.default_model)
+    ui = ui_id()
+    session = await Sessions(engine).create(owner, assistant.id, ui_thread=ui)
+    for expression, result in (("1 + 1", "2"), ("2 + 3", "5")):
+        await say(engine, owner, session, f"What is {expression}?")
+        model.add_tool_calls(
+            [
+                {
+                    "name": "calculate",
+                    "arguments": f'{{"expression": "{expression}"}}',
+                    "id": "call_0",
+                }
+            ]
+        )
+        model.add_text(f"It is {result}.")
+        assert (await run_to_end(engine, owner, session)).status is RunStatus.completed
+
+    thread = await EngineDataLayer(runtime).get_thread(ui)
+
+    assert thread is not None
+    steps = thread["steps"]
+    assert [s["type"] for s in steps] == ["user_message", "tool", "assistant_message", "run"] * 2
+    assert [s["output"] for s in steps if s["type"] == "tool"] == ["2", "5"]
+    # Chainlit merges steps that share an id: the second calculation would replace the first.
+    assert len({s["id"] for s in steps}) == len(steps), [s["id"] for s in steps]
+
+
+async def test_an_image_sent_as_content_only_is_shown_on_reload(runtime: Runtime) -> None:
+    """The /v1 way to show a model a picture: an `image_file` part, with no attachment."""
+    engine = runtime.engine
+    owner = await runtime.accounts.add_user("nina", None)
+    assistant = await engine.create_assistant(owner, AssistantCreate(model="scripted-model"))
+    ui = ui_id()
+    session = await Sessions(engine).create(owner, assistant.id, ui_thread=ui)
+    picture = await engine.create_file(
+        owner, filename="chart.png", purpose="vision", content=b"\x89PNG\r\n\x1a\nfake"
+    )
+    sent = await engine.create_message(
+        owner,
+        session.id,
+        MessageCreate(
+            role="user",
+            content=[
+                TextRequestContent(text="What does this chart say?"),
+                ImageFileContent(image_file=ImageFile(file_id=picture.id)),
+            ],
+        ),
+    )
+
+    thread = await EngineDataLayer(runtime).get_thread(ui)
+
+    assert thread is not None
+    assert [(e["id"], e["type"], e["forId"]) for e in thread["elements"]] == [
+        (picture.id, "image", sent.id)
+    ]
+
+
+async def test_an_answer_cut_off_by_an_error_still_says_why_on_reload(
+    runtime: Runtime, model: ScriptedModel
+) -> None:
+    """Live, the chat shows the partial answer and then the ⚠️ error (`RunView.finish`)."""
+    engine = runtime.engine
+    owner = await runtime.accounts.add_user("oscar", None)
+    assistant = await engine.create_assistant(owner, AssistantCreate(model="scripted-model"))
+    ui = ui_id()
+    session = await Sessions(engine).create(owner, assistant.id, ui_thread=ui)
+    await say(engine, owner, session, "Explain tides.")
+    model.add_stream_break("Tides are caused by")
+    run = await run_to_end(engine, owner, session)
+    assert run.status is RunStatus.failed and run.last_error is not None
+    [partial] = await run_messages(engine, owner, session, run)
+    assert partial.text.startswith("Tides are")
+
+    thread = await EngineDataLayer(runtime).get_thread(ui)
+
+    assert thread is not None
+    assert kinds(thread) == ["user_message", "assistant_message", "assistant_message", "run"]
+    assert thread["steps"][1]["id"] == partial.id
+    assert thread["steps"][1]["output"].startswith(partial.text + "\n\n*— ")
+    assert thread["steps"][2]["output"] == f"⚠️ {run.last_error.message}"
