@@ -9,6 +9,7 @@ client is built with `max_retries=0`.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -100,6 +101,11 @@ def _retry_after(response: Any) -> float | None:
         return None
 
 
+def _detail(message: str) -> str:
+    """The provider's own words, without the SDK's "Error code: 500 - " prefix."""
+    return re.sub(r"^Error code: \d+ - ", "", message)
+
+
 def translate_error(exc: Exception) -> ProviderError:
     """Turn an `openai`/`httpx` exception into our provider error, with words for the user."""
     if isinstance(exc, openai.RateLimitError):
@@ -114,14 +120,14 @@ def translate_error(exc: Exception) -> ProviderError:
         )
     if isinstance(exc, openai.NotFoundError):
         return ProviderError(
-            f"The model provider does not know this model or endpoint (HTTP 404): {exc.message}. "
+            f"The model provider does not know this model or endpoint (HTTP 404): {_detail(exc.message)}. "
             "Check ASSISTANTS_MODEL and OPENAI_BASE_URL.",
             retryable=False,
         )
     if isinstance(exc, openai.APIStatusError):
         retryable = exc.status_code >= 500 or exc.status_code in (408, 409)
         error = ProviderError(
-            f"The model provider returned HTTP {exc.status_code}: {exc.message}",
+            f"The model provider returned HTTP {exc.status_code}: {_detail(exc.message)}",
             retry_after=_retry_after(exc.response),
             retryable=retryable,
         )

@@ -1,0 +1,737 @@
+"""The chat as a user sees it: a real browser (Debian's Chromium) driving the real server.
+
+The server is `chainlit run app.py` (see `tests/server.py`) talking to the scripted model; the
+browser logs in, sends messages, uploads files, changes settings, stops answers and reopens
+sessions. Assertions are about what the page shows and, where it matters, what the model was sent.
+
+Each test makes its own users (uuid-based names), so tests do not depend on one another. One
+module-scoped server on SQLite serves them all; the resume test also runs against PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Locator,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
+
+from assistants.config import Settings
+from assistants.runtime import Runtime
+from assistants.store import ListParams
+from assistants.ui.uploads import MAX_BYTES, MAX_FILES, store_uploads
+from tests.conftest import create_pg_database, drop_pg_database
+from tests.scripted_model import ScriptedModel
+from tests.server import Server, start_server
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 15_000
+"""Generous for a loaded CI machine; every wait below ends as soon as its condition holds."""
+
+expect.set_options(timeout=TIMEOUT_MS)
+T = TypeVar("T")
+NewContext = Callable[[], BrowserContext]
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to its end on a thread of its own (the sync Playwright API keeps an event
+    loop running on this one, so `asyncio.run` here would refuse)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+# The server-side upload checks, without a browser ----------------------------------------------
+
+
+@dataclass
+class FakeElement:
+    """What `store_uploads` reads from a Chainlit element: its name, the uploaded path and the MIME type."""
+
+    name: str
+    path: str | None
+    mime: str | None
+
+
+def test_store_uploads_rejects_large_extra_and_disallowed_files(tmp_path: Path) -> None:
+    # Run on a thread of its own, so it works whatever else (the sync Playwright loop) runs on this one.
+    run_async(check_store_uploads(tmp_path))
+
+
+async def check_store_uploads(tmp_path: Path) -> None:
+    runtime = Runtime(
+        Settings(
+            ASSISTANTS_DATA_DIR=tmp_path / "data",
+            ASSISTANTS_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'data' / 'uploads.db'}",
+            OPENAI_BASE_URL="http://127.0.0.1:9/v1",
+            OPENAI_API_KEY="unused",
+            ASSISTANTS_MODEL="scripted-model",
+        )
+    )
+    engine = await runtime.start()
+    try:
+        owner = await runtime.accounts.add_user(f"uploader-{uuid.uuid4().hex[:8]}", "pw-uploader")
+        uploads = tmp_path / "uploads"
+        uploads.mkdir()
+
+        def make(name: str, content: bytes = b"a,b\n1,2\n", size: int | None = None) -> str:
+            path = uploads / name
+            path.write_bytes(content)
+            if size is not None:
+                with path.open("r+b") as handle:  # A sparse file: big on stat, nothing on disk.
+                    handle.truncate(size)
+            return str(path)
+
+        async def stored_names() -> list[str]:
+            page = await engine.list_files(owner, ListParams(limit=100, order="asc"))
+            return [f.filename for f in page.data]
+
+        # Too big, a disallowed type, and a disallowed type claiming an allowed MIME type: all refused.
+        bad = [
+            FakeElement("huge.txt", make("huge.txt", size=MAX_BYTES + 1), "text/plain"),
+            FakeElement("run.sh", make("run.sh", b"echo hi\n"), "application/x-sh"),
+            FakeElement("setup.exe", make("setup.exe", b"MZ\x90\x00"), "application/octet-stream"),
+            FakeElement("sneaky.exe", make("sneaky.exe", b"MZ\x90\x00"), "text/csv"),
+        ]
+        prepared = await store_uploads(engine, owner, "check these", bad)
+        assert prepared.attachments == [] and prepared.accepted == []
+        assert len(prepared.rejected) == 4, prepared.rejected
+        huge, sh, exe, sneaky = prepared.rejected
+        assert huge.startswith("huge.txt:") and "over the 20 MB limit" in huge
+        assert sh.startswith("run.sh:") and "not accepted" in sh and "application/x-sh" in sh
+        assert exe.startswith("setup.exe:") and "not accepted" in exe
+        assert sneaky.startswith("sneaky.exe:") and "not accepted" in sneaky
+        assert [getattr(c, "text", None) for c in prepared.content] == ["check these"]
+        assert await stored_names() == []
+
+        # Six allowed files: the first five are stored and attached, the sixth is refused.
+        names = ["a.csv", "b.txt", "c.md", "d.json", "e.csv", "f.csv"]
+        six = [FakeElement(n, make(n), None) for n in names]
+        prepared = await store_uploads(engine, owner, "", six)
+        assert [name for _, name in prepared.accepted] == names[:MAX_FILES]
+        assert len(prepared.attachments) == MAX_FILES
+        assert prepared.rejected == [f"f.csv: only {MAX_FILES} files can be sent with one message."]
+        assert sorted(await stored_names()) == sorted(names[:MAX_FILES])
+        # Each stored file holds the uploaded bytes.
+        for file_id, _ in prepared.accepted:
+            _, content = await engine.file_content(owner, file_id)
+            assert content == b"a,b\n1,2\n"
+
+        # An upload whose temporary file vanished is refused, not stored.
+        prepared = await store_uploads(
+            engine, owner, "hi", [FakeElement("gone.csv", str(uploads / "nope.csv"), "text/csv")]
+        )
+        assert prepared.rejected == ["gone.csv: the upload did not arrive; try again."]
+        assert sorted(await stored_names()) == sorted(names[:MAX_FILES])
+    finally:
+        await runtime.close()
+
+
+# Fixtures: servers, the browser, logged-in pages ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chat_server(
+    scripted_model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The real chat server on SQLite, shared by this module's browser tests."""
+    srv = start_server(tmp_path_factory.mktemp("chat-sqlite"), model_url=scripted_model.base_url)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def chat_server_pg(
+    scripted_model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The same on PostgreSQL (only the resume test uses it: that is where the data layer matters most)."""
+    url = run_async(create_pg_database())
+    try:
+        srv = start_server(
+            tmp_path_factory.mktemp("chat-postgres"),
+            model_url=scripted_model.base_url,
+            extra_env={"ASSISTANTS_DATABASE_URL": url},
+        )
+        try:
+            yield srv
+        finally:
+            srv.stop()
+    finally:
+        run_async(drop_pg_database(url))
+
+
+@pytest.fixture(scope="module")
+def playwright_instance() -> Iterator[Playwright]:
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright_instance: Playwright) -> Iterator[Browser]:
+    executable = shutil.which("chromium")
+    # No skip: a machine without Chromium cannot vouch for the chat, so the tests fail there.
+    assert executable, (
+        "Chromium is not installed (expected `chromium` on PATH, e.g. Debian's package)"
+    )
+    browser = playwright_instance.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+@pytest.fixture
+def new_context(browser: Browser) -> Iterator[NewContext]:
+    """Make fresh browser contexts (separate cookies: separate users); all closed after the test."""
+    contexts: list[BrowserContext] = []
+
+    def make() -> BrowserContext:
+        context = browser.new_context(
+            viewport={"width": 1280, "height": 900}, accept_downloads=True
+        )
+        context.set_default_timeout(TIMEOUT_MS)
+        contexts.append(context)
+        return context
+
+    try:
+        yield make
+    finally:
+        for context in contexts:
+            context.close()
+
+
+@pytest.fixture
+def page(new_context: NewContext) -> Page:
+    return new_context().new_page()
+
+
+def new_user(srv: Server, prefix: str) -> tuple[str, str]:
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    password = f"pw-{uuid.uuid4().hex[:12]}"
+    srv.cli("users", "add", name, "--password", password)
+    return name, password
+
+
+def submit_login(page: Page, srv: Server, name: str, password: str) -> None:
+    page.goto(srv.url)
+    page.locator("#email").fill(name)
+    page.locator("#password").fill(password)
+    page.keyboard.press("Enter")
+
+
+def wait_ready(page: Page) -> None:
+    """The chat is ready for a message once the server's settings arrived: they come over the
+    socket from `on_chat_start` / `on_chat_resume`, so the socket is up and the session exists.
+    (Typing before that loses the first message.)"""
+    expect(page.locator("#chat-settings-open-modal")).to_be_visible()
+
+
+def login(page: Page, srv: Server, name: str, password: str) -> None:
+    submit_login(page, srv, name, password)
+    wait_ready(page)
+
+
+def send(page: Page, text: str) -> None:
+    page.locator("#chat-input").fill(text)
+    # The send button only exists when no answer is running (otherwise it is the stop button).
+    page.locator("#chat-submit").click()
+
+
+def messages(page: Page, kind: str) -> Locator:
+    return page.locator(f'[data-step-type="{kind}"]')
+
+
+def step_types(page: Page) -> list[tuple[str, str]]:
+    """(type, text) of every message and step on the page, in the order shown."""
+    return [
+        (kind, text)
+        for kind, text in page.evaluate(
+            "() => [...document.querySelectorAll('[data-step-type]')]"
+            ".map(e => [e.getAttribute('data-step-type'), e.innerText])"
+        )
+    ]
+
+
+def index_of(entries: list[tuple[str, str]], kind: str, needle: str) -> int:
+    for i, (k, text) in enumerate(entries):
+        if k == kind and needle in text:
+            return i
+    raise AssertionError(f"no {kind} containing {needle!r} in {entries}")
+
+
+def chat_requests(model: ScriptedModel) -> list[dict[str, Any]]:
+    return [
+        r.body
+        for r in model.requests
+        if r.path.endswith("/chat/completions") and isinstance(r.body, dict)
+    ]
+
+
+def after_system(messages_sent: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    assert messages_sent, "the model received no messages"
+    assert messages_sent[0]["role"] == "system"
+    return messages_sent[1:]
+
+
+def text_of(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content or ""
+
+
+def thread_id(page: Page) -> str:
+    expect(page).to_have_url(re.compile(r"/thread/[0-9a-f-]{36}$"))
+    return page.url.rsplit("/", 1)[1]
+
+
+def set_last_n(page: Page, n: int) -> None:
+    """Open the settings dialog, choose "Last N messages" with N = n, and confirm."""
+    page.locator("#chat-settings-open-modal").click()
+    dialog = page.locator("#chat-settings")
+    expect(dialog).to_be_visible()
+    dialog.locator("#context_mode").click()
+    page.get_by_role("option", name="Last N messages").click()
+    expect(dialog.locator("#context_mode")).to_have_text("Last N messages")
+    thumb = dialog.locator("#context_n [role=slider]")
+    thumb.focus()
+    page.keyboard.press("Home")  # the slider's minimum, 1
+    for _ in range(n - 1):
+        page.keyboard.press("ArrowRight")
+    expect(thumb).to_have_attribute("aria-valuenow", str(n))
+    dialog.locator("#confirm").click()
+    expect(dialog).to_be_hidden()
+
+
+# 1. Logging in ---------------------------------------------------------------------------------
+
+
+def test_login_wrong_password_then_right_password_shows_default_starters(
+    chat_server: Server, page: Page
+) -> None:
+    name, password = new_user(chat_server, "login")
+    submit_login(page, chat_server, name, "not-" + password)
+    expect(page.get_by_text("Unable to sign in")).to_be_visible()
+    expect(page).to_have_url(re.compile(r"/login$"))
+    expect(page.locator("#chat-input")).to_have_count(0)
+
+    page.locator("#password").fill(password)
+    page.keyboard.press("Enter")
+    wait_ready(page)
+    expect(page).not_to_have_url(re.compile(r"/login"))
+    expect(page.locator("#chat-profiles")).to_have_text("Assistant")
+    starters = page.locator("#starters")
+    for label in ("Do some arithmetic", "What time is it?", "Explain a concept"):
+        expect(starters.get_by_text(label, exact=True)).to_be_visible()
+    expect(page.locator("#starter-do-some-arithmetic")).to_be_visible()
+    expect(starters.get_by_text("Write an email")).to_have_count(0)  # the Writer profile's starter
+
+
+# 2. Streaming ----------------------------------------------------------------------------------
+
+
+def test_reply_streams_into_the_page(chat_server: Server, page: Page, model: ScriptedModel) -> None:
+    name, password = new_user(chat_server, "stream")
+    login(page, chat_server, name, password)
+    full = " ".join(f"token{i}" for i in range(150))
+    model.add_text(full, delay=0.02)  # ~3 s of streaming
+    send(page, "Tell me something long")
+
+    reply = messages(page, "assistant_message").last.locator(".message-content").first
+    samples: list[str] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if messages(page, "assistant_message").count():
+            text = reply.inner_text().strip()
+            if text:
+                samples.append(text)
+                if text == full:
+                    break
+        page.wait_for_timeout(50)  # the sampling interval, not a wait for a condition
+    partial = [s for s in samples if s != full]
+    assert all(full.startswith(s) for s in partial), (
+        f"a sample is not a prefix of the answer: {partial[:3]}"
+    )
+    lengths = sorted(set(map(len, partial)))
+    assert len(lengths) >= 2, (
+        f"expected the answer to grow while streaming, saw {len(lengths)} partial states"
+    )
+    assert [len(s) for s in partial] == sorted(len(s) for s in partial), (
+        "the streamed answer shrank"
+    )
+    expect(reply).to_have_text(full)
+    assert after_system(model.last_messages)[-1] == {
+        "role": "user",
+        "content": "Tell me something long",
+    }
+
+
+# 3. Tool calls ---------------------------------------------------------------------------------
+
+
+def test_function_call_is_shown_as_a_step_with_arguments_and_result(
+    chat_server: Server, page: Page, model: ScriptedModel
+) -> None:
+    name, password = new_user(chat_server, "tools")
+    login(page, chat_server, name, password)
+    model.add_tool_calls([{"name": "calculate", "arguments": '{"expression": "6*7"}'}])
+    model.add_text("It is 42.")
+    send(page, "What is 6 times 7?")
+
+    expect(messages(page, "assistant_message").get_by_text("It is 42.")).to_be_visible()
+    tool = messages(page, "tool").filter(has=page.locator("#step-calculate"))
+    expect(tool).to_have_count(1)
+    expect(tool.locator("#step-calculate")).to_have_text(re.compile(r"^\s*Used\s+calculate\s*$"))
+    entries = step_types(page)
+    assert index_of(entries, "user_message", "What is 6 times 7?") < index_of(
+        entries, "tool", "calculate"
+    )
+    assert index_of(entries, "tool", "calculate") < index_of(
+        entries, "assistant_message", "It is 42."
+    )
+
+    tool.locator("#step-calculate").click()
+    sections = tool.locator(".message-content")
+    expect(sections).to_have_count(2)  # input, then output
+    # Each section is a JSON code block (a "json" label, then the code).
+    expect(sections.nth(0).locator("code")).to_contain_text('"expression": "6*7"')
+    expect(sections.nth(1).locator("code")).to_have_text("42")
+
+    # The model got the tool's result on its second request.
+    bodies = chat_requests(model)
+    assert len(bodies) == 2
+    tool_messages = [m for m in bodies[1]["messages"] if m["role"] == "tool"]
+    assert [text_of(m) for m in tool_messages] == ["42"]
+
+
+# 4. Uploads ------------------------------------------------------------------------------------
+
+
+def test_upload_shows_a_chip_and_disallowed_types_are_refused(
+    chat_server: Server, page: Page, model: ScriptedModel, tmp_path: Path
+) -> None:
+    name, password = new_user(chat_server, "upload")
+    login(page, chat_server, name, password)
+    csv = tmp_path / "numbers.csv"
+    csv.write_text("x,y\n1,2\n3,4\n")
+    page.set_input_files("#upload-button-input", str(csv))
+    expect(page.locator("#attachments").get_by_text("numbers.csv")).to_be_visible()
+    model.add_text("Thanks for the numbers.")
+    send(page, "Here are my numbers")
+
+    expect(
+        messages(page, "assistant_message").get_by_text("Thanks for the numbers.")
+    ).to_be_visible()
+    user_message = messages(page, "user_message").filter(has_text="Here are my numbers")
+    chip = user_message.locator("a.inline-file")
+    expect(chip).to_have_count(1)
+    expect(chip).to_contain_text("numbers.csv")
+    expect(chip).to_have_attribute("download", "numbers.csv")
+    expect(page.locator("#attachments")).to_have_count(0)  # the composer was emptied
+    assert after_system(model.last_messages)[-1]["role"] == "user"
+    assert "Here are my numbers" in text_of(after_system(model.last_messages)[-1])
+    expect(page.get_by_text("Not attached")).to_have_count(0)
+
+    # A shell script is outside the accept list: the browser refuses it before any upload.
+    script = tmp_path / "install.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    page.set_input_files("#upload-button-input", str(script))
+    toast = page.locator("[data-sonner-toast]").filter(has_text="File type must be")
+    expect(toast).to_be_visible()
+    expect(toast).to_contain_text(".csv")
+    expect(page.locator("#attachments")).to_have_count(0)
+    requests_before = len(chat_requests(model))
+    model.add_text("No files this time.")
+    send(page, "Did the script arrive?")
+    expect(messages(page, "assistant_message").get_by_text("No files this time.")).to_be_visible()
+    expect(
+        messages(page, "user_message").filter(has_text="Did the script arrive?").locator("a")
+    ).to_have_count(0)
+    assert len(chat_requests(model)) == requests_before + 1
+    assert "install.sh" not in json.dumps(model.last_messages)
+
+
+# 5. Context mode -------------------------------------------------------------------------------
+
+
+def test_last_n_setting_limits_what_the_model_receives(
+    chat_server: Server, page: Page, model: ScriptedModel
+) -> None:
+    name, password = new_user(chat_server, "context")
+    login(page, chat_server, name, password)
+    for i in range(2):
+        send(page, f"message {i}")
+        expect(
+            messages(page, "assistant_message").get_by_text(f"echo: message {i}", exact=True)
+        ).to_be_visible()
+    # Full history so far: both user messages and the first answer.
+    assert [m["content"] for m in after_system(model.last_messages)] == [
+        "message 0",
+        "echo: message 0",
+        "message 1",
+    ]
+
+    set_last_n(page, 2)
+    send(page, "message 2")
+    expect(
+        messages(page, "assistant_message").get_by_text("echo: message 2", exact=True)
+    ).to_be_visible()
+    assert after_system(model.last_messages) == [
+        {"role": "assistant", "content": "echo: message 1"},
+        {"role": "user", "content": "message 2"},
+    ]
+    expect(messages(page, "run").last).to_contain_text("last-N")
+
+
+# 6. Resuming a session -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_reopened_session_shows_messages_tool_step_file_and_settings(
+    backend: str, request: pytest.FixtureRequest, page: Page, model: ScriptedModel, tmp_path: Path
+) -> None:
+    srv: Server = request.getfixturevalue(
+        "chat_server" if backend == "sqlite" else "chat_server_pg"
+    )
+    name, password = new_user(srv, "resume")
+    login(page, srv, name, password)
+    set_last_n(page, 2)  # before the first message: kept for the session that message opens
+
+    model.add_tool_calls([{"name": "calculate", "arguments": '{"expression": "6*7"}'}])
+    model.add_text("It is 42.")
+    send(page, "What is 6 times 7?")
+    expect(messages(page, "assistant_message").get_by_text("It is 42.")).to_be_visible()
+    session_ui_id = thread_id(page)
+
+    csv_bytes = b"city,population\nLyon,522000\n"
+    csv = tmp_path / "cities.csv"
+    csv.write_bytes(csv_bytes)
+    page.set_input_files("#upload-button-input", str(csv))
+    expect(page.locator("#attachments").get_by_text("cities.csv")).to_be_visible()
+    model.add_text("Lyon noted.")
+    send(page, "Here is a table")
+    expect(messages(page, "assistant_message").get_by_text("Lyon noted.")).to_be_visible()
+    # Last N = 2 applied from the first run on: the third request saw only two messages.
+    assert len(after_system(model.last_messages)) == 2
+
+    # A fresh page: a new chat, with the session listed in the sidebar.
+    page.goto(srv.url)
+    wait_ready(page)
+    expect(messages(page, "user_message")).to_have_count(0)
+    item = page.locator(f"#thread-{session_ui_id}")
+    expect(item).to_contain_text("What is 6 times 7?")
+    item.click()
+    expect(page).to_have_url(re.compile(f"/thread/{session_ui_id}$"))
+
+    expect(messages(page, "user_message").filter(has_text="What is 6 times 7?")).to_have_count(1)
+    expect(messages(page, "assistant_message").get_by_text("It is 42.")).to_be_visible()
+    expect(messages(page, "assistant_message").get_by_text("Lyon noted.")).to_be_visible()
+    tool = messages(page, "tool").filter(has=page.locator("#step-calculate"))
+    expect(tool).to_have_count(1)
+    entries = step_types(page)
+    order = [
+        index_of(entries, "user_message", "What is 6 times 7?"),
+        index_of(entries, "tool", "calculate"),
+        index_of(entries, "assistant_message", "It is 42."),
+        index_of(entries, "user_message", "Here is a table"),
+        index_of(entries, "assistant_message", "Lyon noted."),
+    ]
+    assert order == sorted(order), entries
+    tool.locator("#step-calculate").click()
+    expect(tool.locator(".message-content").nth(0).locator("code")).to_contain_text(
+        '"expression": "6*7"'
+    )
+    expect(tool.locator(".message-content").nth(1).locator("code")).to_have_text("42")
+
+    chip = (
+        messages(page, "user_message").filter(has_text="Here is a table").locator("a.inline-file")
+    )
+    expect(chip).to_have_count(1)
+    expect(chip).to_contain_text("cities.csv")
+    href = chip.get_attribute("href")
+    assert href and re.search(r"/assistants/files/file[-_][A-Za-z0-9]+$", href), href
+    download = page.context.request.get(href if href.startswith("http") else srv.url + href)
+    assert download.status == 200, download.text()
+    assert download.body() == csv_bytes
+    assert "cities.csv" in download.headers.get("content-disposition", "")
+
+    # The settings came back with the session.
+    wait_ready(page)
+    page.locator("#chat-settings-open-modal").click()
+    dialog = page.locator("#chat-settings")
+    expect(dialog.locator("#context_mode")).to_have_text("Last N messages")
+    expect(dialog.locator("#context_n [role=slider]")).to_have_attribute("aria-valuenow", "2")
+
+    # And the resumed session keeps working with them.
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    send(page, "Still there?")
+    expect(
+        messages(page, "assistant_message").get_by_text("echo: Still there?", exact=True)
+    ).to_be_visible()
+    sent = after_system(model.last_messages)
+    assert len(sent) == 2 and sent[-1] == {"role": "user", "content": "Still there?"}
+
+
+# 7. Stopping -----------------------------------------------------------------------------------
+
+
+def test_stop_keeps_the_partial_answer_and_the_next_message_is_answered(
+    chat_server: Server, page: Page, model: ScriptedModel
+) -> None:
+    name, password = new_user(chat_server, "stop")
+    login(page, chat_server, name, password)
+    model.add_text(" ".join(f"slow{i}" for i in range(300)), delay=0.2)  # a minute if not stopped
+    send(page, "Tell me a very long story")
+    # Pinned by its text: Chainlit adds its own "Task manually stopped." message after it.
+    reply = messages(page, "assistant_message").filter(has_text="slow0")
+    expect(reply).to_contain_text("slow2")
+    page.locator("#stop-button").click()
+
+    expect(reply).to_contain_text("— stopped")
+    assert model.wait_for(lambda m: m.disconnects >= 1, timeout=10), (
+        "the provider stream was not closed"
+    )
+    stopped_text = reply.inner_text()
+    assert "slow2" in stopped_text and "slow299" not in stopped_text
+    expect(page.locator("#chat-submit")).to_be_visible()
+
+    model.add_text("Right away.")
+    started = time.monotonic()
+    send(page, "Something short instead")
+    expect(
+        messages(page, "assistant_message").get_by_text("Right away.", exact=True)
+    ).to_be_visible(timeout=5_000)
+    assert time.monotonic() - started < 5
+    expect(page.get_by_text("⚠️")).to_have_count(0)
+    expect(page.get_by_text(re.compile("active run", re.I))).to_have_count(0)
+    assert after_system(model.last_messages)[-1] == {
+        "role": "user",
+        "content": "Something short instead",
+    }
+    # The stopped answer did not grow afterwards.
+    assert "slow299" not in reply.inner_text()
+
+
+# 8. Isolation between users --------------------------------------------------------------------
+
+
+def test_another_user_cannot_open_the_session_or_its_files(
+    chat_server: Server, new_context: NewContext, model: ScriptedModel, tmp_path: Path
+) -> None:
+    alice, alice_pw = new_user(chat_server, "alice")
+    bob, bob_pw = new_user(chat_server, "bob")
+
+    alice_page = new_context().new_page()
+    login(alice_page, chat_server, alice, alice_pw)
+    secret = tmp_path / "secret.csv"
+    secret.write_bytes(b"account,balance\nalice,1000000\n")
+    alice_page.set_input_files("#upload-button-input", str(secret))
+    expect(alice_page.locator("#attachments").get_by_text("secret.csv")).to_be_visible()
+    model.add_text("Your secret is safe.")
+    send(alice_page, "Alice's private question")
+    expect(
+        messages(alice_page, "assistant_message").get_by_text("Your secret is safe.")
+    ).to_be_visible()
+    alice_thread = thread_id(alice_page)
+    key = chat_server.cli("keys", "create", alice).strip().splitlines()[-1]
+    files = httpx.get(
+        f"{chat_server.api_url}/files", headers={"Authorization": f"Bearer {key}"}, timeout=10
+    ).json()
+    [file_id] = [f["id"] for f in files["data"] if f["filename"] == "secret.csv"]
+    # Control: with Alice's own cookies the file downloads.
+    own = alice_page.context.request.get(f"{chat_server.url}/assistants/files/{file_id}")
+    assert own.status == 200 and own.body() == secret.read_bytes()
+
+    bob_context = new_context()
+    bob_page = bob_context.new_page()
+    login(bob_page, chat_server, bob, bob_pw)
+    send(bob_page, "Bob's own question")
+    expect(
+        messages(bob_page, "assistant_message").get_by_text("echo: Bob's own question")
+    ).to_be_visible()
+    bob_thread = thread_id(bob_page)
+    # Bob's sidebar lists his session and not Alice's.
+    expect(bob_page.locator(f"#thread-{bob_thread}")).to_be_visible()
+    expect(bob_page.locator(f"#thread-{alice_thread}")).to_have_count(0)
+    expect(bob_page.locator("#thread-history")).not_to_contain_text("Alice's private question")
+
+    bob_page.goto(f"{chat_server.url}/thread/{alice_thread}")
+    # The thread is refused (Chainlit says so and sends Bob back to a new chat); nothing of Alice's shows.
+    expect(bob_page.get_by_text("Couldn't resume chat")).to_be_visible()
+    expect(bob_page).not_to_have_url(re.compile(alice_thread))
+    body = bob_page.locator("body")
+    expect(body).not_to_contain_text("Alice's private question")
+    expect(body).not_to_contain_text("Your secret is safe.")
+    expect(body).not_to_contain_text("secret.csv")
+    expect(messages(bob_page, "user_message")).to_have_count(0)
+    expect(bob_page.locator(f"#thread-{alice_thread}")).to_have_count(0)
+    # Chainlit refuses the socket for a foreign thread id and the page stays disconnected
+    # ("Could not reach the server") until it is reloaded; after that Bob chats normally.
+    bob_page.goto(chat_server.url)
+    wait_ready(bob_page)
+    send(bob_page, "Bob again")
+    expect(
+        messages(bob_page, "assistant_message").get_by_text("echo: Bob again", exact=True)
+    ).to_be_visible()
+    expect(bob_page.locator("body")).not_to_contain_text("Alice's private question")
+
+    response = bob_context.request.get(f"{chat_server.url}/assistants/files/{file_id}")
+    assert response.status == 404
+    assert b"1000000" not in response.body()
+
+
+# 9. Provider failure ---------------------------------------------------------------------------
+
+
+def test_provider_failure_shows_a_readable_message(
+    chat_server: Server, page: Page, model: ScriptedModel
+) -> None:
+    name, password = new_user(chat_server, "failure")
+    login(page, chat_server, name, password)
+    for _ in range(3):  # the first try and ASSISTANTS_PROVIDER_RETRIES=2 retries
+        model.add_error(500, "The upstream model is on fire")
+    send(page, "Are you there?")
+
+    warning = page.locator("[data-step-type]").filter(has_text=re.compile(r"^\s*⚠️"))
+    expect(warning.first).to_be_visible()
+    text = warning.first.inner_text().strip()
+    assert text.startswith("⚠️"), text
+    assert re.search(r"provider", text, re.I), text
+    assert model.pending == 0, "the retries did not all reach the provider"
+    assert len(chat_requests(model)) == 3
+    page_text = page.locator("body").inner_text()
+    for leak in ("Traceback", 'File "/', "sk-test-provider-secret", "Exception:"):
+        assert leak not in page_text, leak
+    # The chat still works after the failure.
+    expect(page.locator("#chat-submit")).to_be_visible()
+    send(page, "And now?")
+    expect(
+        messages(page, "assistant_message").get_by_text("echo: And now?", exact=True)
+    ).to_be_visible()
