@@ -16,7 +16,7 @@ from assistants.store import schema as store_schema
 from assistants.store.migrate import alembic_config, current_revision, upgrade
 from assistants.types import Assistant, Thread
 
-HEAD = "0002"
+HEAD = "0003"
 OBJECT_TABLES = {"assistants", "threads", "messages", "runs", "run_steps", "files"}
 ALL_TABLES = OBJECT_TABLES | {"users", "api_keys"}
 

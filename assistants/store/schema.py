@@ -82,4 +82,5 @@ run_steps = _object_table(
     sa.Column("thread_id", sa.String(64), nullable=False),
     sa.Column("run_id", sa.String(64), nullable=False),
     sa.Index("ix_run_steps_run_seq", "run_id", "seq"),
+    sa.Index("ix_run_steps_thread_seq", "thread_id", "seq"),
 )
