@@ -27,6 +27,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/engine_overhead.py
 	$(BIN)/python bench/context_build.py
+	$(BIN)/python bench/chat_resume_stream.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
