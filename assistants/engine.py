@@ -20,17 +20,20 @@ from .exceptions import InvalidRequestError, NotFoundError
 from .ids import new_id, now
 from .providers import ChatProvider
 from .runs import RunExecutor
+from .runs._context import session_of
 from .runs._status import transition
 from .store import ActiveRunConflict, FileStore, ListParams, Page, SqlStore, StoreTx
 from .tools import FunctionRegistry
 from .types import (
     Assistant,
+    ContextMode,
     File,
     Message,
     MessageStatus,
     Run,
     RunStatus,
     RunStep,
+    Session,
     StepStatus,
     TextContent,
     TextValue,
@@ -392,8 +395,6 @@ class Engine:
         active = await tx.active_run(thread.id)
         if active is not None:
             raise InvalidRequestError(f"Thread {thread.id} already has an active run {active.id}.")
-        from .runs._context import session_of
-
         session = session_of(thread)
         instructions = body.instructions if body.instructions is not None else (assistant.instructions or "")
         if body.additional_instructions:
@@ -645,10 +646,8 @@ def _missing(label: str, object_id: str) -> NotFoundError:
     return NotFoundError(f"No {label} found with id '{object_id}'.")
 
 
-def _truncation_for(session: Any) -> TruncationStrategy:
+def _truncation_for(session: Session) -> TruncationStrategy:
     """Sessions' context modes, mapped onto `truncation_strategy` where they can be."""
-    from .types import ContextMode
-
     if session.context_mode is ContextMode.last_n:
         return TruncationStrategy(type="last_messages", last_messages=session.context_n)
     if session.context_mode is ContextMode.one_off:

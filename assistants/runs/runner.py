@@ -16,7 +16,7 @@ from typing import Any
 
 from ..config import Settings
 from ..events import EventBus
-from ..exceptions import ConfigurationError, ProviderError
+from ..exceptions import ConfigurationError, ModelBehaviourError, ProviderError
 from ..ids import now
 from ..providers import ChatChunk, ChatProvider
 from ..store import FileStore, SqlStore
@@ -78,7 +78,7 @@ class RunExecutor:
             await self._end(
                 recorder, RunStatus.incomplete, "max_tokens", incomplete_details=IncompleteDetails(reason="max_prompt_tokens")
             )
-        except ConfigurationError as exc:
+        except (ConfigurationError, ModelBehaviourError) as exc:
             await self._fail(recorder, LastError(code="server_error", message=exc.message))
         except ProviderError as exc:
             await self._fail(recorder, LastError(code=exc.code, message=exc.message))
@@ -127,7 +127,7 @@ class RunExecutor:
         tools = self._tool_definitions(run)
         while True:
             if rounds >= self.settings.max_tool_rounds:
-                raise ProviderRunaway(self.settings.max_tool_rounds)
+                raise RunawayToolLoop(self.settings.max_tool_rounds)
             prompt_budget = None if run.max_prompt_tokens is None else run.max_prompt_tokens - usage.prompt_tokens
             async with self.store.transaction() as tx:
                 prepared = await build_context(
@@ -316,14 +316,13 @@ class RunExecutor:
         return read
 
 
-class ProviderRunaway(ProviderError):
+class RunawayToolLoop(ModelBehaviourError):
     """The model kept calling tools past the configured bound."""
 
     def __init__(self, rounds: int) -> None:
         super().__init__(
             f"The run was stopped after {rounds} rounds of tool calls without a final answer "
-            "(ASSISTANTS_MAX_TOOL_ROUNDS). Rephrase the request or raise the limit.",
-            retryable=False,
+            "(ASSISTANTS_MAX_TOOL_ROUNDS). Rephrase the request or raise the limit."
         )
 
 
