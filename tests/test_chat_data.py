@@ -1,4 +1,3 @@
-# ruff: noqa: E402  (Chainlit needs its app root to exist before it is imported)
 """The chat's data layer, file and feedback routes, and login helpers, on a real engine.
 
 Stored sessions are rebuilt for Chainlit (`EngineDataLayer.get_thread`, `render.history_steps`)
@@ -13,17 +12,12 @@ import os
 import re
 import stat
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-
-# conftest points Chainlit's app root at tests/.chainlit-root (ignored by git); Chainlit creates
-# `.files/` inside it on import but not the folder itself.
-Path(os.environ["CHAINLIT_APP_ROOT"]).mkdir(parents=True, exist_ok=True)
-
 from chainlit.types import Pagination, ThreadFilter
 from chainlit.user import User
 
@@ -46,56 +40,13 @@ from assistants.types.requests import (
 )
 from assistants.ui.auth import SECRET_FILE, check_login, ensure_auth_secret, ensure_first_user
 from assistants.ui.data_layer import EngineDataLayer
-from tests.conftest import create_pg_database, drop_pg_database, sdk_client
+from tests.conftest import StartRuntime, sdk_client
 from tests.scripted_model import ScriptedModel
 from tests.server import Server
-
-StartRuntime = Callable[..., Awaitable[Runtime]]
-
 
 # Fixtures ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database_url(request: pytest.FixtureRequest) -> AsyncIterator[str | None]:
-    """None: the runtime's default SQLite file in its data folder; else a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        yield None
-        return
-    url = await create_pg_database()
-    try:
-        yield url
-    finally:
-        await drop_pg_database(url)
-
-
-@pytest.fixture
-async def start_runtime(
-    tmp_path: Path, database_url: str | None, model: ScriptedModel
-) -> AsyncIterator[StartRuntime]:
-    """Start a real runtime against the scripted model; every runtime started is closed afterwards."""
-    started: list[Runtime] = []
-
-    async def start(**overrides: Any) -> Runtime:
-        values: dict[str, Any] = {
-            "ASSISTANTS_DATA_DIR": tmp_path / "data",
-            "OPENAI_BASE_URL": model.base_url,
-            "OPENAI_API_KEY": "x",
-            "ASSISTANTS_MODEL": "scripted-model",
-            **overrides,
-        }
-        if database_url is not None:
-            values["ASSISTANTS_DATABASE_URL"] = database_url
-        runtime = Runtime(Settings(**values))
-        started.append(runtime)
-        await runtime.start()
-        return runtime
-
-    try:
-        yield start
-    finally:
-        for runtime in reversed(started):
-            await runtime.close()
 
 
 @pytest.fixture
