@@ -21,7 +21,8 @@ from .ids import new_id, now
 from .providers import ChatProvider
 from .runs import RunExecutor
 from .runs._context import session_of
-from .runs._status import transition
+from .runs._status import end_step, transition
+from .runs._steps import with_outputs
 from .store import ActiveRunConflict, FileStore, ListParams, Page, SqlStore, StoreTx
 from .tools import FunctionRegistry
 from .types import (
@@ -45,7 +46,6 @@ from .types.objects import (
     LastError,
     MessageContent,
     MessageCreationDetails,
-    ToolCallsDetails,
     TruncationStrategy,
 )
 from .types.requests import (
@@ -146,7 +146,7 @@ class Engine:
             for step in await tx.run_steps(run.id):
                 if step.status is not StepStatus.in_progress:
                     continue
-                await tx.save(step.model_copy(update={"status": StepStatus.failed, "failed_at": stamp}))
+                await tx.save(end_step(step, StepStatus.failed, stamp=stamp))
                 if isinstance(step.step_details, MessageCreationDetails):
                     written = await tx.find(Message, step.step_details.message_creation.message_id, owner=None)
                     if written is not None and written.status is MessageStatus.in_progress:
@@ -186,9 +186,9 @@ class Engine:
                 return False
             ended = transition(run, RunStatus.expired)
             await tx.save(ended)
-            steps = [s for s in await tx.run_steps(run_id) if s.status is StepStatus.in_progress]
+            steps = [end_step(s, StepStatus.expired) for s in await tx.run_steps(run_id) if s.status is StepStatus.in_progress]
             for step in steps:
-                await tx.save(step.model_copy(update={"status": StepStatus.expired, "expired_at": now()}))
+                await tx.save(step)
         for step in steps:
             self._publish("thread.run.step.expired", step.wire(), run)
         self._publish("thread.run.expired", ended.wire(), run)
@@ -510,9 +510,9 @@ class Engine:
         async with self.store.transaction() as tx:
             cancelled = transition(cancelling, RunStatus.cancelled)
             await tx.save(cancelled)
-            steps = [s for s in await tx.run_steps(run_id) if s.status is StepStatus.in_progress]
+            steps = [end_step(s, StepStatus.cancelled) for s in await tx.run_steps(run_id) if s.status is StepStatus.in_progress]
             for step in steps:
-                await tx.save(step.model_copy(update={"status": StepStatus.cancelled, "cancelled_at": now()}))
+                await tx.save(step)
         for step in steps:
             self._publish("thread.run.step.cancelled", step.wire(), cancelled)
         self._publish("thread.run.cancelled", cancelled.wire(), cancelled)
@@ -554,14 +554,7 @@ class Engine:
             steps = [s for s in await tx.run_steps(run_id) if s.status is StepStatus.in_progress and s.type == "tool_calls"]
             completed_steps: list[RunStep] = []
             for step in steps:
-                assert isinstance(step.step_details, ToolCallsDetails)
-                calls = [
-                    c.model_copy(update={"function": c.function.model_copy(update={"output": given.get(c.id, c.function.output)})})
-                    for c in step.step_details.tool_calls
-                ]
-                done = step.model_copy(
-                    update={"step_details": ToolCallsDetails(tool_calls=calls), "status": StepStatus.completed, "completed_at": now()}
-                )
+                done = end_step(with_outputs(step, given), StepStatus.completed)
                 await tx.save(done)
                 completed_steps.append(done)
             queued = transition(stored, RunStatus.queued, expires_at=now() + self.settings.run_expiry_seconds)

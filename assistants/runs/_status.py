@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..exceptions import InvalidTransitionError
 from ..ids import now
-from ..types import Run, RunStatus
+from ..types import Run, RunStatus, RunStep, StepStatus
 
 S = RunStatus
 
@@ -51,3 +51,17 @@ def transition(run: Run, to: RunStatus, **changes: object) -> Run:
     if to in TERMINAL:
         updates.setdefault("expires_at", None)
     return run.model_copy(update=updates)
+
+
+STEP_STAMPS: dict[StepStatus, str] = {
+    StepStatus.completed: "completed_at",
+    StepStatus.cancelled: "cancelled_at",
+    StepStatus.failed: "failed_at",
+    StepStatus.expired: "expired_at",
+}
+"""The timestamp each ending of a run step sets."""
+
+
+def end_step(step: RunStep, to: StepStatus, *, stamp: int | None = None, **changes: object) -> RunStep:
+    """The step closed as `to`, with the matching timestamp set."""
+    return step.model_copy(update={"status": to, STEP_STAMPS[to]: stamp or now(), **changes})

@@ -31,8 +31,18 @@ from ..types.objects import (
     StepFunction,
     ToolCallsDetails,
 )
-from ._status import EVENT_FOR_STATUS, transition
+from ._status import EVENT_FOR_STATUS, end_step, transition
 from ._stream import AccumulatedCall
+
+
+def with_outputs(step: RunStep, outputs: dict[str, str]) -> RunStep:
+    """A `tool_calls` step with the given outputs filled in; calls without one keep theirs."""
+    assert isinstance(step.step_details, ToolCallsDetails)
+    calls = [
+        call.model_copy(update={"function": call.function.model_copy(update={"output": outputs.get(call.id, call.function.output)})})
+        for call in step.step_details.tool_calls
+    ]
+    return step.model_copy(update={"step_details": ToolCallsDetails(tool_calls=calls)})
 
 
 class RunRecorder:
@@ -134,7 +144,7 @@ class RunRecorder:
             message = self.message.model_copy(
                 update={"status": MessageStatus.completed, "content": content, "completed_at": stamp}
             )
-            step = self.message_step.model_copy(update={"status": StepStatus.completed, "completed_at": stamp, "usage": usage})
+            step = end_step(self.message_step, StepStatus.completed, stamp=stamp, usage=usage)
         else:
             message = self.message.model_copy(
                 update={
@@ -147,12 +157,7 @@ class RunRecorder:
             step_status = {"run_cancelled": StepStatus.cancelled, "run_expired": StepStatus.expired}.get(
                 incomplete_reason, StepStatus.failed if incomplete_reason == "run_failed" else StepStatus.completed
             )
-            stamp_field = {
-                StepStatus.cancelled: "cancelled_at",
-                StepStatus.expired: "expired_at",
-                StepStatus.failed: "failed_at",
-            }.get(step_status, "completed_at")
-            step = self.message_step.model_copy(update={"status": step_status, stamp_field: stamp, "usage": usage})
+            step = end_step(self.message_step, step_status, stamp=stamp, usage=usage)
         async with self.store.transaction() as tx:
             await tx.save(message)
             await tx.save(step)
@@ -215,12 +220,7 @@ class RunRecorder:
 
     async def fill_outputs(self, step: RunStep, outputs: dict[str, str]) -> RunStep:
         """Store the outputs known so far; the step stays open while the run waits for the rest."""
-        assert isinstance(step.step_details, ToolCallsDetails)
-        calls = [
-            call.model_copy(update={"function": call.function.model_copy(update={"output": outputs.get(call.id)})})
-            for call in step.step_details.tool_calls
-        ]
-        step = step.model_copy(update={"step_details": ToolCallsDetails(tool_calls=calls)})
+        step = with_outputs(step, outputs)
         async with self.store.transaction() as tx:
             await tx.save(step)
         self.tool_step = None
@@ -230,25 +230,9 @@ class RunRecorder:
         self, step: RunStep, outputs: dict[str, str], *, status: StepStatus = StepStatus.completed, error: LastError | None = None
     ) -> RunStep:
         """Fill in outputs and close the step (completed, or cancelled/failed/expired with the run)."""
-        assert isinstance(step.step_details, ToolCallsDetails)
-        calls = [
-            call.model_copy(update={"function": call.function.model_copy(update={"output": outputs.get(call.id, call.function.output)})})
-            for call in step.step_details.tool_calls
-        ]
-        stamp_field = {
-            StepStatus.completed: "completed_at",
-            StepStatus.cancelled: "cancelled_at",
-            StepStatus.failed: "failed_at",
-            StepStatus.expired: "expired_at",
-        }[status]
-        finished = step.model_copy(
-            update={
-                "step_details": ToolCallsDetails(tool_calls=calls),
-                "status": status,
-                stamp_field: now(),
-                "last_error": error,
-            }
-        )
+        finished = end_step(with_outputs(step, outputs), status, last_error=error)
+        assert isinstance(finished.step_details, ToolCallsDetails)
+        calls = finished.step_details.tool_calls
         async with self.store.transaction() as tx:
             await tx.save(finished)
         if self.tool_step is not None and self.tool_step.id == step.id:
