@@ -43,7 +43,6 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import signal
@@ -90,6 +89,7 @@ from assistants.types.objects import (  # noqa: E402
     StepFunction,
     ToolCallsDetails,
 )
+from bench._common import NoModel, cpu_seconds, machine, percentile  # noqa: E402
 from tests.scripted_model import ScriptedModel  # noqa: E402
 from tests.server import Server, start_server  # noqa: E402
 
@@ -120,26 +120,12 @@ VOCABULARY = WORDS.split(" ")
 # Helpers -----------------------------------------------------------------------------------------
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (q in 0..100), as numpy's default."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def ms(value: float) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value * 1000:,.0f}" if value >= 0.1 else f"{value * 1000:.1f}"
 
 
-def machine() -> str:
-    return (
-        f"{os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}"
-        f" ({platform.python_implementation()})"
-    )
 
 
 def load() -> str:
@@ -149,14 +135,6 @@ def load() -> str:
     return "n/a"
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU a process has used so far (Linux; NaN elsewhere)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return math.nan
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_idle(pid: int, *, quiet: float = 0.01, step: float = 0.25, limit: float = 15.0) -> float:
@@ -218,17 +196,6 @@ def prepare_app_root(tmp: Path) -> None:
 # Building the session ----------------------------------------------------------------------------
 
 
-class Provider:
-    """No model: building and reading a session must not call one."""
-
-    def stream(self, request: dict[str, Any]) -> Any:
-        raise AssertionError("the resume benchmark called the model")
-
-    async def complete(self, request: dict[str, Any]) -> str:
-        raise AssertionError("the resume benchmark called the model")
-
-    async def list_models(self) -> list[str]:
-        return [MODEL]
 
 
 @dataclass
@@ -387,7 +354,7 @@ async def measure_in_process(runtime: Runtime, built: Built, repeats: int, profi
 
 async def build_and_measure(data_dir: Path, args: argparse.Namespace) -> tuple[Built, Built, InProcess]:
     settings = Settings(ASSISTANTS_DATA_DIR=str(data_dir), ASSISTANTS_MODEL=MODEL)
-    runtime = Runtime(settings, provider=Provider())
+    runtime = Runtime(settings, provider=NoModel("resume", [MODEL]))
     try:
         engine = await runtime.start()
         owner = await runtime.accounts.add_user(USER, PASSWORD)

@@ -18,9 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import math
-import os
-import platform
 import random
 import sys
 import tempfile
@@ -42,6 +39,7 @@ from assistants.runtime import Runtime  # noqa: E402
 from assistants.sessions import Sessions  # noqa: E402
 from assistants.types import ContextMode, Message, Run, TextContent, TextValue, Thread  # noqa: E402
 from assistants.types.requests import AssistantCreate  # noqa: E402
+from bench._common import NoModel, machine, percentile  # noqa: E402
 
 OWNER = "user_bench"
 MODEL = "bench-model"
@@ -62,17 +60,6 @@ VOCABULARY = (
 WORDS = VOCABULARY.split(" ")
 
 
-class Provider:
-    """No model: building a context must not call one."""
-
-    def stream(self, request: dict[str, Any]) -> Any:
-        raise AssertionError("the context benchmark called the model")
-
-    async def complete(self, request: dict[str, Any]) -> str:
-        raise AssertionError("the context benchmark called the model")
-
-    async def list_models(self) -> list[str]:
-        return []
 
 
 async def summarize(messages: list[dict[str, Any]]) -> str:
@@ -188,21 +175,8 @@ async def profile(runtime: Runtime, assistant_id: str, cases: Sequence[Case], ou
         print(f"profile: {path}", file=sys.stderr)
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def machine() -> str:
-    return (
-        f"{os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}"
-        f" ({platform.python_implementation()})"
-    )
 
 
 def report(cases: Sequence[Case], sizes: Sequence[int], backend: str, args: argparse.Namespace) -> str:
@@ -251,7 +225,7 @@ def report(cases: Sequence[Case], sizes: Sequence[int], backend: str, args: argp
 
 async def run(args: argparse.Namespace, data_dir: Path) -> str:
     settings = Settings(ASSISTANTS_DATA_DIR=str(data_dir), ASSISTANTS_DATABASE_URL=args.postgres)
-    runtime = Runtime(settings, provider=Provider())
+    runtime = Runtime(settings, provider=NoModel("context"))
     engine = await runtime.start()
     backend = "PostgreSQL" if args.postgres else "SQLite (WAL) in a temporary folder"
     sizes = [int(s) for s in args.sizes.split(",")]

@@ -27,7 +27,6 @@ import asyncio
 import datetime as dt
 import math
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -46,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench._common import cpu_seconds, machine, percentile  # noqa: E402
 from tests.server import Server, free_port, start_server  # noqa: E402
 
 MODEL = "scripted-model"
@@ -186,14 +186,6 @@ def running(chunks: int, delay: float, profile: Path | None = None) -> Iterator[
 # Measurements ------------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU a process has used so far (Linux; NaN elsewhere)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return math.nan
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -364,15 +356,6 @@ async def measure(
 # Report ------------------------------------------------------------------------------------------
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (q in 0..100), as numpy's default."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def ms(value: float) -> str:
@@ -383,11 +366,6 @@ def per(seconds: float, samples: Sequence[float]) -> str:
     return ms(seconds / len(samples)) if samples else "n/a"
 
 
-def machine() -> str:
-    return (
-        f"{os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}"
-        f" ({platform.python_implementation()})"
-    )
 
 
 def report(levels: Sequence[Level], args: argparse.Namespace) -> str:
