@@ -12,6 +12,7 @@ import asyncio
 import sys
 from typing import TextIO
 
+from .config import Settings
 from .events import Event
 from .exceptions import AssistantsError
 from .runtime import Runtime
@@ -45,6 +46,15 @@ def render(event: Event, out: TextIO) -> None:
         out.write("\n")
     elif event.event == "thread.run.step.completed" and data["type"] == "tool_calls":
         for call in data["step_details"]["tool_calls"]:
+            if call["type"] == "code_interpreter":
+                body = call["code_interpreter"]
+                out.write("  [python]\n" + "".join(f"  | {line}\n" for line in body["input"].splitlines()))
+                for output in body["outputs"]:
+                    if output["type"] == "logs":
+                        out.write("".join(f"  > {line}\n" for line in output["logs"].splitlines()))
+                    else:
+                        out.write(f"  > [image {output['image']['file_id']}]\n")
+                continue
             function = call["function"]
             out.write(f"  [tool] {function['name']}({function['arguments']}) -> {function['output']}\n")
     elif event.event == "thread.run.failed":
@@ -102,7 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    runtime = Runtime()
+    settings = Settings()
+    if args.command != "chat":
+        # Account commands never run code: do not start kernels ahead of need.
+        settings = settings.model_copy(update={"code_warm_kernels": 0})
+    runtime = Runtime(settings)
     try:
         if args.command == "users":
             return await _users_add(runtime, args.name, args.password)

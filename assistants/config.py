@@ -38,6 +38,32 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(default=512 * 1024 * 1024, alias="ASSISTANTS_MAX_FILE_BYTES", ge=1)
     """Largest file accepted by `POST /v1/files`."""
 
+    code_sandbox: bool = Field(default=True, alias="ASSISTANTS_CODE_SANDBOX")
+    """Run the code interpreter's kernels under bubblewrap. `off` runs them unsandboxed: only for
+    a single trusted user on a machine without bubblewrap."""
+    code_python: str = Field(default="/usr/bin/python3", alias="ASSISTANTS_CODE_PYTHON")
+    """The Python (with ipykernel, numpy, pandas, matplotlib) that runs inside the sandbox."""
+    code_timeout_seconds: float = Field(default=60.0, alias="ASSISTANTS_CODE_TIMEOUT", gt=0)
+    """Wall-clock limit of one code execution; past it the code is interrupted."""
+    code_cpu_seconds: int = Field(default=600, alias="ASSISTANTS_CODE_CPU_SECONDS", ge=1)
+    """CPU time a session's kernel may use in its lifetime before it is restarted."""
+    code_memory_mb: int = Field(default=2048, alias="ASSISTANTS_CODE_MEMORY_MB", ge=256)
+    """Memory (address space) limit of a kernel."""
+    code_max_processes: int = Field(default=64, alias="ASSISTANTS_CODE_MAX_PROCESSES", ge=4)
+    """Processes a kernel may run at once (fork bombs stop here)."""
+    code_max_file_mb: int = Field(default=100, alias="ASSISTANTS_CODE_MAX_FILE_MB", ge=1)
+    """Largest file the code may write."""
+    code_output_chars: int = Field(default=20_000, alias="ASSISTANTS_CODE_OUTPUT_CHARS", ge=100)
+    """Output kept per execution; the rest is cut with a note."""
+    code_warm_kernels: int = Field(default=2, alias="ASSISTANTS_CODE_WARM_KERNELS", ge=0)
+    """Kernels started ahead of need, so a session's first call does not wait for one."""
+    code_idle_seconds: float = Field(default=1200.0, alias="ASSISTANTS_CODE_IDLE_SECONDS", gt=0)
+    """A session's kernel shuts down after this long unused (its files stay)."""
+    code_kernels_per_user: int = Field(default=3, alias="ASSISTANTS_CODE_KERNELS_PER_USER", ge=1)
+    """Kernels one user may have running at once."""
+    code_kernels_total: int = Field(default=20, alias="ASSISTANTS_CODE_KERNELS_TOTAL", ge=1)
+    """Kernels the server runs at once, for all users."""
+
     @property
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to a SQLite file inside the data folder."""
@@ -54,6 +80,11 @@ class Settings(BaseSettings):
     def files_dir(self) -> Path:
         """Where uploaded file contents live."""
         return self.data_dir / "files"
+
+    @property
+    def sandbox_dir(self) -> Path:
+        """Where the code interpreter keeps each session's working folder (`/mnt/data`)."""
+        return self.data_dir / "sandbox"
 
     @property
     def provider_configured(self) -> bool:

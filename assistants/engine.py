@@ -25,6 +25,7 @@ from .runs._status import end_step, transition
 from .runs._steps import with_outputs
 from .store import ActiveRunConflict, FileStore, ListParams, Page, SqlStore, StoreTx
 from .tools import FunctionRegistry
+from .tools.code_interpreter import CodeInterpreter
 from .types import (
     Assistant,
     ContextMode,
@@ -87,6 +88,7 @@ class Engine:
         settings: Settings,
         registry: FunctionRegistry,
         bus: EventBus | None = None,
+        code: CodeInterpreter | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -94,8 +96,9 @@ class Engine:
         self.files = FileStore(settings.files_dir)
         self.provider = provider
         self.registry = registry
+        self.code = code
         self.executor = RunExecutor(
-            store=store, files=self.files, bus=self.bus, provider=provider, registry=registry, settings=settings
+            store=store, files=self.files, bus=self.bus, provider=provider, registry=registry, settings=settings, code=code
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -103,8 +106,10 @@ class Engine:
     # Lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Recover runs a previous process left active, and start the expiry sweeper."""
+        """Recover runs a previous process left active, start the expiry sweeper and the code interpreter."""
         await self.recover()
+        if self.code is not None:
+            await self.code.start()
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def close(self) -> None:
@@ -116,6 +121,8 @@ class Engine:
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        if self.code is not None:
+            await self.code.close()
 
     async def recover(self) -> None:
         """Runs active in the database but not in this process were cut off by a crash or restart.
@@ -284,7 +291,10 @@ class Engine:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         async with self.store.transaction() as tx:
-            return await tx.delete(Thread, thread_id, owner=owner)
+            deleted = await tx.delete(Thread, thread_id, owner=owner)
+        if deleted and self.code is not None:
+            await self.code.discard(thread_id)
+        return deleted
 
     async def list_threads(self, owner: str, params: ListParams, metadata: dict[str, str] | None = None, title_contains: str | None = None) -> Page[Thread]:
         """Threads of this owner filtered by metadata: an extension the hosted API never had."""
@@ -601,15 +611,7 @@ class Engine:
                 f"Invalid 'file': {len(content)} bytes is over the limit of {self.settings.max_file_bytes} bytes.",
                 param="file",
             )
-        file = File(id=new_id("file"), bytes=len(content), created_at=now(), filename=filename, purpose=purpose)
-        path = await self.files.write(file.id, content)
-        try:
-            async with self.store.transaction() as tx:
-                await tx.insert(file, owner=owner, path=str(path))
-        except BaseException:
-            await self.files.remove(str(path))
-            raise
-        return file
+        return await self.files.save(self.store, owner, filename=filename, purpose=purpose, content=content)
 
     async def get_file(self, owner: str, file_id: str) -> File:
         async with self.store.read() as tx:

@@ -2,6 +2,7 @@
 
     AssistantsError
     ├── ConfigurationError          the operator: a setting is missing or wrong (no provider, bad URL)
+    │   └── SandboxUnavailable      bubblewrap or the kernel's Python packages are missing
     ├── InvalidTransitionError      the developer: engine code asked for an illegal run transition
     ├── MetadataDefinitionError     the developer: a metadata-backed class declares too much
     ├── RequestError                the API caller: the request is wrong; HTTP 4xx
@@ -12,7 +13,8 @@
     ├── ProviderError               the provider: the upstream model call failed
     │   ├── ProviderRateLimitError  429 upstream; retried, then `rate_limit_exceeded`
     │   └── ProviderConnectionError unreachable or timed out; retried, then `server_error`
-    └── ModelBehaviourError         the model: invalid tool arguments, unknown tool, runaway loops
+    ├── ModelBehaviourError         the model: invalid tool arguments, unknown tool, runaway loops
+    └── KernelCapacityError         the user: too many code sessions running; wait or end one
 
 Foreign exceptions (openai, SQLAlchemy, httpx) are translated at the adapter that meets them with
 `raise ... from exc`, so the rest of the engine only sees this tree. Messages are written for the
@@ -32,6 +34,10 @@ class AssistantsError(Exception):
 
 class ConfigurationError(AssistantsError):
     """The operator must change a setting."""
+
+
+class SandboxUnavailable(ConfigurationError):
+    """The code interpreter cannot run its kernels: bubblewrap or the kernel Python's packages are missing."""
 
 
 class InvalidTransitionError(AssistantsError):
@@ -109,3 +115,7 @@ class ProviderConnectionError(ProviderError):
 
 class ModelBehaviourError(AssistantsError):
     """The model produced something the engine cannot act on (reported back to the model)."""
+
+
+class KernelCapacityError(AssistantsError):
+    """Every code interpreter kernel the user (or the server) may run is busy; none could be stopped."""

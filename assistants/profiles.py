@@ -10,12 +10,14 @@ from typing import Any
 from .engine import Engine
 from .exceptions import ConfigurationError
 from .store import ListParams
-from .types import Assistant
-from .types.objects import FunctionDefinition, FunctionTool
+from .types import Assistant, Tool
+from .types.objects import CodeInterpreterTool, FunctionDefinition, FunctionTool
 from .types.requests import AssistantCreate, AssistantUpdate
 
 CONFIG_FILE = Path(__file__).resolve().parent.parent / "assistants.toml"
 PROFILE_KEY = "assistants.profile"
+BUILT_IN_TOOLS = ("code_interpreter",)
+"""Tools named in `assistants.toml` that are not functions."""
 """Metadata key that ties a user's copy of an assistant to its profile name."""
 
 
@@ -72,10 +74,13 @@ def load_profiles(path: Path = CONFIG_FILE) -> list[Profile]:
 
 
 def _body(profile: Profile, engine: Engine, default_model: str) -> dict[str, Any]:
-    unknown = [t for t in profile.tools if t not in engine.registry]
+    functions = [t for t in profile.tools if t not in BUILT_IN_TOOLS]
+    unknown = [t for t in functions if t not in engine.registry]
     if unknown:
         raise ConfigurationError(f"assistants.toml: {profile.name} names unknown tools {unknown}")
-    tools = [FunctionTool(function=FunctionDefinition(**d["function"])) for d in engine.registry.definitions(list(profile.tools))]
+    tools: list[Tool] = [FunctionTool(function=FunctionDefinition(**d["function"])) for d in engine.registry.definitions(functions)]
+    if "code_interpreter" in profile.tools:
+        tools.append(CodeInterpreterTool())
     return {
         "model": profile.model or default_model,
         "name": profile.name,

@@ -16,6 +16,7 @@ from .providers import ChatProvider, build_provider
 from .store import open_store
 from .tokens import count_text
 from .tools import FunctionRegistry, default_registry
+from .tools.code_interpreter import CodeInterpreter
 from .users import Accounts
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,11 @@ class Runtime:
             if not self.settings.provider_configured and self._provider is None:
                 log.warning("No model provider configured: set OPENAI_BASE_URL / OPENAI_API_KEY. Runs will fail until then.")
             engine = Engine(
-                store=store, provider=provider, settings=self.settings, registry=self._registry or default_registry
+                store=store,
+                provider=provider,
+                settings=self.settings,
+                registry=self._registry or default_registry,
+                code=CodeInterpreter.from_settings(self.settings),
             )
             await engine.start()
             self._accounts = Accounts(store)

@@ -166,6 +166,8 @@ async def start_runtime(
             "OPENAI_BASE_URL": model.base_url,
             "OPENAI_API_KEY": "x",
             "ASSISTANTS_MODEL": "scripted-model",
+            # Kernels start on demand here: pre-warming them would slow every engine test down.
+            "ASSISTANTS_CODE_WARM_KERNELS": 0,
             **overrides,
         }
         if database_url is not None:

@@ -430,6 +430,53 @@ def test_function_call_is_shown_as_a_step_with_arguments_and_result(
     assert [text_of(m) for m in tool_messages] == ["42"]
 
 
+def test_code_step_shows_code_logs_and_image_live_and_after_reload(
+    chat_server: Server, page: Page, model: ScriptedModel, tmp_path: Path
+) -> None:
+    name, password = new_user(chat_server, "coder")
+    login(page, chat_server, name, password)
+    csv = tmp_path / "points.csv"
+    csv.write_text("x,y\n1,2\n3,4\n")
+    page.set_input_files("#upload-button-input", str(csv))
+    expect(page.locator("#attachments").get_by_text("points.csv")).to_be_visible()
+    code = (
+        "import pandas as pd\nimport matplotlib.pyplot as plt\n"
+        "df = pd.read_csv('points.csv')\nprint('total', df.y.sum())\n"
+        "df.plot(x='x', y='y')\nplt.show()"
+    )
+    model.add_tool_calls([{"name": "code_interpreter", "arguments": json.dumps({"code": code})}])
+    model.add_text("Here is the chart.")
+    send(page, "Plot my points")
+
+    expect(messages(page, "assistant_message").get_by_text("Here is the chart.")).to_be_visible()
+    session_ui_id = thread_id(page)
+
+    def check_code_step() -> None:
+        tool = messages(page, "tool").filter(has=page.locator("#step-Python"))
+        expect(tool).to_have_count(1)
+        tool.locator("#step-Python").click()
+        sections = tool.locator(".message-content")
+        expect(sections.nth(0).locator("code")).to_contain_text("pd.read_csv('points.csv')")
+        expect(sections.nth(1).locator("code")).to_contain_text("total 6")
+        image = tool.locator("img.inline-image")  # the step's avatar is an image too
+        expect(image).to_have_count(1)
+        expect(image).to_be_visible()
+        # The picture really loaded through the authenticated file route.
+        page.wait_for_function("img => img.complete && img.naturalWidth > 100", arg=image.element_handle())
+
+    check_code_step()
+    # The file went to the kernel: the model got the logs back.
+    tool_messages = [m for m in chat_requests(model)[-1]["messages"] if m["role"] == "tool"]
+    assert "total 6" in text_of(tool_messages[-1])
+
+    page.goto(chat_server.url)
+    wait_ready(page)
+    page.locator(f"#thread-{session_ui_id}").click()
+    expect(page).to_have_url(re.compile(f"/thread/{session_ui_id}$"))
+    expect(messages(page, "assistant_message").get_by_text("Here is the chart.")).to_be_visible()
+    check_code_step()
+
+
 # 4. Uploads ------------------------------------------------------------------------------------
 
 

@@ -120,7 +120,8 @@ async def test_a_stored_session_comes_back_in_the_order_it_was_shown(
     owner = await runtime.accounts.add_user("carol", "carol-pw")
     profile = load_profiles()[0]
     assistant = await ensure_assistant(engine, owner, profile, runtime.settings.default_model)
-    assert "calculate" in [t.function.name for t in assistant.tools]
+    assert "calculate" in [t.function.name for t in assistant.tools if t.type == "function"]
+    assert "code_interpreter" in [t.type for t in assistant.tools]
     ui = ui_id()
     session = await Sessions(engine).create(
         owner, assistant.id, title="Sums and notes", ui_thread=ui

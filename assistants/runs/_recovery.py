@@ -25,16 +25,17 @@ async def rebuild_tail(tx: StoreTx, steps: list[RunStep]) -> tuple[list[dict[str
                 tail.append({"role": "assistant", "content": message.text})
         elif isinstance(details, ToolCallsDetails) and details.tool_calls:
             rounds += 1
-            calls = [
-                {"id": c.id, "type": "function", "function": {"name": c.function.name, "arguments": c.function.arguments}}
-                for c in details.tool_calls
-            ]
             # Text and tool calls from one completion were one assistant turn: merge them back.
+            text = None
             if tail and tail[-1]["role"] == "assistant" and "tool_calls" not in tail[-1]:
-                tail[-1] = {**tail[-1], "tool_calls": calls}
-            else:
-                tail.append({"role": "assistant", "content": None, "tool_calls": calls})
-            tail.extend(
-                {"role": "tool", "tool_call_id": c.id, "content": c.function.output or ""} for c in details.tool_calls
-            )
+                text = tail.pop()["content"]
+            tail.extend(tool_round(text, step))
     return tail, rounds
+
+
+def tool_round(text: str | None, step: RunStep) -> list[dict[str, Any]]:
+    """The assistant turn that made a step's tool calls, and one `tool` message per result."""
+    details = step.step_details
+    assert isinstance(details, ToolCallsDetails)
+    turn = {"role": "assistant", "content": text or None, "tool_calls": [c.model_call() for c in details.tool_calls]}
+    return [turn, *({"role": "tool", "tool_call_id": c.id, "content": c.model_output()} for c in details.tool_calls)]

@@ -6,11 +6,13 @@ Every write happens before its event is published, so a subscriber that reacts t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ..events import Event, EventBus, EventName
 from ..ids import new_id, now
 from ..store import SqlStore
+from ..tools.code_interpreter import file_path_annotations, parse_code
 from ..types import (
     FunctionToolCall,
     Message,
@@ -24,6 +26,9 @@ from ..types import (
     Usage,
 )
 from ..types.objects import (
+    CodeInterpreterCall,
+    CodeInterpreterToolCall,
+    CodeOutput,
     IncompleteDetails,
     LastError,
     MessageCreation,
@@ -34,14 +39,21 @@ from ..types.objects import (
 from ._status import EVENT_FOR_STATUS, end_step, transition
 from ._stream import AccumulatedCall
 
+ToolOutputs = Mapping[str, "str | list[CodeOutput]"]
+"""Outputs by call id: a string for a function call, the outputs list for a code-interpreter call."""
 
-def with_outputs(step: RunStep, outputs: dict[str, str]) -> RunStep:
+
+def with_outputs(step: RunStep, outputs: ToolOutputs) -> RunStep:
     """A `tool_calls` step with the given outputs filled in; calls without one keep theirs."""
     assert isinstance(step.step_details, ToolCallsDetails)
-    calls = [
-        call.model_copy(update={"function": call.function.model_copy(update={"output": outputs.get(call.id, call.function.output)})})
-        for call in step.step_details.tool_calls
-    ]
+    calls: list[FunctionToolCall | CodeInterpreterToolCall] = []
+    for call in step.step_details.tool_calls:
+        given = outputs.get(call.id)
+        if isinstance(call, FunctionToolCall) and isinstance(given, str):
+            call = call.model_copy(update={"function": call.function.model_copy(update={"output": given})})
+        elif isinstance(call, CodeInterpreterToolCall) and isinstance(given, list):
+            call = call.model_copy(update={"code_interpreter": call.code_interpreter.model_copy(update={"outputs": given})})
+        calls.append(call)
     return step.model_copy(update={"step_details": ToolCallsDetails(tool_calls=calls)})
 
 
@@ -58,6 +70,10 @@ class RunRecorder:
         self.tool_step: RunStep | None = None
         self.partial_text = ""
         """The text streamed so far into the open message, kept if the run ends early."""
+        self.written: dict[str, str] = {}
+        """File ids of the files this run's code wrote, by name in /mnt/data (for `file_path` annotations)."""
+        self.partial_outputs: dict[str, list[CodeOutput]] = {}
+        """Outputs of the open tool step's code calls so far, kept if the run ends mid-execution."""
 
     def publish(self, name: EventName, data: dict[str, Any]) -> None:
         self.bus.publish(
@@ -139,7 +155,8 @@ class RunRecorder:
         if self.message is None or self.message_step is None:
             return
         stamp = now()
-        content = [TextContent(text=TextValue(value=text))] if text else []
+        annotations = file_path_annotations(text, self.written) if self.written else []
+        content = [TextContent(text=TextValue(value=text, annotations=annotations))] if text else []
         if incomplete_reason is None:
             message = self.message.model_copy(
                 update={"status": MessageStatus.completed, "content": content, "completed_at": stamp}
@@ -195,30 +212,49 @@ class RunRecorder:
         entry: dict[str, Any] = {"index": call.index, "type": "function", "function": function}
         if call_id is not None:
             entry["id"] = call_id
+        self._tool_calls_delta(self.tool_step.id, entry)
+
+    def code_delta(self, call: AccumulatedCall, *, code: str, call_id: str | None, first: bool) -> None:
+        """Publish a step delta with a fragment of a code-interpreter call's input."""
+        assert self.tool_step is not None
+        body: dict[str, Any] = {"input": code}
+        if first:
+            body["outputs"] = []
+        entry: dict[str, Any] = {"index": call.index, "type": "code_interpreter", "code_interpreter": body}
+        if call_id is not None:
+            entry["id"] = call_id
+        self._tool_calls_delta(self.tool_step.id, entry)
+
+    def code_output_delta(self, call_index: int, output_index: int, output: dict[str, Any]) -> None:
+        """Publish one output (or more of one `logs` output) of a running code-interpreter call."""
+        assert self.tool_step is not None
+        entry = {"index": call_index, "type": "code_interpreter", "code_interpreter": {"outputs": [{"index": output_index, **output}]}}
+        self._tool_calls_delta(self.tool_step.id, entry)
+
+    def _tool_calls_delta(self, step_id: str, entry: dict[str, Any]) -> None:
         self.publish(
             "thread.run.step.delta",
-            {
-                "id": self.tool_step.id,
-                "object": "thread.run.step.delta",
-                "delta": {"step_details": {"type": "tool_calls", "tool_calls": [entry]}},
-            },
+            {"id": step_id, "object": "thread.run.step.delta", "delta": {"step_details": {"type": "tool_calls", "tool_calls": [entry]}}},
         )
 
-    async def store_tool_calls(self, calls: list[AccumulatedCall], usage: Usage | None) -> RunStep:
-        """The step with its complete calls (outputs still missing)."""
+    async def store_tool_calls(self, calls: list[AccumulatedCall], usage: Usage | None, *, code: set[str]) -> RunStep:
+        """The step with its complete calls (outputs still missing); calls named in `code` are code-interpreter calls."""
         assert self.tool_step is not None
         details = ToolCallsDetails(
             tool_calls=[
-                FunctionToolCall(id=c.id, function=StepFunction(name=c.name, arguments=c.arguments, output=None))
+                CodeInterpreterToolCall(id=c.id, code_interpreter=CodeInterpreterCall(input=parse_code(c.arguments)[0]))
+                if c.id in code
+                else FunctionToolCall(id=c.id, function=StepFunction(name=c.name, arguments=c.arguments, output=None))
                 for c in calls
             ]
         )
         self.tool_step = self.tool_step.model_copy(update={"step_details": details, "usage": usage})
+        self.partial_outputs = {}
         async with self.store.transaction() as tx:
             await tx.save(self.tool_step)
         return self.tool_step
 
-    async def fill_outputs(self, step: RunStep, outputs: dict[str, str]) -> RunStep:
+    async def fill_outputs(self, step: RunStep, outputs: ToolOutputs) -> RunStep:
         """Store the outputs known so far; the step stays open while the run waits for the rest."""
         step = with_outputs(step, outputs)
         async with self.store.transaction() as tx:
@@ -227,7 +263,7 @@ class RunRecorder:
         return step
 
     async def finish_tool_step(
-        self, step: RunStep, outputs: dict[str, str], *, status: StepStatus = StepStatus.completed, error: LastError | None = None
+        self, step: RunStep, outputs: ToolOutputs, *, status: StepStatus = StepStatus.completed, error: LastError | None = None
     ) -> RunStep:
         """Fill in outputs and close the step (completed, or cancelled/failed/expired with the run)."""
         finished = end_step(with_outputs(step, outputs), status, last_error=error)
@@ -239,21 +275,11 @@ class RunRecorder:
             self.tool_step = None
         if status is StepStatus.completed and outputs:
             for index, call in enumerate(calls):
-                if call.id in outputs:
-                    self.publish(
-                        "thread.run.step.delta",
-                        {
-                            "id": step.id,
-                            "object": "thread.run.step.delta",
-                            "delta": {
-                                "step_details": {
-                                    "type": "tool_calls",
-                                    "tool_calls": [
-                                        {"index": index, "id": call.id, "type": "function", "function": {"output": outputs[call.id]}}
-                                    ],
-                                }
-                            },
-                        },
+                # Code-interpreter outputs were published as they came; function outputs arrive whole.
+                output = outputs.get(call.id)
+                if isinstance(call, FunctionToolCall) and isinstance(output, str):
+                    self._tool_calls_delta(
+                        step.id, {"index": index, "id": call.id, "type": "function", "function": {"output": output}}
                     )
         self.publish(f"thread.run.step.{status.value}", finished.wire())  # type: ignore[arg-type]
         return finished

@@ -21,8 +21,18 @@ from ..ids import now
 from ..providers import ChatChunk, ChatProvider
 from ..store import FileStore, SqlStore
 from ..tools import FunctionRegistry
+from ..tools.code_interpreter import (
+    CodeArgumentStream,
+    CodeInterpreter,
+    InputFile,
+    definition,
+    placed_names,
+)
 from ..types import Run, RunStatus, StepStatus, Thread, Usage
 from ..types.objects import (
+    CODE_INTERPRETER_FUNCTION,
+    CodeInterpreterTool,
+    CodeOutput,
     FunctionCall,
     FunctionTool,
     IncompleteDetails,
@@ -34,9 +44,10 @@ from ..types.objects import (
     ResponseFormatSimple,
     SubmitToolOutputs,
 )
+from ._code import CodeCalls, input_files
 from ._context import PromptBudgetExceeded, build_context
-from ._recovery import rebuild_tail
-from ._steps import RunRecorder
+from ._recovery import rebuild_tail, tool_round
+from ._steps import RunRecorder, ToolOutputs
 from ._stream import AccumulatedCall, DeltaAccumulator
 from ._tools import dispatch
 
@@ -55,8 +66,10 @@ class RunExecutor:
         provider: ChatProvider,
         registry: FunctionRegistry,
         settings: Settings,
+        code: CodeInterpreter | None = None,
     ) -> None:
         self.store = store
+        self.code = code
         self.files = files
         self.bus = bus
         self.provider = provider
@@ -102,7 +115,7 @@ class RunExecutor:
         )
         if recorder.tool_step is not None:
             await recorder.finish_tool_step(
-                recorder.tool_step, {}, status=step_status, error=changes.get("last_error")
+                recorder.tool_step, recorder.partial_outputs, status=step_status, error=changes.get("last_error")
             )
         if status is RunStatus.cancelled:
             # Steps left waiting on client outputs are cancelled too.
@@ -124,7 +137,8 @@ class RunExecutor:
             steps = await tx.run_steps(run.id)
             tail, rounds = await rebuild_tail(tx, steps)
         usage = run.usage or Usage()
-        tools = self._tool_definitions(run)
+        inputs = await input_files(self.store, recorder.owner, run) if _offers_code(run) else []
+        tools = self._tool_definitions(run, inputs)
         while True:
             if rounds >= self.settings.max_tool_rounds:
                 raise RunawayToolLoop(self.settings.max_tool_rounds)
@@ -146,7 +160,7 @@ class RunExecutor:
                 # saves a transaction before the first token.
                 recorder.run = recorder.run.model_copy(update={"context": prepared.record})
             request = self._request(run, prepared.messages, tools, usage)
-            accumulated = await self._stream(recorder, request)
+            accumulated = await self._stream(recorder, request, code=_offers_code(run))
             prompt = accumulated.prompt_tokens if accumulated.prompt_tokens is not None else prepared.record.prompt_tokens
             completion = accumulated.completion_tokens if accumulated.completion_tokens is not None else accumulated.chunks
             step_usage = Usage().add(prompt, completion)
@@ -186,20 +200,16 @@ class RunExecutor:
                 await recorder.move(RunStatus.completed)
                 return
             rounds += 1
-            step = await recorder.store_tool_calls(calls, step_usage)
-            assistant_turn: dict[str, Any] = {
-                "role": "assistant",
-                "content": accumulated.text or None,
-                "tool_calls": [
-                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                    for c in calls
-                ],
-            }
-            outputs, client_calls = await dispatch(
-                calls, run=run, registry=self.registry, time_limit=self.settings.tool_timeout_seconds
+            code_calls = [c for c in calls if _offers_code(run) and c.name == CODE_INTERPRETER_FUNCTION]
+            step = await recorder.store_tool_calls(calls, step_usage, code={c.id for c in code_calls})
+            function_calls = [c for c in calls if c not in code_calls]
+            (outputs, client_calls), code_outputs = await asyncio.gather(
+                dispatch(function_calls, run=run, registry=self.registry, time_limit=self.settings.tool_timeout_seconds),
+                self._run_code(recorder, code_calls, inputs),
             )
+            all_outputs: ToolOutputs = {**outputs, **code_outputs}
             if client_calls:
-                await recorder.fill_outputs(step, outputs)
+                await recorder.fill_outputs(step, all_outputs)
                 await recorder.move(
                     RunStatus.requires_action,
                     required_action=RequiredAction(
@@ -213,16 +223,29 @@ class RunExecutor:
                     expires_at=_expiry(self.settings),
                 )
                 return
-            await recorder.finish_tool_step(step, outputs)
-            tail = [*tail, assistant_turn, *({"role": "tool", "tool_call_id": c.id, "content": outputs[c.id]} for c in calls)]
+            finished = await recorder.finish_tool_step(step, all_outputs)
+            tail = [*tail, *tool_round(accumulated.text, finished)]
             if budget_spent:
                 await recorder.move(RunStatus.incomplete, incomplete_details=IncompleteDetails(reason="max_completion_tokens"))
                 return
 
-    async def _stream(self, recorder: RunRecorder, request: dict[str, Any]) -> DeltaAccumulator:
-        """Stream one completion, publishing deltas as they come. Retries only before the first chunk."""
+    async def _run_code(
+        self, recorder: RunRecorder, calls: list[AccumulatedCall], inputs: list[InputFile]
+    ) -> dict[str, list[CodeOutput]]:
+        if not calls:
+            return {}
+        interpreter = self.code or CodeInterpreter(None)
+        return await CodeCalls(recorder, interpreter, self.files, inputs).run(calls)
+
+    async def _stream(self, recorder: RunRecorder, request: dict[str, Any], *, code: bool) -> DeltaAccumulator:
+        """Stream one completion, publishing deltas as they come. Retries only before the first chunk.
+
+        With `code`, calls to the code interpreter are published with its shape, the code decoded
+        out of the JSON arguments as it streams.
+        """
         chunks = await self._open_with_retries(request)
         accumulated = DeltaAccumulator()
+        code_streams: dict[int, CodeArgumentStream] = {}
         recorder.partial_text = ""
         async for chunk in chunks:
             started = accumulated.add(chunk)
@@ -239,6 +262,12 @@ class RunExecutor:
                     await recorder.start_tool_step()
                 call: AccumulatedCall = accumulated.calls[delta.index]
                 is_new = call in started
+                if code and (call.index in code_streams or (is_new and call.name == CODE_INTERPRETER_FUNCTION)):
+                    decoder = code_streams.setdefault(call.index, CodeArgumentStream())
+                    recorder.code_delta(
+                        call, code=decoder.feed(delta.arguments or ""), call_id=call.id if is_new and call.id else None, first=is_new
+                    )
+                    continue
                 recorder.tool_delta(
                     call,
                     name=call.name if is_new else None,
@@ -266,8 +295,11 @@ class RunExecutor:
                 continue
             return _prepend(first, stream)
 
-    def _tool_definitions(self, run: Run) -> list[dict[str, Any]]:
-        return [tool.model_dump(mode="json", exclude_none=True) for tool in run.tools if isinstance(tool, FunctionTool)]
+    def _tool_definitions(self, run: Run, inputs: list[InputFile]) -> list[dict[str, Any]]:
+        tools = [tool.model_dump(mode="json", exclude_none=True) for tool in run.tools if isinstance(tool, FunctionTool)]
+        if _offers_code(run):
+            tools.append(definition(placed_names(inputs)))
+        return tools
 
     def _window(self, run: Run) -> int:
         reserve = run.max_completion_tokens or min(4096, self.settings.context_window // 4)
@@ -281,6 +313,8 @@ class RunExecutor:
             if isinstance(choice, NamedToolChoice):
                 if choice.type == "function" and choice.function is not None:
                     request["tool_choice"] = {"type": "function", "function": {"name": choice.function.name}}
+                elif choice.type == "code_interpreter" and _offers_code(run):
+                    request["tool_choice"] = {"type": "function", "function": {"name": CODE_INTERPRETER_FUNCTION}}
             elif choice != "auto":
                 request["tool_choice"] = choice
             if not run.parallel_tool_calls:
@@ -324,6 +358,10 @@ class RunawayToolLoop(ModelBehaviourError):
             f"The run was stopped after {rounds} rounds of tool calls without a final answer "
             "(ASSISTANTS_MAX_TOOL_ROUNDS). Rephrase the request or raise the limit."
         )
+
+
+def _offers_code(run: Run) -> bool:
+    return any(isinstance(tool, CodeInterpreterTool) for tool in run.tools)
 
 
 def _expiry(settings: Settings) -> int:

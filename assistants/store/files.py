@@ -5,9 +5,16 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiofiles
 import aiofiles.os
+
+from ..ids import new_id, now
+from ..types import File
+
+if TYPE_CHECKING:
+    from .sql import SqlStore
 
 
 class FileStore:
@@ -36,3 +43,15 @@ class FileStore:
     async def remove(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             await aiofiles.os.remove(path)
+
+    async def save(self, store: SqlStore, owner: str, *, filename: str, purpose: str, content: bytes) -> File:
+        """Write the bytes, then the file's row; a failed row leaves no orphan bytes behind."""
+        file = File(id=new_id("file"), bytes=len(content), created_at=now(), filename=filename, purpose=purpose)
+        path = await self.write(file.id, content)
+        try:
+            async with store.transaction() as tx:
+                await tx.insert(file, owner=owner, path=str(path))
+        except BaseException:
+            await self.remove(str(path))
+            raise
+        return file

@@ -270,6 +270,33 @@ class StoreTx:
         files = [File.model_validate(row[0]) for row in (await self.conn.execute(query)).all()]
         return {f.id: f for f in files}
 
+    async def stored_files(self, file_ids: builtins.list[str], *, owner: str) -> builtins.list[tuple[File, str]]:
+        """The owner's files among `file_ids` with where their bytes are, in the order asked."""
+        if not file_ids:
+            return []
+        table = schema.files
+        query = sa.select(table.c.data, table.c.path).where(table.c.id.in_(file_ids), table.c.owner_id == owner)
+        found: dict[str, tuple[File, str]] = {}
+        for row in (await self.conn.execute(query)).all():
+            file = File.model_validate(row[0])
+            found[file.id] = (file, str(row[1]))
+        return [found[i] for i in dict.fromkeys(file_ids) if i in found]
+
+    async def attached_file_ids(self, thread_id: str, tool: str) -> builtins.list[str]:
+        """Ids of the files attached to the thread's messages for `tool`, oldest first.
+
+        Attachments live inside each message's JSON, which SQLite and PostgreSQL query differently,
+        so the messages are filtered here; only runs that use a tool ask.
+        """
+        table = schema.messages
+        query = sa.select(table.c.data).where(table.c.thread_id == thread_id).order_by(table.c.seq)
+        ids: builtins.list[str] = []
+        for row in (await self.conn.execute(query)).all():
+            for attachment in row[0].get("attachments") or []:
+                if any(t.get("type") == tool for t in attachment.get("tools") or []):
+                    ids.append(attachment["file_id"])
+        return ids
+
     async def delete_messages_after(self, thread_id: str, message_id: str) -> int:
         """Delete every message of a thread created after `message_id` (used to edit and re-run)."""
         table = schema.messages

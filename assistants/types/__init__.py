@@ -4,6 +4,7 @@ from .metadata import MetadataBacked, meta_field, validate_metadata
 from .objects import (
     Assistant,
     Attachment,
+    CodeInterpreterToolCall,
     ContextRecord,
     File,
     FunctionToolCall,
@@ -26,6 +27,7 @@ from .session import ContextMode, Session
 __all__ = [
     "Assistant",
     "Attachment",
+    "CodeInterpreterToolCall",
     "ContextMode",
     "ContextRecord",
     "File",

@@ -7,6 +7,7 @@ them with strict validation. The store gives these values identity and time (`id
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -310,10 +311,68 @@ class FunctionToolCall(WireModel):
     type: Literal["function"] = "function"
     function: StepFunction
 
+    def model_call(self) -> dict[str, Any]:
+        """This call as the assistant turn's `tool_calls` entry sent back to the model."""
+        return {"id": self.id, "type": "function", "function": {"name": self.function.name, "arguments": self.function.arguments}}
+
+    def model_output(self) -> str:
+        """What the model reads as this call's result."""
+        return self.function.output or ""
+
+
+CODE_INTERPRETER_FUNCTION = "code_interpreter"
+"""The name under which the code interpreter is offered to Chat Completions models, as a function."""
+
+
+class CodeLogsOutput(WireModel):
+    type: Literal["logs"] = "logs"
+    logs: str
+
+
+class CodeImage(WireModel):
+    file_id: str
+
+
+class CodeImageOutput(WireModel):
+    type: Literal["image"] = "image"
+    image: CodeImage
+
+
+CodeOutput = Annotated[CodeLogsOutput | CodeImageOutput, Field(discriminator="type")]
+
+
+class CodeInterpreterCall(WireModel):
+    input: str
+    """The Python code the model wrote."""
+    outputs: list[CodeOutput] = Field(default_factory=list)
+    """What it printed (`logs`, errors and limit notes included) and the images it displayed."""
+
+
+class CodeInterpreterToolCall(WireModel):
+    id: str
+    type: Literal["code_interpreter"] = "code_interpreter"
+    code_interpreter: CodeInterpreterCall
+
+    def model_call(self) -> dict[str, Any]:
+        """The call as the model made it: a function call whose arguments carry the code."""
+        arguments = json.dumps({"code": self.code_interpreter.input})
+        return {"id": self.id, "type": "function", "function": {"name": CODE_INTERPRETER_FUNCTION, "arguments": arguments}}
+
+    def model_output(self) -> str:
+        """The logs, and a line per image, so the model knows a figure was shown."""
+        parts = [
+            output.logs if isinstance(output, CodeLogsOutput) else f"[image {output.image.file_id} shown to the user]"
+            for output in self.code_interpreter.outputs
+        ]
+        return "\n".join(part.rstrip("\n") for part in parts) or "(no output)"
+
+
+ToolCall = Annotated[FunctionToolCall | CodeInterpreterToolCall, Field(discriminator="type")]
+
 
 class ToolCallsDetails(WireModel):
     type: Literal["tool_calls"] = "tool_calls"
-    tool_calls: list[FunctionToolCall] = Field(default_factory=list)
+    tool_calls: list[ToolCall] = Field(default_factory=list)
 
 
 StepDetails = Annotated[MessageCreationDetails | ToolCallsDetails, Field(discriminator="type")]

@@ -20,9 +20,22 @@ from ..exceptions import AssistantsError, RequestError
 from ..profiles import Profile, default_profile, ensure_assistant, load_profiles
 from ..runtime import Runtime
 from ..sessions import Sessions
-from ..types import ContextMode, Session
+from ..types import ContextMode, Message, Session
+from ..types.objects import CodeImageOutput, CodeInterpreterToolCall
 from ..types.requests import MessageCreate, RunCreate
-from .render import context_label, failure_text, incomplete_note, run_summary, tool_input
+from .render import (
+    CODE_STEP_NAME,
+    FILE_ROUTE,
+    code_failed,
+    code_logs,
+    code_written,
+    context_label,
+    failure_text,
+    incomplete_note,
+    linked_text,
+    run_summary,
+    tool_input,
+)
 from .uploads import store_uploads
 
 log = logging.getLogger(__name__)
@@ -111,6 +124,7 @@ async def start(runtime: Runtime) -> None:
     cl.user_session.set("assistant_name", assistant.name or profile.name)
     cl.user_session.set("assistant_model", assistant.model)
     cl.user_session.set("assistant_temperature", assistant.temperature)
+    cl.user_session.set("assistant_tools", tuple(t.type for t in assistant.tools))
     cl.user_session.set("session_id", None)
     cl.user_session.set("pending_settings", dict(DEFAULTS))
     await _send_settings(runtime, dict(DEFAULTS), assistant.model)
@@ -131,6 +145,7 @@ async def resume(runtime: Runtime, thread: dict[str, Any]) -> None:
     cl.user_session.set("assistant_name", assistant.name or "Assistant")
     cl.user_session.set("assistant_model", assistant.model)
     cl.user_session.set("assistant_temperature", assistant.temperature)
+    cl.user_session.set("assistant_tools", tuple(t.type for t in assistant.tools))
     cl.user_session.set("session_id", session.id)
     await _send_settings(runtime, _session_values(session), assistant.model)
 
@@ -185,7 +200,9 @@ async def answer(runtime: Runtime, message: cl.Message) -> None:
         await engine.wait_for_run(previous)
     try:
         session_id = await _ensure_session(runtime, owner, message.content.strip().splitlines()[0] if message.content.strip() else "Files")
-        prepared = await store_uploads(engine, owner, message.content, list(message.elements or []))
+        prepared = await store_uploads(
+            engine, owner, message.content, list(message.elements or []), tuple(cl.user_session.get("assistant_tools") or ())
+        )
         for reason in prepared.rejected:
             await cl.Message(content=f"⚠️ Not attached: {reason}", author="System").send()
         await engine.create_message(
@@ -271,6 +288,7 @@ class RunView:
         self.last_flush = 0.0
         self.tools: dict[int, cl.Step] = {}
         self.tool_ids: dict[str, cl.Step] = {}
+        self.step_flushed: dict[str, float] = {}
         self.updates = 0
         """Socket updates sent for the current reply (measured by the streaming benchmark)."""
 
@@ -285,6 +303,9 @@ class RunView:
                 await self._flush()
         elif name in ("thread.message.completed", "thread.message.incomplete") and self.reply is not None:
             await self._flush()
+            if any(p.get("text", {}).get("annotations") for p in data.get("content") or []):
+                # Links to files the code wrote now point at the chat's download route.
+                self.reply.content = linked_text(Message.model_validate(data))
             if name == "thread.message.incomplete":
                 self.reply.content += incomplete_note((data.get("incomplete_details") or {}).get("reason"))
             await self.reply.send() if not self.reply.content else await self.reply.update()
@@ -306,6 +327,9 @@ class RunView:
 
     async def _tool_delta(self, data: dict[str, Any]) -> None:
         for call in data["delta"].get("step_details", {}).get("tool_calls", []):
+            if call.get("type") == "code_interpreter":
+                await self._code_delta(call)
+                continue
             function = call.get("function", {})
             step = self.tools.get(call["index"])
             if step is None and function.get("name"):
@@ -322,17 +346,45 @@ class RunView:
             if function.get("arguments"):
                 step.input = (step.input if step.input != "…" else "") + function["arguments"]
 
+    async def _code_delta(self, call: dict[str, Any]) -> None:
+        """Code as the model writes it, then its logs and images as the kernel produces them."""
+        body = call.get("code_interpreter") or {}
+        step = self.tools.get(call["index"])
+        if step is None:
+            step = self._tool_step(CODE_STEP_NAME, show_input="python", language="text")
+            step.input, step.output = "", ""
+            await step.send()
+            self.tools[call["index"]] = step
+        if call.get("id"):
+            self.tool_ids[call["id"]] = step
+        step.input += body.get("input") or ""
+        for output in body.get("outputs") or []:
+            if output["type"] == "logs":
+                step.output += output.get("logs") or ""
+            elif output["type"] == "image":
+                # Shown at once, inside the step; the file route checks the viewer owns it.
+                file_id = output["image"]["file_id"]
+                image = cl.Image(url=f"{FILE_ROUTE}/{file_id}", name=f"{file_id}.png", display="inline", size="medium")
+                await image.send(for_id=step.id)
+        now = time.monotonic()
+        if now - self.step_flushed.get(step.id, 0.0) >= FLUSH_SECONDS:
+            self.step_flushed[step.id] = now
+            await step.update()
+
     @staticmethod
-    def _tool_step(name: str) -> cl.Step:
+    def _tool_step(name: str, *, show_input: str = "json", language: str = "json") -> cl.Step:
         # Steps made outside `async with` get no parent; nest them under the turn like the answer,
         # or Chainlit shows them after everything else.
         current = cl.context.current_step
         return cl.Step(
-            name=name, type="tool", show_input="json", language="json", parent_id=current.id if current else None
+            name=name, type="tool", show_input=show_input, language=language, parent_id=current.id if current else None
         )
 
     async def _tool_done(self, data: dict[str, Any]) -> None:
         for index, call in enumerate(data["step_details"]["tool_calls"]):
+            if call["type"] == "code_interpreter":
+                await self._code_done(call, self.tool_ids.get(call["id"]) or self.tools.get(index), data["status"])
+                continue
             function = call["function"]
             step = self.tool_ids.get(call["id"]) or self.tools.get(index)
             if step is None:
@@ -343,6 +395,23 @@ class RunView:
             step.output = output if output is not None else ("(stopped)" if data["status"] == "cancelled" else "(no output)")
             step.is_error = data["status"] != "completed" or (output or "").startswith("Error:")
             await step.update()
+
+    async def _code_done(self, data: dict[str, Any], step: cl.Step | None, status: str) -> None:
+        call = CodeInterpreterToolCall.model_validate(data)
+        if step is None:
+            step = self._tool_step(CODE_STEP_NAME, show_input="python", language="text")
+            await step.send()
+            for output in call.code_interpreter.outputs:
+                if isinstance(output, CodeImageOutput):
+                    url = f"{FILE_ROUTE}/{output.image.file_id}"
+                    await cl.Image(url=url, name=f"{output.image.file_id}.png", display="inline", size="medium").send(for_id=step.id)
+        logs = code_logs(call)
+        step.input = call.code_interpreter.input
+        step.output = logs or ("(stopped)" if status == "cancelled" else "(no output)")
+        step.is_error = status != "completed" or code_failed(logs)
+        await step.update()
+        for file_id, name in code_written(call):
+            await cl.File(url=f"{FILE_ROUTE}/{file_id}", name=name, display="inline").send(for_id=step.id)
 
     async def mark_stopped(self) -> None:
         if self.reply is not None:

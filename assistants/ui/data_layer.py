@@ -27,8 +27,8 @@ from ..runtime import Runtime
 from ..sessions import Sessions
 from ..store import ListParams
 from ..types import Assistant, Message, Session
-from ..types.objects import ImageFileContent
-from .render import history_steps, iso
+from ..types.objects import CodeInterpreterToolCall, ImageFileContent, ToolCallsDetails
+from .render import code_files, history_steps, iso
 
 
 class EngineDataLayer(BaseDataLayer):
@@ -112,6 +112,14 @@ class EngineDataLayer(BaseDataLayer):
             assistant = await tx.find(Assistant, session.assistant_id, owner=owner)
             file_ids = [a.file_id for m in messages for a in (m.attachments or [])]
             file_ids += [p.image_file.file_id for m in messages for p in m.content if isinstance(p, ImageFileContent)]
+            file_ids += [
+                file_id
+                for step in steps
+                if isinstance(step.step_details, ToolCallsDetails)
+                for call in step.step_details.tool_calls
+                if isinstance(call, CodeInterpreterToolCall)
+                for file_id in code_files(call)
+            ]
             files = await tx.files_by_id(file_ids, owner=owner)
         user_name = await self._user_name(owner)
         rendered, elements = history_steps(

@@ -11,8 +11,16 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from ..types import Message, MessageStatus, Run, RunStep, Session
-from ..types.objects import ImageFileContent, MessageCreationDetails, ToolCallsDetails
+from ..tools.code_interpreter import saved_files
+from ..types import Message, MessageStatus, Run, RunStep, Session, TextContent
+from ..types.objects import (
+    CodeImageOutput,
+    CodeInterpreterToolCall,
+    CodeLogsOutput,
+    ImageFileContent,
+    MessageCreationDetails,
+    ToolCallsDetails,
+)
 
 MODE_LABELS = {"full": "full", "last_n": "last-N", "one_off": "one-off", "summary": "summary"}
 
@@ -63,6 +71,22 @@ def run_summary(run: Run) -> str:
     if run.last_error is not None:
         lines.append(f"**Error** {run.last_error.message}")
     return "  \n".join(lines)
+
+
+def linked_text(message: Message) -> str:
+    """The message's text with its `sandbox:/mnt/data/...` links pointing at the chat's file route."""
+    parts: list[str] = []
+    for part in message.content:
+        if not isinstance(part, TextContent):
+            continue
+        value = part.text.value
+        # Replace from the end so earlier indexes stay valid.
+        for note in sorted(part.text.annotations, key=lambda a: -int(a.get("start_index", 0))):
+            if note.get("type") == "file_path":
+                start, end = int(note["start_index"]), int(note["end_index"])
+                value = value[:start] + f"{FILE_ROUTE}/{note['file_path']['file_id']}" + value[end:]
+        parts.append(value)
+    return "".join(parts)
 
 
 def tool_input(arguments: str) -> str:
@@ -126,6 +150,43 @@ def file_element(file_id: str, filename: str, thread_ui_id: str, for_id: str, si
         "autoPlay": None,
         "playerConfig": None,
     }
+
+
+CODE_STEP_NAME = "Python"
+"""How code-interpreter calls are titled in the chat."""
+
+CODE_ERROR_MARKERS = ("Traceback (most recent call last)", "Error: ", "Limit: ")
+
+
+def code_logs(call: CodeInterpreterToolCall) -> str:
+    """Everything the code printed, errors and limit notes included, as one text."""
+    return "".join(o.logs for o in call.code_interpreter.outputs if isinstance(o, CodeLogsOutput))
+
+
+def code_failed(logs: str) -> bool:
+    """Whether a code call ended in an error or hit a limit (shown as a failed step)."""
+    return any(marker in logs for marker in CODE_ERROR_MARKERS)
+
+
+def code_images(call: CodeInterpreterToolCall) -> list[str]:
+    """File ids of the images a code call showed, in order."""
+    return [o.image.file_id for o in call.code_interpreter.outputs if isinstance(o, CodeImageOutput)]
+
+
+def code_written(call: CodeInterpreterToolCall) -> list[tuple[str, str]]:
+    """`(file_id, name)` of the files a code call wrote to /mnt/data."""
+    return [(file_id, name) for name, file_id in saved_files(code_logs(call))]
+
+
+def code_files(call: CodeInterpreterToolCall) -> list[str]:
+    """Every file id a code call produced: images, then written files."""
+    return [*code_images(call), *(file_id for file_id, _ in code_written(call))]
+
+
+def _no_output(step: RunStep) -> str:
+    if step.status.value == "in_progress":
+        return "(waiting for output)"
+    return "(stopped)" if step.status.value == "cancelled" else "(no output)"
 
 
 def _step(step_id: str, thread_ui_id: str, kind: str, name: str, created: str, **fields: Any) -> dict[str, Any]:
@@ -193,7 +254,7 @@ def history_steps(
                 "comment": message.metadata.get("feedback_comment"),
             }
         out.append(
-            _step(message.id, thread_ui_id, kind, name, stamp(message.created_at), output=message.text + stopped_note(message), feedback=feedback)
+            _step(message.id, thread_ui_id, kind, name, stamp(message.created_at), output=linked_text(message) + stopped_note(message), feedback=feedback)
         )
         for attachment in message.attachments or []:
             if attachment.file_id in file_names:
@@ -215,13 +276,33 @@ def history_steps(
                     add_message(message)
             elif isinstance(details, ToolCallsDetails):
                 for call in details.tool_calls:
+                    if isinstance(call, CodeInterpreterToolCall):
+                        ui_id = f"{step.id}-{call.id}"
+                        logs = code_logs(call)
+                        out.append(
+                            _step(
+                                ui_id,
+                                thread_ui_id,
+                                "tool",
+                                CODE_STEP_NAME,
+                                stamp(step.created_at),
+                                input=call.code_interpreter.input,
+                                output=logs or _no_output(step),
+                                showInput="python",
+                                language="text",
+                                isError=step.status.value == "failed" or code_failed(logs),
+                            )
+                        )
+                        for file_id in code_files(call):
+                            if file_id in file_names:
+                                filename, size = file_names[file_id]
+                                elements.append(file_element(file_id, filename, thread_ui_id, ui_id, size))
+                        continue
                     failed = step.status.value == "failed" or (call.function.output or "").startswith("Error:")
                     if call.function.output is not None:
                         output = call.function.output
-                    elif step.status.value == "in_progress":
-                        output = "(waiting for output)"
                     else:
-                        output = "(stopped)" if step.status.value == "cancelled" else "(no output)"
+                        output = _no_output(step)
                     out.append(
                         _step(
                             # Some providers number calls per response (`call_0`...): keep steps apart.

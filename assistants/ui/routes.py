@@ -20,6 +20,7 @@ from .data_layer import EngineDataLayer
 from .render import FILE_ROUTE
 
 CurrentUser = Annotated[Any, Depends(get_current_user)]
+INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 
 
 def build_chat_router(runtime: Runtime, data_layer: EngineDataLayer) -> APIRouter:
@@ -42,7 +43,9 @@ def build_chat_router(runtime: Runtime, data_layer: EngineDataLayer) -> APIRoute
         except NotFoundError as exc:
             raise HTTPException(status_code=404, detail="No such file.") from exc
         media_type = mimetypes.guess_type(file.filename)[0] or "application/octet-stream"
-        disposition = "inline" if media_type.startswith("image/") else "attachment"
+        # Files can be written by model-written code: only raster images open in the page (an SVG
+        # or HTML file could carry script), and the CSP forbids scripts in anything served here.
+        disposition = "inline" if media_type in INLINE_TYPES else "attachment"
         safe_name = file.filename.replace('"', "")
         return Response(
             content,
@@ -51,6 +54,7 @@ def build_chat_router(runtime: Runtime, data_layer: EngineDataLayer) -> APIRoute
                 "content-disposition": f'{disposition}; filename="{safe_name}"',
                 "x-content-type-options": "nosniff",
                 "cache-control": "private, max-age=3600",
+                "content-security-policy": "default-src 'none'; sandbox",
             },
         )
 

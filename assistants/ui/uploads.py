@@ -63,8 +63,15 @@ async def _size(path: str | None) -> int | None:
         return None
 
 
-async def store_uploads(engine: Engine, owner: str, text: str, elements: list[Any]) -> PreparedUpload:
-    """The user's message content with its files stored and attached; refusals say why."""
+async def store_uploads(
+    engine: Engine, owner: str, text: str, elements: list[Any], tools: tuple[str, ...] = ()
+) -> PreparedUpload:
+    """The user's message content with its files stored and attached; refusals say why.
+
+    Files go to the code interpreter when the assistant has it (it finds them in /mnt/data);
+    images are also shown to the model directly.
+    """
+    routes = [{"type": "code_interpreter"}] if "code_interpreter" in tools else []
     content: list[MessageRequestContent] = [TextRequestContent(text=text)] if text else []
     prepared = PreparedUpload(content=content, attachments=[])
     for index, element in enumerate(elements):
@@ -89,7 +96,7 @@ async def store_uploads(engine: Engine, owner: str, text: str, elements: list[An
         purpose = "vision" if mime in IMAGE_MIME else "assistants"
         stored = await engine.create_file(owner, filename=name, purpose=purpose, content=data)
         prepared.accepted.append((stored.id, name))
-        prepared.attachments.append(Attachment(file_id=stored.id, tools=[]))
+        prepared.attachments.append(Attachment(file_id=stored.id, tools=routes))
         if mime in IMAGE_MIME:
             prepared.content.append(ImageFileContent(image_file=ImageFile(file_id=stored.id)))
     if not prepared.content:

@@ -1,0 +1,327 @@
+"""The server's connection to one kernel: the Jupyter messaging protocol over ipc sockets.
+
+`KernelClient.start` launches a sandboxed kernel, waits until both its shell and its IOPub channels
+answer, and runs a short silent set-up in it. `KernelClient.run` sends one `execute_request` and
+turns the replies into an `OutputCollector`'s outputs and a `RunOutcome`: whether the code raised,
+outlived its time (after an interrupt that did or did not stop it), or killed the kernel.
+
+Two reader tasks take every message off the shell and IOPub sockets as it arrives and queue only
+those that answer the request in flight, so output printed between executions (a leftover thread)
+cannot pile up in the server. The kernel's own exit is queued too, so a crash ends the wait at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from jupyter_client.session import Session
+
+from ..exceptions import SandboxUnavailable
+from .execution import OutputCollector
+from .sandbox import Sandbox, SandboxProcess
+
+START_TIMEOUT = 30.0
+"""Seconds a new kernel has to answer and finish its set-up."""
+
+INTERRUPT_GRACE = 3.0
+"""Seconds an interrupted execution has to stop before its kernel is killed."""
+
+_IDLE_GRACE = 1.0
+# A message bigger than this breaks the connection instead of being read (the kernel is then
+# restarted): it keeps the server safe from code that undoes the kernel's own output cap.
+_MAX_MESSAGE_BYTES = 64 * 1024**2
+# The kernel drops a display of more base64 than this (a 24 MB PNG); real figures are far smaller.
+_MAX_IMAGE_CHARS = 32 * 1024**2
+
+# Runs once in every new kernel, silently, and leaves no names behind. It caps what the kernel
+# sends per execution (the server keeps only `output_chars` anyway, and a 100 MB print should
+# cost neither a 100 MB message nor the time to send it): print() and friends stop sending once
+# the budget is spent, and any one text in a message (a result's repr, an error's message) is cut
+# to the budget. Output of child processes, which the kernel copies to its own stderr as well,
+# goes only to the execution from now on (the server keeps that stderr for start-up errors).
+# It also imports the scientific stack so the code's own imports are instant.
+_SETUP = """\
+def _assistants_setup(budget, image_budget):
+    from ipykernel.iostream import OutStream
+    left = [budget]
+    write = OutStream.write
+    def capped_write(self, string):
+        if not isinstance(string, str) or left[0] >= len(string):
+            left[0] -= len(string) if isinstance(string, str) else 0
+            return write(self, string)
+        if left[0] > 0:
+            write(self, string[: left[0]])
+            left[0] = 0
+        return len(string)
+    OutStream.write = capped_write
+    def reset(*_):
+        left[0] = budget
+    shell = get_ipython()
+    shell.events.register("pre_execute", reset)
+    def cap(value):
+        if isinstance(value, str) and len(value) > budget:
+            return value[:budget]
+        if isinstance(value, list):
+            return [cap(item) for item in value[:200]]
+        return value
+    session = shell.kernel.session
+    send = session.send
+    def capped_send(stream, msg_or_type, content=None, *args, **kwargs):
+        body = msg_or_type.get("content") if isinstance(msg_or_type, dict) else content
+        if isinstance(body, dict):
+            for key in ("text", "evalue", "traceback"):
+                if key in body:
+                    body[key] = cap(body[key])
+            data = body.get("data")
+            if isinstance(data, dict):
+                for key, value in list(data.items()):
+                    if key.startswith("text/"):
+                        data[key] = cap(value)
+                    elif isinstance(value, str) and len(value) > image_budget:
+                        del data[key]
+        return send(stream, msg_or_type, content, *args, **kwargs)
+    session.send = capped_send
+    import os, sys
+    for stream in (sys.stdout, sys.stderr):
+        copy = getattr(stream, "_original_stdstream_copy", None)
+        if copy is not None:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, copy)
+            os.close(devnull)
+    import numpy, pandas, matplotlib.pyplot
+_assistants_setup({budget}, {image_budget})
+del _assistants_setup
+"""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How an execution ended, beyond its outputs."""
+
+    error: tuple[str, str] | None = None
+    """The exception's name and message, when the code raised."""
+    timed_out: bool = False
+    """The execution outlived its time and was interrupted."""
+    stuck: bool = False
+    """It did not stop when interrupted; the kernel must be killed."""
+    exit_status: int | None = None
+    """The kernel died during the execution, with this status (128 + N for signal N)."""
+    incomplete: bool = False
+    """The reply came but the end of the output did not: a message was too large to read, which
+    breaks the output channel, so the kernel must be restarted."""
+
+
+class KernelClient:
+    """One running kernel process and the server's sockets to it."""
+
+    def __init__(self, process: SandboxProcess, context: zmq.asyncio.Context) -> None:
+        self.process = process
+        info = process.connection
+        self.session = Session(
+            key=info["key"].encode(), signature_scheme=info["signature_scheme"], username="assistants"
+        )
+        self._shell = self._connect(context, zmq.DEALER, info, "shell_port")
+        self._control = self._connect(context, zmq.DEALER, info, "control_port")
+        self._iopub = self._connect(context, zmq.SUB, info, "iopub_port")
+        self._iopub.setsockopt(zmq.SUBSCRIBE, b"")
+        self._events: asyncio.Queue[tuple[str, dict[str, Any] | None]] = asyncio.Queue()
+        self._accept: set[str] = set()
+        self._readers = [
+            asyncio.create_task(self._read("shell", self._shell)),
+            asyncio.create_task(self._read("iopub", self._iopub)),
+        ]
+        process.exited.add_done_callback(lambda _: self._events.put_nowait(("exit", None)))
+
+    @staticmethod
+    def _connect(context: zmq.asyncio.Context, kind: int, info: dict[str, Any], port: str) -> zmq.asyncio.Socket:
+        socket = context.socket(kind)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.MAXMSGSIZE, _MAX_MESSAGE_BYTES)
+        socket.connect(f"ipc://{info['ip']}-{info[port]}")
+        return socket
+
+    @classmethod
+    async def start(cls, sandbox: Sandbox, data: Path, context: zmq.asyncio.Context, output_chars: int) -> KernelClient:
+        """Launch a kernel working in `data`, and return once it has answered and is set up."""
+        client = cls(await sandbox.spawn(data), context)
+        try:
+            await client._wait_ready()
+            # The kernel's own cap leaves the server a little slack to detect, and word, the cut.
+            setup = _SETUP.format(budget=output_chars + 1000, image_budget=_MAX_IMAGE_CHARS)
+            outcome = await client.run(
+                setup, OutputCollector(sandbox.limits, None), time_limit=START_TIMEOUT, silent=True
+            )
+            if outcome.error is not None or outcome.exit_status is not None or outcome.timed_out:
+                raise SandboxUnavailable(
+                    f"A new code interpreter kernel failed its set-up: {outcome.error or outcome}. "
+                    f"{client.process.log_tail()}"
+                )
+        except BaseException:
+            await client.close()
+            raise
+        return client
+
+    @property
+    def alive(self) -> bool:
+        """The kernel process is still running."""
+        return self.process.returncode is None
+
+    async def _read(self, name: str, socket: zmq.asyncio.Socket) -> None:
+        while True:
+            frames = await socket.recv_multipart()
+            try:
+                _, parts = self.session.feed_identities(frames)
+                message = self.session.deserialize(parts)
+            except (ValueError, KeyError, TypeError):
+                # Not a message the kernel's key signed properly; the sandboxed code may have sent it.
+                continue
+            if message.get("parent_header", {}).get("msg_id") in self._accept:
+                self._events.put_nowait((name, message))
+
+    async def _next(self, seconds: float) -> tuple[str, dict[str, Any] | None] | None:
+        try:
+            async with asyncio.timeout(max(seconds, 0)):
+                return await self._events.get()
+        except TimeoutError:
+            return None
+
+    async def _send(self, socket: zmq.asyncio.Socket, msg_type: str, content: dict[str, Any]) -> str:
+        message = self.session.msg(msg_type, content)
+        msg_id: str = message["header"]["msg_id"]
+        self._accept.add(msg_id)
+        # Sent through the asyncio socket itself, not `Session.send` (which sends through a
+        # synchronous shadow of it): a send can consume the socket's edge-triggered "readable"
+        # signal, and only the asyncio socket knows to look for messages that arrived meanwhile.
+        await socket.send_multipart(self.session.serialize(message))
+        return msg_id
+
+    async def _wait_ready(self) -> None:
+        """Ask for kernel info until the shell replies and IOPub carries the kernel's status."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT
+        replied = published = False
+        while not (replied and published):
+            if loop.time() > deadline:
+                raise SandboxUnavailable(
+                    f"A new code interpreter kernel did not answer within {START_TIMEOUT:g} s. "
+                    f"{self.process.log_tail()}"
+                )
+            # IOPub is a subscription: whatever the kernel publishes before the subscription reaches
+            # it is lost, so the request is repeated until one of its status messages arrives.
+            await self._send(self._shell, "kernel_info_request", {})
+            wait_until = loop.time() + 0.1
+            while not (replied and published) and (event := await self._next(wait_until - loop.time())):
+                channel, _ = event
+                if channel == "exit":
+                    raise SandboxUnavailable(
+                        f"A new code interpreter kernel exited at start-up (status {self.process.returncode}): "
+                        f"{self.process.log_tail() or 'no output'}"
+                    )
+                replied = replied or channel == "shell"
+                published = published or channel == "iopub"
+        self._accept.clear()
+        # Late status messages of the repeated requests must not reach the first execution.
+        while not self._events.empty():
+            self._events.get_nowait()
+
+    async def interrupt(self) -> None:
+        """Ask the kernel to interrupt the running code (it sends itself SIGINT)."""
+        self._accept.discard(await self._send(self._control, "interrupt_request", {}))
+
+    async def run(
+        self, code: str, collector: OutputCollector, *, time_limit: float, silent: bool = False
+    ) -> RunOutcome:
+        """Execute `code`, feeding its outputs to `collector`, and say how it ended."""
+        loop = asyncio.get_running_loop()
+        if not self.alive:
+            return RunOutcome(exit_status=self.process.returncode)
+        # stop_on_error would make the kernel skip requests that arrive shortly after an error (they
+        # are answered "aborted"); one request is in flight at a time, so there is no queue to stop.
+        msg_id = await self._send(
+            self._shell, "execute_request",
+            {"code": code, "silent": silent, "store_history": not silent, "user_expressions": {},
+             "allow_stdin": False, "stop_on_error": False},
+        )
+        deadline = loop.time() + time_limit
+        replied_at: float | None = None
+        idle = timed_out = False
+        error: tuple[str, str] | None = None
+        try:
+            while replied_at is None or not idle:
+                now = loop.time()
+                if replied_at is not None and now > replied_at + _IDLE_GRACE:
+                    return RunOutcome(error=error, timed_out=timed_out, incomplete=True)
+                if replied_at is None and now >= deadline:
+                    if timed_out:
+                        return RunOutcome(error=error, timed_out=True, stuck=True)
+                    timed_out = True
+                    await self.interrupt()
+                    deadline = now + INTERRUPT_GRACE
+                until = replied_at + _IDLE_GRACE if replied_at is not None else deadline
+                event = await self._next(until - now)
+                if event is None:
+                    continue
+                channel, message = event
+                if channel == "exit" or message is None:
+                    return RunOutcome(error=error, timed_out=timed_out, exit_status=self.process.returncode)
+                if channel == "shell":
+                    if message["msg_type"] == "execute_reply":
+                        replied_at = loop.time()
+                        if message["content"].get("status") == "aborted" and error is None:
+                            error = ("Aborted", "the kernel did not run this code; run it again")
+                    continue
+                idle = idle or await self._publish(message, collector)
+                if message["msg_type"] == "error":
+                    content = message["content"]
+                    error = (str(content.get("ename", "Error")), str(content.get("evalue", "")))
+        except asyncio.CancelledError:
+            # Whoever waited is gone (a run was cancelled); the code must not run on unattended.
+            if replied_at is None and self.alive:
+                await self.interrupt()
+            raise
+        finally:
+            self._accept.discard(msg_id)
+        return RunOutcome(error=error, timed_out=timed_out)
+
+    @staticmethod
+    async def _publish(message: dict[str, Any], collector: OutputCollector) -> bool:
+        """Hand one IOPub message to the collector; True when it says the kernel is idle again."""
+        kind = message["msg_type"]
+        content = message["content"]
+        if kind == "status":
+            return bool(content.get("execution_state") == "idle")
+        if kind == "stream":
+            await collector.logs(str(content.get("text", "")))
+        elif kind in ("execute_result", "display_data", "update_display_data"):
+            data = content.get("data") or {}
+            png = data.get("image/png")
+            if isinstance(png, str):
+                with contextlib.suppress(binascii.Error, ValueError):
+                    await collector.image(base64.b64decode(png))
+            elif isinstance(data.get("text/plain"), str):
+                text = data["text/plain"]
+                if kind == "execute_result":
+                    await collector.logs(text, separate=True, keep="head")
+                else:
+                    await collector.logs(text + "\n", separate=True)
+        elif kind == "error":
+            traceback = "\n".join(str(line) for line in content.get("traceback", []))
+            await collector.logs(traceback, separate=True, keep="tail")
+        return False
+
+    async def close(self) -> None:
+        """Kill the kernel and close the sockets."""
+        for reader in self._readers:
+            reader.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+        for socket in (self._shell, self._control, self._iopub):
+            socket.close(linger=0)
+        await self.process.kill()

@@ -1,0 +1,217 @@
+"""The code interpreter through `/v1`: the official SDK, the real server, real sandboxed kernels.
+
+The scripted model asks for `code_interpreter(code)`; the engine runs the code in the thread's
+kernel under bubblewrap and reports it with the Assistants shape. These tests check what an SDK
+user sees (streamed step deltas, stored steps, image and written files) and what the model got back.
+Hostile code at the kernel level (fork bombs, memory, output floods) is in `test_kernels.py`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import openai
+import pytest
+from openai import AssistantEventHandler
+from openai.types.beta.threads.runs import CodeInterpreterToolCall, ToolCall, ToolCallDelta
+
+from tests.scripted_model import ScriptedModel
+from tests.test_api_runs import new_assistant, sent_messages, text_of
+
+pytestmark = pytest.mark.filterwarnings("ignore:deprecated$:DeprecationWarning")
+
+POLL_MS = 50
+
+
+def code_call(code: str, call_id: str = "call_code") -> dict[str, str]:
+    return {"name": "code_interpreter", "arguments": json.dumps({"code": code}), "id": call_id}
+
+
+def run_code(client: openai.OpenAI, model: ScriptedModel, thread_id: str, assistant_id: str, code: str, answer: str = "Done.") -> Any:
+    model.add_tool_calls([code_call(code)])
+    model.add_text(answer)
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread_id, assistant_id=assistant_id, poll_interval_ms=POLL_MS)
+    assert run.status == "completed", run.last_error
+    return run
+
+
+def code_calls(client: openai.OpenAI, thread_id: str, run_id: str) -> list[CodeInterpreterToolCall]:
+    steps = client.beta.threads.runs.steps.list(run_id=run_id, thread_id=thread_id, order="asc").data
+    calls: list[CodeInterpreterToolCall] = []
+    for step in steps:
+        if step.step_details.type == "tool_calls":
+            calls.extend(c for c in step.step_details.tool_calls if isinstance(c, CodeInterpreterToolCall))
+    return calls
+
+
+def logs_of(call: CodeInterpreterToolCall) -> str:
+    return "".join(o.logs or "" for o in call.code_interpreter.outputs if o.type == "logs")
+
+
+@pytest.fixture
+def coder(client: openai.OpenAI) -> Any:
+    return new_assistant(client, tools=[{"type": "code_interpreter"}])
+
+
+class StepRecorder(AssistantEventHandler):
+    """Keeps the code as it streams, every output delta, and the finished calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.code = ""
+        self.output_deltas: list[dict[str, Any]] = []
+        self.done: list[ToolCall] = []
+
+    def on_tool_call_delta(self, delta: ToolCallDelta, snapshot: ToolCall) -> None:
+        assert delta.type == "code_interpreter"
+        if delta.code_interpreter is None:
+            return
+        self.code += delta.code_interpreter.input or ""
+        self.output_deltas.extend(o.model_dump(exclude_none=True) for o in delta.code_interpreter.outputs or [])
+
+    def on_tool_call_done(self, tool_call: ToolCall) -> None:
+        self.done.append(tool_call)
+
+
+def test_streamed_code_call_parses_in_the_sdk(client: openai.OpenAI, model: ScriptedModel, coder: Any) -> None:
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "What is 6 times 7?"}])
+    code = 'x = 6 * 7\nprint("answer:", x)\nx'
+    model.add_tool_calls([code_call(code)])
+    model.add_text("It is 42.")
+    handler = StepRecorder()
+
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=coder.id, event_handler=handler) as stream:
+        stream.until_done()
+
+    assert handler.code == code, "the code streams as the model writes it, decoded from the JSON arguments"
+    assert handler.output_deltas and all(d["type"] == "logs" for d in handler.output_deltas)
+    streamed_logs = "".join(d["logs"] for d in handler.output_deltas)
+    assert "answer: 42" in streamed_logs and "42" in streamed_logs.split("answer: 42", 1)[1]
+    # The SDK reports a finished tool call again at each later step and at the run's end.
+    assert {call.id for call in handler.done} == {"call_code"}
+    done = handler.done[-1]
+    assert isinstance(done, CodeInterpreterToolCall) and done.id == "call_code"
+    assert done.code_interpreter.input == code
+
+    run = client.beta.threads.runs.list(thread_id=thread.id).data[0]
+    [stored] = code_calls(client, thread.id, run.id)
+    assert stored.code_interpreter.input == code
+    assert logs_of(stored) == streamed_logs
+    # The model got the logs back as the tool result, after its own call (as a function call).
+    second = sent_messages(model, -1)
+    assert second[-2]["tool_calls"][0]["function"] == {"name": "code_interpreter", "arguments": json.dumps({"code": code})}
+    assert second[-1]["role"] == "tool" and "answer: 42" in second[-1]["content"]
+    tool = next(t for t in model.requests[-2].body["tools"] if t["function"]["name"] == "code_interpreter")
+    assert tool["function"]["parameters"]["required"] == ["code"]
+
+
+def test_variables_and_files_persist_across_runs_of_a_session(client: openai.OpenAI, model: ScriptedModel, coder: Any) -> None:
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Remember a number."}])
+    run_code(client, model, thread.id, coder.id, "secret = 1234\nopen('note.txt', 'w').write('kept')")
+    client.beta.threads.messages.create(thread_id=thread.id, role="user", content="What was it?")
+    run = run_code(client, model, thread.id, coder.id, "print(secret, open('/mnt/data/note.txt').read())")
+    [call] = code_calls(client, thread.id, run.id)
+    assert logs_of(call).startswith("1234 kept")
+
+
+def test_an_attached_csv_is_read_with_pandas(client: openai.OpenAI, model: ScriptedModel, coder: Any) -> None:
+    csv = b"city,sales\nOslo,10\nLima,32\n"
+    uploaded = client.files.create(file=("sales.csv", io.BytesIO(csv)), purpose="assistants")
+    thread = client.beta.threads.create(
+        messages=[
+            {
+                "role": "user",
+                "content": "Total sales?",
+                "attachments": [{"file_id": uploaded.id, "tools": [{"type": "code_interpreter"}]}],
+            }
+        ]
+    )
+    run = run_code(client, model, thread.id, coder.id, "import pandas as pd\ndf = pd.read_csv('sales.csv')\nprint(df.sales.sum())")
+    [call] = code_calls(client, thread.id, run.id)
+    assert logs_of(call).strip() == "42"
+    tool = next(t for t in model.requests[-2].body["tools"] if t["function"]["name"] == "code_interpreter")
+    assert "sales.csv" in tool["function"]["description"], "the model is told which files it has"
+
+
+def test_a_plot_comes_back_as_an_image_file(client: openai.OpenAI, model: ScriptedModel, coder: Any, other_client: openai.OpenAI) -> None:
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Plot a line."}])
+    code = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [3, 1, 2])\nplt.title('line')\nplt.show()"
+    run = run_code(client, model, thread.id, coder.id, code)
+    [call] = code_calls(client, thread.id, run.id)
+    images = [o for o in call.code_interpreter.outputs if o.type == "image"]
+    assert len(images) == 1
+    file_id = images[0].image.file_id
+    assert client.files.content(file_id).read().startswith(b"\x89PNG")
+    assert client.files.retrieve(file_id).purpose == "assistants_output"
+    with pytest.raises(openai.NotFoundError):
+        other_client.files.retrieve(file_id)
+    assert "[image file-" in sent_messages(model, -1)[-1]["content"], "the model learns that a figure was shown"
+
+
+def test_files_the_code_writes_become_file_objects(client: openai.OpenAI, model: ScriptedModel, coder: Any) -> None:
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Write a report."}])
+    answer = "Here it is: [report](sandbox:/mnt/data/report.csv)."
+    code = "with open('report.csv', 'w') as f:\n    f.write('a,b\\n1,2\\n')"
+    run = run_code(client, model, thread.id, coder.id, code, answer=answer)
+    [call] = code_calls(client, thread.id, run.id)
+    logs = logs_of(call)
+    assert "Saved /mnt/data/report.csv as file-" in logs
+    file_id = logs.split("as ", 1)[1].split(".", 1)[0].strip()
+    assert client.files.retrieve(file_id).filename == "report.csv"
+    assert client.files.content(file_id).read() == b"a,b\n1,2\n"
+    # The link in the answer carries a `file_path` annotation, as the hosted API gave.
+    reply = client.beta.threads.messages.list(thread_id=thread.id, run_id=run.id).data[0]
+    assert reply.content[0].type == "text" and reply.content[0].text.value == answer
+    [note] = reply.content[0].text.annotations
+    assert note.type == "file_path" and note.file_path.file_id == file_id
+    assert note.text == "sandbox:/mnt/data/report.csv"
+    assert answer[note.start_index : note.end_index] == note.text
+
+
+def test_errors_reach_the_model_and_the_run_goes_on(client: openai.OpenAI, model: ScriptedModel, coder: Any) -> None:
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Divide by zero."}])
+    run = run_code(client, model, thread.id, coder.id, "1 / 0", answer="That fails.")
+    [call] = code_calls(client, thread.id, run.id)
+    assert "ZeroDivisionError" in logs_of(call)
+    assert "ZeroDivisionError" in sent_messages(model, -1)[-1]["content"]
+    assert text_of(client.beta.threads.messages.list(thread_id=thread.id).data[0]) == "That fails."
+
+
+def test_invalid_arguments_are_reported_to_the_model(client: openai.OpenAI, model: ScriptedModel, coder: Any) -> None:
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Go."}])
+    model.add_tool_calls([{"name": "code_interpreter", "arguments": "print(1)", "id": "call_raw"}])
+    model.add_text("Sorry.")
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=coder.id, poll_interval_ms=POLL_MS)
+    assert run.status == "completed"
+    assert "not valid JSON" in sent_messages(model, -1)[-1]["content"]
+
+
+def test_the_sandbox_hides_the_servers_secrets(client: openai.OpenAI, model: ScriptedModel, coder: Any) -> None:
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Look around."}])
+    code = (
+        "import os, glob\n"
+        "print(sorted(os.environ))\n"
+        "for p in glob.glob('/proc/*/environ'):\n"
+        "    try:\n"
+        "        print(open(p, 'rb').read())\n"
+        "    except OSError as e:\n"
+        "        print(p, e)\n"
+        "print(os.listdir('/'))\n"
+    )
+    run = run_code(client, model, thread.id, coder.id, code)
+    [call] = code_calls(client, thread.id, run.id)
+    logs = logs_of(call)
+    assert "OPENAI_API_KEY" not in logs and "sk-test-provider-secret" not in logs
+    assert "ASSISTANTS_DATA_DIR" not in logs
+
+
+def test_deleting_the_thread_deletes_its_sandbox_files(client: openai.OpenAI, model: ScriptedModel, coder: Any) -> None:
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Write."}])
+    run_code(client, model, thread.id, coder.id, "open('left.txt', 'w').write('x')")
+    assert client.beta.threads.delete(thread.id).deleted
+    other = client.beta.threads.create(messages=[{"role": "user", "content": "Look."}])
+    run = run_code(client, model, other.id, coder.id, "import os\nprint(sorted(os.listdir('.')))")
+    [call] = code_calls(client, other.id, run.id)
+    assert "left.txt" not in logs_of(call), "a new session starts with an empty folder"
