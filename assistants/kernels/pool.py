@@ -21,6 +21,7 @@ anyone for the total) is stopped; when every kernel is busy, `KernelCapacityErro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -344,6 +345,8 @@ class KernelPool:
         # Kernels in nobody's hands any more (warm ones, or one taken by a session a moment ago).
         await asyncio.gather(*(client.close() for client in list(self._clients)), return_exceptions=True)
         await asyncio.to_thread(shutil.rmtree, self._warm_dir, True)
+        with contextlib.suppress(OSError):
+            self._warm_dir.parent.rmdir()  # only when no other process keeps warm kernels there
         if self._context is not None:
             self._context.term()
             self._context = None
