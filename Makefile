@@ -28,6 +28,7 @@ bench: install
 	$(BIN)/python bench/engine_overhead.py
 	$(BIN)/python bench/context_build.py
 	$(BIN)/python bench/chat_resume_stream.py
+	$(BIN)/python bench/code_interpreter.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

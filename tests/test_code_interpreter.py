@@ -8,6 +8,8 @@ Hostile code at the kernel level (fork bombs, memory, output floods) is in `test
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
 from typing import Any
@@ -215,3 +217,107 @@ def test_deleting_the_thread_deletes_its_sandbox_files(client: openai.OpenAI, mo
     run = run_code(client, model, other.id, coder.id, "import os\nprint(sorted(os.listdir('.')))")
     [call] = code_calls(client, other.id, run.id)
     assert "left.txt" not in logs_of(call), "a new session starts with an empty folder"
+
+
+# In-process engine: configuration, limits and cancel ---------------------------------------------
+
+from assistants.engine import Engine  # noqa: E402
+from assistants.events import Event  # noqa: E402
+from assistants.store import ListParams  # noqa: E402
+from assistants.types import CodeInterpreterToolCall as StoredCodeCall  # noqa: E402
+from assistants.types import RunStatus  # noqa: E402
+from assistants.types.objects import CodeInterpreterTool, ToolCallsDetails  # noqa: E402
+from assistants.types.requests import AssistantCreate, MessageCreate, RunCreate, ThreadCreate  # noqa: E402
+from tests.conftest import StartRuntime  # noqa: E402
+
+WAIT = 60
+
+
+async def engine_thread(engine: Engine, owner: str) -> tuple[str, str]:
+    assistant = await engine.create_assistant(owner, AssistantCreate(model="scripted-model", tools=[CodeInterpreterTool()]))
+    thread = await engine.create_thread(owner, ThreadCreate(messages=[MessageCreate(role="user", content="go")]))
+    return assistant.id, thread.id
+
+
+async def stored_code_calls(engine: Engine, owner: str, thread_id: str, run_id: str) -> list[tuple[str, StoredCodeCall]]:
+    steps = await engine.list_steps(owner, thread_id, run_id, ListParams(order="asc"))
+    return [
+        (step.status.value, call)
+        for step in steps.data
+        if isinstance(step.step_details, ToolCallsDetails)
+        for call in step.step_details.tool_calls
+        if isinstance(call, StoredCodeCall)
+    ]
+
+
+def outputs_of(event: Event) -> list[Any]:
+    """The code-interpreter outputs a step delta carries (not the code being written)."""
+    calls = event.data["delta"].get("step_details", {}).get("tool_calls", [])
+    return [o for c in calls for o in (c.get("code_interpreter") or {}).get("outputs") or []]
+
+
+async def test_without_a_usable_sandbox_the_tool_refuses_with_a_clear_message(
+    start_runtime: StartRuntime, model: ScriptedModel
+) -> None:
+    runtime = await start_runtime(ASSISTANTS_CODE_PYTHON="/nonexistent/python3")
+    engine, alice = runtime.engine, await runtime.accounts.ensure_user("alice")
+    assistant_id, thread_id = await engine_thread(engine, alice)
+    model.add_tool_calls([code_call("print(1)")])
+    model.add_text("I cannot run code here.")
+
+    async with asyncio.timeout(WAIT):
+        events = [e async for e in engine.stream_run(alice, thread_id, RunCreate(assistant_id=assistant_id))]
+
+    assert events[-1].event == "thread.run.completed"
+    tool = [m for m in model.last_messages or [] if m["role"] == "tool"]
+    assert tool[0]["content"].startswith("Error: ") and "/nonexistent/python3" in tool[0]["content"]
+    assert "ASSISTANTS_CODE_SANDBOX" in tool[0]["content"] or "bubblewrap" in tool[0]["content"]
+
+
+async def test_a_limit_hit_is_reported_and_the_next_call_works(start_runtime: StartRuntime, model: ScriptedModel) -> None:
+    runtime = await start_runtime(ASSISTANTS_CODE_TIMEOUT=2)
+    engine, alice = runtime.engine, await runtime.accounts.ensure_user("alice")
+    assistant_id, thread_id = await engine_thread(engine, alice)
+    model.add_tool_calls([code_call("x = 5\nwhile True:\n    pass", "call_loop")])
+    model.add_tool_calls([code_call("print('still here', x)", "call_after")])
+    model.add_text("The loop was stopped.")
+
+    async with asyncio.timeout(WAIT):
+        events = [e async for e in engine.stream_run(alice, thread_id, RunCreate(assistant_id=assistant_id))]
+
+    assert events[-1].event == "thread.run.completed"
+    calls = await stored_code_calls(engine, alice, thread_id, events[0].data["id"])
+    loop_logs = "".join(o.logs for o in calls[0][1].code_interpreter.outputs if o.type == "logs")
+    assert "Limit: " in loop_logs and "2 s" in loop_logs, loop_logs
+    after_logs = "".join(o.logs for o in calls[1][1].code_interpreter.outputs if o.type == "logs")
+    assert after_logs.startswith("still here 5"), "an interrupted kernel keeps its state"
+
+
+async def test_cancel_interrupts_running_code_and_keeps_its_output(start_runtime: StartRuntime, model: ScriptedModel) -> None:
+    runtime = await start_runtime()
+    engine, alice = runtime.engine, await runtime.accounts.ensure_user("alice")
+    assistant_id, thread_id = await engine_thread(engine, alice)
+    model.add_tool_calls([code_call("import time\nprint('started', flush=True)\ntime.sleep(60)")])
+    run = await engine.create_run(alice, thread_id, RunCreate(assistant_id=assistant_id))
+    seen: list[Event] = []
+    with contextlib.closing(engine.subscribe(run_id=run.id)) as subscription:
+        async with asyncio.timeout(WAIT):
+            async for event in subscription:
+                seen.append(event)
+                if event.event == "thread.run.step.delta" and "started" in json.dumps(outputs_of(event)):
+                    break
+        await engine.cancel_run(alice, thread_id, run.id)
+        async with asyncio.timeout(10):
+            await engine.wait_for_run(run.id)
+
+    assert (await engine.get_run(alice, thread_id, run.id)).status is RunStatus.cancelled
+    [(status, call)] = await stored_code_calls(engine, alice, thread_id, run.id)
+    assert status == "cancelled"
+    assert "started" in "".join(o.logs for o in call.code_interpreter.outputs if o.type == "logs")
+    # The kernel was interrupted, not left sleeping: the next run's code answers at once.
+    model.add_tool_calls([code_call("print('awake')")])
+    model.add_text("ok")
+    async with asyncio.timeout(20):
+        events = [e async for e in engine.stream_run(alice, thread_id, RunCreate(assistant_id=assistant_id))]
+    [(_, after)] = await stored_code_calls(engine, alice, thread_id, events[0].data["id"])
+    assert "awake" in "".join(o.logs for o in after.code_interpreter.outputs if o.type == "logs")
