@@ -7,7 +7,9 @@ measure that tracks what the provider will bill.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -58,3 +60,68 @@ def count_messages(messages: Iterable[Mapping[str, Any]]) -> int:
 def count_tools(tools: Iterable[Mapping[str, Any]]) -> int:
     """Tokens the tool definitions add to a prompt."""
     return sum(count_text(json.dumps(tool, separators=(",", ":"))) for tool in tools)
+
+
+_SEGMENT_CHARS = 40_000
+"""Characters encoded per tokenizer call. bpe-openai refuses inputs of a million characters or
+200,000 tokens; a character is at most four UTF-8 bytes, so at most four tokens, which keeps a
+segment of this size under both limits whatever the text."""
+_CONTINUATION_BYTES = bytes(range(0x80, 0xC0))
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@functools.cache
+def _chars_started() -> list[int]:
+    # A token's bytes may end in the middle of a character. Counting only the bytes that start a
+    # character (every byte but UTF-8 continuation bytes) gives each character to the token
+    # holding its first byte, so the running sum is always a valid index into the string.
+    encoding = _encoding()
+    table: list[int] = []
+    for token in range(encoding.max_token_value + 1):
+        try:
+            raw: bytes = encoding.decode_single_token_bytes(token)
+        except KeyError:
+            raw = b""
+        table.append(len(raw.translate(None, _CONTINUATION_BYTES)))
+    return table
+
+
+def token_ends(text: str) -> list[int]:
+    """The character offset in `text` at which each of its tokens ends.
+
+    `len(result)` is the token count and `result[-1] == len(text)`, so `text[ends[i - 1]:ends[j]]`
+    is exactly the text of tokens `i..j`. Special-token spellings such as `<|endoftext|>` count
+    as ordinary text, and texts of any length work: they are encoded in segments cut at
+    whitespace, which can differ from a single pass by a token at each cut.
+    """
+    if not text:
+        return []
+    # Lone surrogates cannot be encoded as UTF-8; replacing each with one U+FFFD keeps every
+    # offset valid for the original string.
+    clean = _SURROGATE.sub("\ufffd", text)
+    table = _chars_started()
+    encoding = _encoding()
+    ends: list[int] = []
+    position = 0
+    while position < len(clean):
+        stop = _segment_stop(clean, position)
+        tokens: list[int] = encoding.encode_ordinary(clean[position:stop])
+        # `accumulate(initial=...)` yields the segment start first; it is not a token end.
+        running = itertools.accumulate(map(table.__getitem__, tokens), initial=position)
+        ends.extend(itertools.islice(running, 1, None))
+        position = stop
+    return ends
+
+
+def _segment_stop(text: str, start: int) -> int:
+    limit = start + _SEGMENT_CHARS
+    if limit >= len(text):
+        return len(text)
+    # Cut just before whitespace in the second half of the segment, where the tokenizer would
+    # have started a new token anyway; a hard cut is only for text without any whitespace.
+    half = start + _SEGMENT_CHARS // 2
+    for separator in ("\n", " "):
+        cut = text.rfind(separator, half, limit)
+        if cut > start:
+            return cut
+    return limit

@@ -84,3 +84,45 @@ run_steps = _object_table(
     sa.Index("ix_run_steps_run_seq", "run_id", "seq"),
     sa.Index("ix_run_steps_thread_seq", "thread_id", "seq"),
 )
+
+# File search ---------------------------------------------------------------------------------------
+
+search_chunks = sa.Table(
+    "search_chunks",
+    metadata,
+    # On SQLite `seq` is the rowid, which the FTS5 index (external content) uses to find each row.
+    sa.Column("seq", SeqType, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("owner_id", sa.String(64), nullable=False),
+    sa.Column("vector_store_id", sa.String(64), nullable=False),
+    sa.Column("file_id", sa.String(64), nullable=False),
+    sa.Column("chunk_index", sa.Integer(), nullable=False),
+    sa.Column("text", sa.Text(), nullable=False),
+    # Character offsets into the file's extracted text, so a citation can point back at the source.
+    sa.Column("char_start", sa.Integer(), nullable=False),
+    sa.Column("char_end", sa.Integer(), nullable=False),
+    sa.Column("tokens", sa.Integer(), nullable=False),
+    # Replacing or removing a file's chunks in a store, and counting a store, walk this index.
+    sa.Index("uq_search_chunks_store_file_index", "vector_store_id", "file_id", "chunk_index", unique=True),
+)
+
+# The full-text machinery differs by dialect and is created by migration 0004 in raw SQL, outside
+# this metadata: on SQLite an FTS5 table (with its shadow tables) and the triggers that feed it, on
+# PostgreSQL a generated `tsvector` column and its GIN index. Schema comparisons skip these names.
+SEARCH_FTS_TABLE = "search_chunks_fts"
+SEARCH_FTS_SHADOW_TABLES = frozenset(
+    f"{SEARCH_FTS_TABLE}_{suffix}" for suffix in ("data", "idx", "docsize", "config")
+)
+SEARCH_TSV_COLUMN = "tsv"
+SEARCH_TSV_INDEX = "ix_search_chunks_tsv"
+
+
+def outside_metadata(name: str | None, type_: str) -> bool:
+    """Whether a reflected object is dialect-specific search machinery that this metadata omits."""
+    if type_ == "table":
+        return name == SEARCH_FTS_TABLE or name in SEARCH_FTS_SHADOW_TABLES
+    if type_ == "column":
+        return name == SEARCH_TSV_COLUMN
+    if type_ == "index":
+        return name == SEARCH_TSV_INDEX
+    return False
