@@ -442,7 +442,8 @@ def test_code_step_shows_code_logs_and_image_live_and_after_reload(
     code = (
         "import pandas as pd\nimport matplotlib.pyplot as plt\n"
         "df = pd.read_csv('points.csv')\nprint('total', df.y.sum())\n"
-        "df.plot(x='x', y='y')\nplt.show()"
+        "df.plot(x='x', y='y')\nplt.show()\n"
+        "df.to_csv('doubled.csv', index=False)"
     )
     model.add_tool_calls([{"name": "code_interpreter", "arguments": json.dumps({"code": code})}])
     model.add_text("Here is the chart.")
@@ -463,6 +464,12 @@ def test_code_step_shows_code_logs_and_image_live_and_after_reload(
         expect(image).to_be_visible()
         # The picture really loaded through the authenticated file route.
         page.wait_for_function("img => img.complete && img.naturalWidth > 100", arg=image.element_handle())
+        # The file the code wrote is offered for download inside the step.
+        written = tool.locator("a").filter(has_text="doubled.csv")
+        expect(written).to_have_count(1)
+        href = written.get_attribute("href") or ""
+        download = page.context.request.get(href if href.startswith("http") else chat_server.url + href)
+        assert download.status == 200 and download.body() == b"x,y\n1,2\n3,4\n"
 
     check_code_step()
     # The file went to the kernel: the model got the logs back.
