@@ -172,6 +172,27 @@ def test_files_the_code_writes_become_file_objects(client: openai.OpenAI, model:
     assert answer[note.start_index : note.end_index] == note.text
 
 
+def test_floods_of_images_and_files_are_capped_with_a_note(client: openai.OpenAI, model: ScriptedModel, coder: Any) -> None:
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Flood."}])
+    code = (
+        "import matplotlib.pyplot as plt\n"
+        "for i in range(12):\n"
+        "    plt.plot([0, i])\n"
+        "    plt.show()\n"
+        "for i in range(25):\n"
+        "    open(f'f{i:02}.txt', 'w').write(str(i))\n"
+        "with open('sparse.bin', 'wb') as f:\n"
+        "    f.truncate(90 * 1024 * 1024)\n"
+    )
+    run = run_code(client, model, thread.id, coder.id, code)
+    [call] = code_calls(client, thread.id, run.id)
+    assert len([o for o in call.code_interpreter.outputs if o.type == "image"]) == 10
+    logs = logs_of(call)
+    assert "Limit: only the first 10 images" in logs
+    assert logs.count("Saved /mnt/data/") == 20
+    assert "Not saved (over 20 files" in logs
+
+
 def test_errors_reach_the_model_and_the_run_goes_on(client: openai.OpenAI, model: ScriptedModel, coder: Any) -> None:
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "Divide by zero."}])
     run = run_code(client, model, thread.id, coder.id, "1 / 0", answer="That fails.")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -33,9 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import SandboxUnavailable
+from .cgroups import Cgroups, KernelCgroup
 from .execution import KernelLimits
 
+logger = logging.getLogger(__name__)
+
 SANDBOX_ID = 65534
+SHM_BYTES = 64 * 1024**2
+"""Size of the sandbox's /dev/shm (shared memory for multiprocessing)."""
 """The uid and gid the sandbox runs as when the server runs as root."""
 
 INSTALL_HINT = (
@@ -64,6 +70,10 @@ _INSIDE_DATA = "/mnt/data"
 # Runs inside the sandbox: set the limits on itself, then become the kernel. The limits are set
 # here rather than by the server so that they count processes inside the sandbox's own user
 # namespace (the server may be root, which RLIMIT_NPROC ignores).
+#
+# Both the launcher and the kernel run isolated (`-I`): the working folder is not on the import
+# path while they start, so a `resource.py` the code left in /mnt/data cannot replace the module
+# that sets the limits. The launcher starts in `/` and moves to the working folder afterwards.
 _LAUNCHER = """\
 import os, resource, sys
 address, cpu, processes, fsize = (int(a) for a in sys.argv[1:5])
@@ -73,7 +83,8 @@ resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
 resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 if processes:
     resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
-os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", *sys.argv[5:]])
+os.chdir(sys.argv[5])
+os.execv(sys.executable, [sys.executable, "-I", "-B", "-m", "ipykernel_launcher", *sys.argv[6:]])
 """
 
 # Runs as root before the sandbox starts (only when the server is root): binds the data folder at
@@ -90,10 +101,14 @@ check(libc.unshare(0x00020000), "unshare(CLONE_NEWNS)")
 check(libc.mount(b"none", b"/", None, (1 << 14) | (1 << 18), None), "mount --make-rprivate /")
 check(libc.mount(sys.argv[1].encode(), sys.argv[2].encode(), None, 4096, None), "mount --bind")
 uid = int(sys.argv[3])
+# Join the kernel's control groups while still root; everything started from here stays inside.
+for procs in filter(None, sys.argv[4].split(",")):
+    with open(procs, "w") as fh:
+        fh.write(str(os.getpid()))
 os.setgroups([])
 os.setgid(uid)
 os.setuid(uid)
-os.execv(sys.argv[4], sys.argv[4:])
+os.execv(sys.argv[5], sys.argv[5:])
 """
 
 _PROBE = """\
@@ -145,6 +160,7 @@ class Sandbox:
         self.limits = limits
         self.sandboxed = sandboxed
         self._bwrap: str | None = None
+        self._cgroups: Cgroups | None = None
 
     @property
     def data_path(self) -> str | None:
@@ -194,9 +210,20 @@ class Sandbox:
             raise SandboxUnavailable(
                 f"The code interpreter's Python {self.python} lacks {', '.join(missing)}. {INSTALL_HINT}"
             )
+        if self.sandboxed and os.geteuid() == 0:
+            self._cgroups = await asyncio.to_thread(
+                Cgroups, memory_bytes=self.limits.memory_bytes, processes=self.limits.processes
+            )
+            await asyncio.to_thread(self._cgroups.sweep)
 
     def _command(
-        self, sockets: Path, data: Path, home: str, program: list[str], status_fd: int | None = None
+        self,
+        sockets: Path,
+        data: Path,
+        home: str,
+        program: list[str],
+        status_fd: int | None = None,
+        cgroup: KernelCgroup | None = None,
     ) -> tuple[list[str], dict[str, Any]]:
         """The full command line for `program`, and the user/group arguments to start it with."""
         if not self.sandboxed:
@@ -213,11 +240,13 @@ class Sandbox:
             # shows it at a path under the socket folder first; the helper then drops to the
             # sandbox user and becomes bubblewrap.
             source = str(sockets / "data")
-            prefix = [self.python, "-I", "-S", "-c", _MOUNT_HELPER, str(data), source, str(SANDBOX_ID)]
+            procs = ",".join(cgroup.procs) if cgroup is not None else ""
+            prefix = [self.python, "-I", "-S", "-c", _MOUNT_HELPER, str(data), source, str(SANDBOX_ID), procs]
         command = [
             *prefix, self._bwrap,
             "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session",
-            "--hostname", "sandbox", "--clearenv",
+            # No user namespaces inside (they would allow mounting memory-backed filesystems).
+            "--disable-userns", "--hostname", "sandbox", "--clearenv",
             "--ro-bind", "/usr", "/usr",
             "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
             "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
@@ -226,9 +255,12 @@ class Sandbox:
             if os.path.exists(path):
                 command += ["--ro-bind", path, path]
         command += [
-            "--proc", "/proc", "--dev", "/dev", "--size", str(self.limits.tmp_bytes), "--tmpfs", "/tmp",
+            "--proc", "/proc", "--dev", "/dev",
+            # /dev is memory-backed: read-only, with a small /dev/shm; /tmp is capped.
+            "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
+            "--size", str(self.limits.tmp_bytes), "--tmpfs", "/tmp",
             "--bind", str(sockets), _INSIDE_SOCKETS,
-            "--bind", source, _INSIDE_DATA, "--chdir", _INSIDE_DATA,
+            "--bind", source, _INSIDE_DATA, "--chdir", "/",
         ]
         for name, value in _environment(home).items():
             command += ["--setenv", name, value]
@@ -242,16 +274,23 @@ class Sandbox:
         limits = self.limits
         inside = _INSIDE_SOCKETS if self.sandboxed else str(sockets)
         launcher = [
-            self.python, "-c", _LAUNCHER,
+            self.python, "-I", "-c", _LAUNCHER,
             str(limits.memory_bytes), str(limits.cpu_seconds),
             # RLIMIT_NPROC counts every process of a user in a user namespace; without a namespace of
             # their own, kernels would share one count, so the limit only applies inside the sandbox.
             str(limits.processes if self.sandboxed else 0), str(limits.file_bytes),
+            _INSIDE_DATA if self.sandboxed else str(data),
             "-f", f"{inside}/kernel.json", "--HistoryManager.enabled=False",
             "--InteractiveShell.colors=NoColor", "--IPKernelApp.quiet=True",
         ]
         status_read, status_write = os.pipe()
-        command, user = self._command(sockets, data, home, launcher, status_write)
+        cgroup = None
+        if self._cgroups is not None and self._cgroups.available:
+            try:
+                cgroup = await asyncio.to_thread(self._cgroups.create)
+            except OSError as exc:
+                logger.warning("A kernel starts without its control group: %s", exc)
+        command, user = self._command(sockets, data, home, launcher, status_write, cgroup)
         log = os.open(sockets / "kernel.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             process = await asyncio.create_subprocess_exec(
@@ -262,6 +301,8 @@ class Sandbox:
         except BaseException as exc:
             os.close(status_read)
             shutil.rmtree(sockets, ignore_errors=True)
+            if cgroup is not None:
+                cgroup.remove()
             if isinstance(exc, OSError):
                 raise SandboxUnavailable(f"The code interpreter could not start a kernel: {exc}.") from exc
             raise
@@ -269,7 +310,7 @@ class Sandbox:
             os.close(log)
             os.close(status_write)
         os.set_blocking(status_read, False)
-        return SandboxProcess(process, sockets, connection, status_read)
+        return SandboxProcess(process, sockets, connection, status_read, cgroup)
 
     def _prepare_sockets(self) -> tuple[Path, dict[str, Any], str]:
         """A fresh socket folder holding the kernel's connection file; the server's view of it; HOME."""
@@ -300,9 +341,15 @@ class SandboxProcess:
     """One running kernel process: its socket folder, connection details, log, and how to kill it."""
 
     def __init__(
-        self, process: asyncio.subprocess.Process, sockets: Path, connection: dict[str, Any], status_fd: int
+        self,
+        process: asyncio.subprocess.Process,
+        sockets: Path,
+        connection: dict[str, Any],
+        status_fd: int,
+        cgroup: KernelCgroup | None = None,
     ) -> None:
         self.process = process
+        self.cgroup = cgroup
         self.sockets = sockets
         self.connection = connection
         """The connection file's content as the server sees it (`ip` is the host socket path)."""
@@ -367,6 +414,8 @@ class SandboxProcess:
             os.close(self._status_fd)
             self._status_fd = -1
         await asyncio.to_thread(shutil.rmtree, self.sockets, True)
+        if self.cgroup is not None:
+            await asyncio.to_thread(self.cgroup.remove)
 
 
 def _under_usr(python: str) -> bool:

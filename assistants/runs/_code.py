@@ -14,6 +14,8 @@ from pathlib import Path
 from ..kernels import KernelCapacityError, Output
 from ..store import FileStore, SqlStore
 from ..tools.code_interpreter import (
+    MAX_WRITTEN_BYTES,
+    MAX_WRITTEN_FILES,
     CodeInterpreter,
     CodeInterpreterUnavailable,
     InputFile,
@@ -26,6 +28,8 @@ from ._steps import RunRecorder
 from ._stream import AccumulatedCall
 
 OUTPUT_PURPOSE = "assistants_output"
+MAX_IMAGES = 10
+"""Images kept from one execution; a display loop must not fill the file store."""
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +62,18 @@ class CodeCalls:
 
     async def _run_one(self, call: AccumulatedCall) -> list[CodeOutput]:
         outputs: list[CodeOutput] = []
+        images: list[Output] = []
         recorder = self.recorder
         recorder.partial_outputs[call.id] = outputs
         owner = recorder.owner
 
         async def emit(output: Output) -> None:
             if output.type == "image":
+                images.append(output)
+                if len(images) > MAX_IMAGES:
+                    if len(images) == MAX_IMAGES + 1:
+                        log(f"\nLimit: only the first {MAX_IMAGES} images of one run are kept.\n")
+                    return
                 file = await self.files.save(
                     recorder.store, owner, filename=f"image-{len(outputs) + 1}.png", purpose=OUTPUT_PURPOSE, content=output.png
                 )
@@ -102,7 +112,12 @@ class CodeCalls:
             notes.append(f"Limit: {result.limit}")
         if result.restarted:
             notes.append("The Python kernel was restarted: variables are gone; files in /mnt/data are kept.")
-        for item in written:
+        if written.left_out:
+            shown = ", ".join(written.left_out[:5]) + (" and more" if len(written.left_out) > 5 else "")
+            notes.append(
+                f"Not saved (over {MAX_WRITTEN_FILES} files or {MAX_WRITTEN_BYTES // 2**20} MB from one run): {shown}."
+            )
+        for item in written.files:
             file = await self.files.save(recorder.store, owner, filename=item.name, purpose=OUTPUT_PURPOSE, content=item.content)
             recorder.written[item.name] = file.id
             notes.append(saved_note(item.name, file.id))

@@ -23,7 +23,15 @@ from pathlib import Path
 
 from ..config import Settings
 from ..exceptions import ConfigurationError
-from ..kernels import CodeKernels, Execution, KernelCapacityError, KernelLimits, KernelPool, Output
+from ..kernels import (
+    CodeKernel,
+    CodeKernels,
+    Execution,
+    KernelCapacityError,
+    KernelLimits,
+    KernelPool,
+    Output,
+)
 from ..types.objects import CODE_INTERPRETER_FUNCTION
 
 log = logging.getLogger(__name__)
@@ -253,7 +261,7 @@ class CodeInterpreter:
         code: str,
         inputs: list[InputFile],
         emit: Callable[[Output], Awaitable[None]],
-    ) -> tuple[Execution, list[WrittenFile]]:
+    ) -> tuple[Execution, Written]:
         """Run `code` in the session's kernel; `emit` sees each output as it comes.
 
         Raises `CodeInterpreterUnavailable` or `KernelCapacityError`, with messages for people.
@@ -277,14 +285,44 @@ class CodeInterpreter:
             finally:
                 queue.put_nowait(None)
                 await forwarder
-            written: list[WrittenFile] = []
-            for name in result.files:
-                try:
-                    written.append(WrittenFile(name=name, content=await kernel.read_file(name)))
-                except (OSError, ValueError):
-                    # Gone again, a link, or not a regular file: nothing to hand to the user.
-                    continue
+            written = await _collect(kernel, result.files)
         return result, written
+
+
+MAX_WRITTEN_FILES = 20
+"""Files saved from one execution; code that writes more gets the first ones and a note."""
+MAX_WRITTEN_BYTES = 200 * 1024 * 1024
+"""Bytes saved from one execution (a sparse file can claim gigabytes while using no disk)."""
+
+
+@dataclass(frozen=True)
+class Written:
+    """What one execution left in /mnt/data for the user, and what it could not hand over."""
+
+    files: list[WrittenFile]
+    left_out: list[str]
+
+
+async def _collect(kernel: CodeKernel, names: list[str]) -> Written:
+    files: list[WrittenFile] = []
+    left_out: list[str] = []
+    budget = MAX_WRITTEN_BYTES
+    for name in names:
+        if len(files) >= MAX_WRITTEN_FILES or budget <= 0:
+            left_out.append(name)
+            continue
+        try:
+            content = await kernel.read_file(name, max_bytes=budget)
+        except ValueError:
+            # Over the remaining budget (or not a regular file any more).
+            left_out.append(name)
+            continue
+        except OSError:
+            # Gone again, or a link: nothing to hand to the user.
+            continue
+        budget -= len(content)
+        files.append(WrittenFile(name=name, content=content))
+    return Written(files, left_out)
 
 
 def _assign_names(inputs: list[InputFile]) -> list[tuple[str, InputFile]]:
