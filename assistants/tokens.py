@@ -27,10 +27,13 @@ def _encoding() -> Any:
 
 
 def count_text(text: str) -> int:
-    """Tokens in a string."""
+    """Tokens in a string; special-token spellings a user typed count as ordinary text."""
     if not text:
         return 0
-    return len(_encoding().encode(text))
+    if len(text) <= _SEGMENT_CHARS and not _SURROGATE.search(text):
+        return len(_encoding().encode_ordinary(text))
+    # Very long texts (the tokenizer refuses a million characters) go in segments.
+    return len(token_ends(text))
 
 
 def count_message(message: Mapping[str, Any]) -> int:

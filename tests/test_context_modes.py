@@ -485,3 +485,19 @@ def _asc(limit: int) -> Any:
 
     return ListParams(limit=limit, order="asc")
 
+
+
+async def test_text_that_spells_a_special_token_or_is_huge_is_counted_like_any_text(
+    start_runtime: StartRuntime, model: ScriptedModel
+) -> None:
+    chat = await open_chat(start_runtime, model, mode=ContextMode.full)
+    pasted = "Why does my log end with <|endoftext|> here?"
+    await chat.engine.create_message(chat.owner, chat.session.id, MessageCreate(role="user", content=pasted))
+    await chat.engine.create_message(chat.owner, chat.session.id, MessageCreate(role="user", content="word " * 100_000))
+    model.add_text("It is a special token's spelling.")
+
+    run, events = await chat.run()
+
+    assert events[-1].event == "thread.run.completed", run.last_error
+    assert model.last_messages is not None and model.last_messages[1] == {"role": "user", "content": pasted}
+    assert_recorded(run, model.last_messages, mode="full")
