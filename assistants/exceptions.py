@@ -14,7 +14,11 @@
     │   ├── ProviderRateLimitError  429 upstream; retried, then `rate_limit_exceeded`
     │   └── ProviderConnectionError unreachable or timed out; retried, then `server_error`
     ├── ModelBehaviourError         the model: invalid tool arguments, unknown tool, runaway loops
-    └── KernelCapacityError         the user: too many code sessions running; wait or end one
+    ├── KernelCapacityError         the user: too many code sessions running; wait or end one
+    └── IngestionError              the uploader: file search cannot read a file; `code` is the
+        │                           vector store file's `last_error.code`
+        ├── UnsupportedFileError    `unsupported_file`: a type file search does not read
+        └── InvalidFileError        `invalid_file`: corrupt, encrypted, too large, or no text
 
 Foreign exceptions (openai, SQLAlchemy, httpx) are translated at the adapter that meets them with
 `raise ... from exc`, so the rest of the engine only sees this tree. Messages are written for the
@@ -119,3 +123,29 @@ class ModelBehaviourError(AssistantsError):
 
 class KernelCapacityError(AssistantsError):
     """Every code interpreter kernel the user (or the server) may run is busy; none could be stopped."""
+
+
+class IngestionError(AssistantsError):
+    """File search could not turn an uploaded file into text.
+
+    `code` is what the vector store file reports as `last_error.code`; the message tells the
+    uploader what was wrong with the file and what to do about it.
+    """
+
+    code = "server_error"
+
+    def to_last_error(self) -> dict[str, str]:
+        """The vector store file's `last_error` object: `{"code", "message"}`."""
+        return {"code": self.code, "message": self.message}
+
+
+class UnsupportedFileError(IngestionError):
+    """The file's type is not one file search can read."""
+
+    code = "unsupported_file"
+
+
+class InvalidFileError(IngestionError):
+    """The file claims a supported type but is corrupt, encrypted, too large or has no text."""
+
+    code = "invalid_file"
