@@ -387,6 +387,15 @@ def test_file_crud(client: openai.OpenAI) -> None:
     assert file.id not in [f.id for f in client.files.list(limit=100)]
 
 
+def test_file_with_a_non_ascii_name_downloads(client: openai.OpenAI) -> None:
+    file = client.files.create(file=("résumé final.txt", b"cv", "text/plain"), purpose="assistants")
+    response = client.files.with_raw_response.content(file.id)
+    assert response.http_response.status_code == 200 and response.content == b"cv"
+    disposition = response.headers["content-disposition"]
+    assert disposition.startswith('attachment; filename="r_sum_ final.txt"')
+    assert "filename*=UTF-8''r%C3%A9sum%C3%A9%20final.txt" in disposition
+
+
 def test_file_delete_raw_shape(server: Server, client: openai.OpenAI) -> None:
     """OpenAI's delete-file body is `{"id", "object": "file", "deleted": true}` (spec: DeleteFileResponse)."""
     file = client.files.create(file=("bye.txt", b"bye", "text/plain"), purpose="assistants")

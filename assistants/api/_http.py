@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Literal, TypeVar, cast
+from urllib.parse import quote
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -139,6 +140,12 @@ def page_body(page: Page[Any]) -> dict[str, Any]:
         "last_id": page.last_id,
         "has_more": page.has_more,
     }
+
+
+def content_disposition(disposition: str, filename: str) -> str:
+    """A `content-disposition` value for any file name: an ASCII fallback and the UTF-8 name (RFC 6266)."""
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\;' else "_" for c in filename) or "file"
+    return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def deleted(object_id: str, kind: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from ..types.requests import (
 )
 from ._http import (
     OpenAIRoute,
+    content_disposition,
     current_user,
     deleted,
     list_params,
@@ -258,7 +259,7 @@ def build_router(runtime: Runtime) -> APIRouter:
         return Response(
             content,
             media_type="application/octet-stream",
-            headers={"content-disposition": f'attachment; filename="{file.filename}"'},
+            headers={"content-disposition": content_disposition("attachment", file.filename)},
         )
 
     @router.delete("/files/{file_id}")

@@ -14,6 +14,7 @@ from chainlit.types import DeleteFeedbackRequest, UpdateFeedbackRequest
 from fastapi import APIRouter, Depends, HTTPException, Response
 from fastapi.responses import JSONResponse
 
+from ..api._http import content_disposition
 from ..exceptions import NotFoundError
 from ..runtime import Runtime
 from .data_layer import EngineDataLayer
@@ -46,12 +47,11 @@ def build_chat_router(runtime: Runtime, data_layer: EngineDataLayer) -> APIRoute
         # Files can be written by model-written code: only raster images open in the page (an SVG
         # or HTML file could carry script), and the CSP forbids scripts in anything served here.
         disposition = "inline" if media_type in INLINE_TYPES else "attachment"
-        safe_name = file.filename.replace('"', "")
         return Response(
             content,
             media_type=media_type,
             headers={
-                "content-disposition": f'{disposition}; filename="{safe_name}"',
+                "content-disposition": content_disposition(disposition, file.filename),
                 "x-content-type-options": "nosniff",
                 "cache-control": "private, max-age=3600",
                 "content-security-policy": "default-src 'none'; sandbox",
