@@ -16,9 +16,17 @@ from assistants.store import schema as store_schema
 from assistants.store.migrate import alembic_config, current_revision, upgrade
 from assistants.types import Assistant, Thread
 
-HEAD = "0003"
+HEAD = "0004"
 OBJECT_TABLES = {"assistants", "threads", "messages", "runs", "run_steps", "files"}
-ALL_TABLES = OBJECT_TABLES | {"users", "api_keys"}
+ALL_TABLES = OBJECT_TABLES | {"users", "api_keys", "search_chunks"}
+# SQLite lists the FTS5 table of migration 0004 and its shadow tables among the tables.
+SQLITE_FTS_TABLES = {store_schema.SEARCH_FTS_TABLE} | store_schema.SEARCH_FTS_SHADOW_TABLES
+
+
+def all_tables(store: SqlStore) -> set[str]:
+    """Every table a migrated database lists, including each dialect's full-text machinery."""
+    extra = SQLITE_FTS_TABLES if store.engine.dialect.name == "sqlite" else set()
+    return ALL_TABLES | extra | {"alembic_version"}
 
 
 async def table_names(store: SqlStore) -> set[str]:
@@ -43,7 +51,14 @@ async def downgrade_to_base(store: SqlStore) -> None:
 async def schema_differences(store: SqlStore) -> list[Any]:
     def compare(connection: Connection) -> list[Any]:
         context = MigrationContext.configure(
-            connection, opts={"compare_type": True, "compare_server_default": True}
+            connection,
+            opts={
+                "compare_type": True,
+                "compare_server_default": True,
+                # The full-text machinery is dialect-specific SQL outside the metadata; the tests
+                # of migration 0004 check it directly.
+                "include_name": lambda name, type_, _parents: not store_schema.outside_metadata(name, type_),
+            },
         )
         return list(compare_metadata(context, store_schema.metadata))
 
@@ -71,7 +86,7 @@ async def test_upgrade_on_blank_database_creates_all_tables(store_url: str) -> N
         await upgrade(store.engine)
 
         tables = await table_names(store)
-        assert tables == ALL_TABLES | {"alembic_version"}
+        assert tables == all_tables(store)
         assert await current_revision(store.engine) == HEAD
         assert "uq_runs_one_active_per_thread" in await index_names(store, "runs")
         assert "ix_messages_thread_seq" in await index_names(store, "messages")
@@ -92,7 +107,7 @@ async def test_upgrade_twice_is_a_no_op(store_url: str) -> None:
         await upgrade(store.engine)
 
         assert await current_revision(store.engine) == HEAD
-        assert await table_names(store) == ALL_TABLES | {"alembic_version"}
+        assert await table_names(store) == all_tables(store)
         async with store.read() as tx:
             assert await tx.get(Thread, thread.id, owner="user_1") == thread
         async with store.engine.connect() as conn:
@@ -118,7 +133,7 @@ async def test_downgrade_to_base_then_upgrade_again(store_url: str) -> None:
         # Upgrading on the previous schema's leftovers builds everything afresh.
         await upgrade(store.engine)
         assert await current_revision(store.engine) == HEAD
-        assert await table_names(store) == ALL_TABLES | {"alembic_version"}
+        assert await table_names(store) == all_tables(store)
         assert "uq_runs_one_active_per_thread" in await index_names(store, "runs")
         async with store.read() as tx:
             assert await tx.count_users() == 0  # The old rows went with the old tables.
@@ -208,5 +223,83 @@ async def test_upgrade_from_the_previous_schema_keeps_sessions_findable(store_ur
             assert found is not None and found[0] == "user_1" and found[1].id == session.id
             assert await tx.get(Thread, plain.id, owner="user_1") == plain
         assert await schema_differences(store) == []
+    finally:
+        await store.close()
+
+
+async def search_machinery(store: SqlStore) -> set[str]:
+    """The names of migration 0004's dialect-specific full-text objects present in the database."""
+    async with store.engine.connect() as conn:
+        if store.engine.dialect.name == "sqlite":
+            query = "SELECT name FROM sqlite_master WHERE name LIKE 'search_chunks_fts%'"
+        else:
+            query = (
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_name = 'search_chunks' AND column_name = 'tsv'"
+                " UNION SELECT indexname FROM pg_indexes WHERE indexname = 'ix_search_chunks_tsv'"
+            )
+        return {str(row[0]) for row in (await conn.execute(sa.text(query))).all()}
+
+
+SQLITE_MACHINERY = SQLITE_FTS_TABLES | {
+    "search_chunks_fts_insert",
+    "search_chunks_fts_delete",
+    "search_chunks_fts_update",
+}
+POSTGRES_MACHINERY = {"tsv", "ix_search_chunks_tsv"}
+
+
+async def test_upgrade_from_0003_adds_a_working_chunk_index(store_url: str) -> None:
+    """0003 -> 0004 on a database with data: old objects stay, and chunks are searchable at once."""
+    from assistants.search.index import ChunkRow, SqlChunkIndex
+
+    store = SqlStore.from_url(store_url)
+    try:
+        await upgrade(store.engine, "0003")
+        await write_and_read_back(store)
+        assert "search_chunks" not in await table_names(store)
+        assert await search_machinery(store) == set()
+
+        await upgrade(store.engine)
+
+        assert await current_revision(store.engine) == HEAD
+        sqlite = store.engine.dialect.name == "sqlite"
+        assert await search_machinery(store) == (SQLITE_MACHINERY if sqlite else POSTGRES_MACHINERY)
+        assert "uq_search_chunks_store_file_index" in await index_names(store, "search_chunks")
+        async with store.read() as tx:
+            assert await tx.count_users() == 1
+        index = SqlChunkIndex(store)
+        await index.add("user_1", "vs_1", "file-1", [ChunkRow(index=0, text="Migrated kettles boil.", start=0, end=22, tokens=4)])
+        [hit] = await index.search("user_1", ["vs_1"], "kettle")
+        assert hit.text == "Migrated kettles boil."
+        # The index follows deletes: the triggers (SQLite) or the generated column (PostgreSQL) work.
+        assert await index.remove_file("vs_1", "file-1") == 1
+        assert await index.search("user_1", ["vs_1"], "kettle") == []
+        assert await schema_differences(store) == []
+    finally:
+        await store.close()
+
+
+async def test_downgrade_from_0004_removes_the_chunk_index_cleanly(store_url: str) -> None:
+    """0004 -> 0003 drops the table with its FTS5 table and triggers or its tsv column and GIN index."""
+    from assistants.search.index import ChunkRow, SqlChunkIndex
+
+    store = SqlStore.from_url(store_url)
+    try:
+        await upgrade(store.engine)
+        await SqlChunkIndex(store).add("user_1", "vs_1", "file-1", [ChunkRow(index=0, text="x y", start=0, end=3, tokens=2)])
+
+        def run(connection: Connection) -> None:
+            command.downgrade(alembic_config(connection), "0003")
+
+        async with store.engine.begin() as conn:
+            await conn.run_sync(run)
+
+        assert await current_revision(store.engine) == "0003"
+        assert await search_machinery(store) == set()
+        assert await table_names(store) == ALL_TABLES - {"search_chunks"} | {"alembic_version"}
+        # And back up again: the full-text objects are recreated without leftovers in the way.
+        await upgrade(store.engine)
+        assert await search_machinery(store) != set()
     finally:
         await store.close()

@@ -8,6 +8,14 @@ outlived its time (after an interrupt that did or did not stop it), or killed th
 Two reader tasks take every message off the shell and IOPub sockets as it arrives and queue only
 those that answer the request in flight, so output printed between executions (a leftover thread)
 cannot pile up in the server. The kernel's own exit is queued too, so a crash ends the wait at once.
+
+The code in the kernel knows the session key and can send anything on the kernel's sockets, so
+the readers treat every message as hostile: a message is read one part at a time and the kernel is
+killed once one passes `_MAX_MESSAGE_BYTES` or `_MAX_FRAMES`; a message is signed-checked and
+parsed only when its parent is the request in flight; and a kernel that keeps sending when
+nothing was asked is killed. The sockets never reconnect (the socket folder is the sandbox's, and
+a link put there in place of a socket would lead a reconnect anywhere on the host), and a broken
+connection counts as the kernel's death.
 """
 
 from __future__ import annotations
@@ -16,16 +24,20 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import json
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import zmq
 import zmq.asyncio
-from jupyter_client.session import Session
+from jupyter_client.session import DELIM, Session
+from zmq.utils.monitor import parse_monitor_message
 
 from ..exceptions import SandboxUnavailable
-from .execution import OutputCollector
+from .execution import CONNECTION_LOST, OUTPUT_FLOOD, OutputCollector
 from .sandbox import Sandbox, SandboxProcess
 
 START_TIMEOUT = 30.0
@@ -35,11 +47,54 @@ INTERRUPT_GRACE = 3.0
 """Seconds an interrupted execution has to stop before its kernel is killed."""
 
 _IDLE_GRACE = 1.0
-# A message bigger than this breaks the connection instead of being read (the kernel is then
-# restarted): it keeps the server safe from code that undoes the kernel's own output cap.
-_MAX_MESSAGE_BYTES = 64 * 1024**2
-# The kernel drops a display of more base64 than this (a 24 MB PNG); real figures are far smaller.
-_MAX_IMAGE_CHARS = 32 * 1024**2
+# The most one message may hold, in all its parts, and how many parts it may have; a kernel that
+# sends more is killed. It keeps the server safe from code that undoes the kernel's own output
+# cap. A single part bigger than this breaks the connection inside zmq (MAXMSGSIZE), which ends
+# the kernel the same way. zmq itself holds a whole message before its first part can be read,
+# so the part size times the parts a message may have is what one message can cost at most
+# before the kernel is killed.
+_MAX_MESSAGE_BYTES = 16 * 1024**2
+_MAX_FRAMES = 64
+# The kernel drops display data past this much base64 per message (a 6 MB PNG); real figures are
+# far smaller, and it leaves room in `_MAX_MESSAGE_BYTES` for the message's capped texts.
+_MAX_IMAGE_CHARS = 8 * 1024**2
+# A message smaller than this is parsed on the event loop; a bigger one (an image) in a thread,
+# so its signature check and JSON parse do not hold up other sessions.
+_PARSE_INLINE_BYTES = 256 * 1024
+# What an execution may receive in all before only small messages (status, the reply) are read:
+# the kernel's own caps keep honest output far below it.
+_RUN_BYTES = 4 * _MAX_MESSAGE_BYTES
+# Messages nobody asked for (a leftover thread printing, or code sending on its own) are dropped
+# unread, but each still costs a wake-up: a kernel may send this many bytes per second of them,
+# in bursts up to `_UNASKED_BURST` (each message counts `_MESSAGE_COST` more), and is killed past it.
+_UNASKED_RATE = 1024**2
+_UNASKED_BURST = 2 * _MAX_MESSAGE_BYTES
+_MESSAGE_COST = 4096
+# The largest parent header a message may carry; it is read before anything else to find out
+# whether the message answers the request in flight.
+_MAX_PARENT_BYTES = 64 * 1024
+# zmq pings the kernel's sockets this often, and a kernel that does not answer in time (stopped,
+# or its sockets gone) counts as dead; the kernel's zmq thread answers even while code runs.
+_HEARTBEAT_MS = 2_000
+_HEARTBEAT_TIMEOUT_MS = 20_000
+# Connection events that mean a socket lost the kernel for good (it never reconnects).
+_LOST = (
+    zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+# Why the server killed a kernel, as the execution in flight reports it.
+_FAULTS = {
+    OUTPUT_FLOOD: (
+        f"the kernel sent more than the server accepts (over {_MAX_MESSAGE_BYTES // 1024**2} MB or "
+        f"{_MAX_FRAMES} parts in one message, or a stream of messages nobody asked for); "
+        "variables were lost, files in /mnt/data were kept"
+    ),
+    CONNECTION_LOST: (
+        "the kernel's connection to the server broke (its sockets were closed or replaced, or one "
+        f"part of a message was over {_MAX_MESSAGE_BYTES // 1024**2} MB); "
+        "variables were lost, files in /mnt/data were kept"
+    ),
+}
 
 # Runs once in every new kernel, silently, and leaves no names behind. It caps what the kernel
 # sends per execution (the server keeps only `output_chars` anyway, and a 100 MB print should
@@ -82,11 +137,14 @@ def _assistants_setup(budget, image_budget):
                     body[key] = cap(body[key])
             data = body.get("data")
             if isinstance(data, dict):
+                spent = 0
                 for key, value in list(data.items()):
                     if key.startswith("text/"):
                         data[key] = cap(value)
-                    elif isinstance(value, str) and len(value) > image_budget:
-                        del data[key]
+                    elif isinstance(value, str):
+                        spent += len(value)
+                        if spent > image_budget:
+                            del data[key]
         return send(stream, msg_or_type, content, *args, **kwargs)
     session.send = capped_send
     import os, sys
@@ -134,9 +192,20 @@ class KernelClient:
         self._iopub.setsockopt(zmq.SUBSCRIBE, b"")
         self._events: asyncio.Queue[tuple[str, dict[str, Any] | None]] = asyncio.Queue()
         self._accept: set[str] = set()
+        self.fault: str | None = None
+        """Why the server killed the kernel (`OUTPUT_FLOOD`, `CONNECTION_LOST`), None if it did not."""
+        self._killing: asyncio.Task[None] | None = None
+        self._run_bytes = 0
+        loop = asyncio.get_running_loop()
+        self._unasked_tokens = float(_UNASKED_BURST)
+        self._unasked_at = loop.time()
+        self._monitors = [socket.get_monitor_socket(_LOST) for socket in (self._shell, self._control, self._iopub)]
         self._readers = [
             asyncio.create_task(self._read("shell", self._shell)),
             asyncio.create_task(self._read("iopub", self._iopub)),
+            # Nothing the control channel says is used, but it is read so replies cannot pile up.
+            asyncio.create_task(self._read("control", self._control)),
+            *(asyncio.create_task(self._watch(monitor)) for monitor in self._monitors),
         ]
         process.exited.add_done_callback(lambda _: self._events.put_nowait(("exit", None)))
 
@@ -145,13 +214,24 @@ class KernelClient:
         socket = context.socket(kind)
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.MAXMSGSIZE, _MAX_MESSAGE_BYTES)
-        socket.connect(f"ipc://{info['ip']}-{info[port]}")
+        # Never reconnect: the path is in the sandbox's folder, and after the first connection
+        # (made before any code ran) it may name whatever the code put there, a link included.
+        socket.setsockopt(zmq.RECONNECT_IVL, -1)
+        socket.setsockopt(zmq.HEARTBEAT_IVL, _HEARTBEAT_MS)
+        socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, _HEARTBEAT_TIMEOUT_MS)
+        socket.connect(_address(info, port))
         return socket
 
     @classmethod
     async def start(cls, sandbox: Sandbox, data: Path, context: zmq.asyncio.Context, output_chars: int) -> KernelClient:
         """Launch a kernel working in `data`, and return once it has answered and is set up."""
-        client = cls(await sandbox.spawn(data), context)
+        process = await sandbox.spawn(data)
+        try:
+            await _wait_listening(process)
+            client = cls(process, context)
+        except BaseException:
+            await process.kill()
+            raise
         try:
             await client._wait_ready()
             # The kernel's own cap leaves the server a little slack to detect, and word, the cut.
@@ -174,17 +254,92 @@ class KernelClient:
         """The kernel process is still running."""
         return self.process.returncode is None
 
+    def _kill(self, fault: str) -> None:
+        """Stop listening to a kernel that broke the rules, and kill it; the run in flight ends at once."""
+        if self.fault is not None or self.process.returncode is not None:
+            return
+        self.fault = fault
+        self._killing = asyncio.create_task(self.process.kill())
+
+    async def _watch(self, monitor: zmq.asyncio.Socket) -> None:
+        """Kill the kernel once one of its connections is lost (closed, replaced, or silent)."""
+        while True:
+            event = parse_monitor_message(await monitor.recv_multipart())
+            if event["event"] & _LOST:
+                self._kill(CONNECTION_LOST)
+                return
+
     async def _read(self, name: str, socket: zmq.asyncio.Socket) -> None:
         while True:
-            frames = await socket.recv_multipart()
-            try:
-                _, parts = self.session.feed_identities(frames)
-                message = self.session.deserialize(parts)
-            except (ValueError, KeyError, TypeError):
-                # Not a message the kernel's key signed properly; the sandboxed code may have sent it.
+            frames = await self._receive(socket)
+            if frames is None:
+                self._kill(OUTPUT_FLOOD)
+                return
+            if not frames:
                 continue
-            if message.get("parent_header", {}).get("msg_id") in self._accept:
+            message = await self._parse(frames, sum(len(frame) for frame in frames))
+            if message is not None and name != "control":
                 self._events.put_nowait((name, message))
+
+    async def _receive(self, socket: zmq.asyncio.Socket) -> list[zmq.Frame] | None:
+        """One message's parts if it may answer the request in flight, [] if dropped, None if too big.
+
+        The parts are taken one by one without copying and counted. They are kept only while a
+        request waits and, once the execution received `_RUN_BYTES`, only for a small message (its
+        status or reply); messages that arrive when nothing was asked count against the kernel's
+        allowance of unasked traffic.
+        """
+        frames: list[zmq.Frame] = []
+        count = size = 0
+        waiting = bool(self._accept)
+        limit = _MAX_MESSAGE_BYTES if self._run_bytes <= _RUN_BYTES else _PARSE_INLINE_BYTES
+        while True:
+            frame = await socket.recv(copy=False)
+            count += 1
+            size += len(frame)
+            if count > _MAX_FRAMES or size > _MAX_MESSAGE_BYTES:
+                return None
+            if waiting and size <= limit:
+                frames.append(frame)
+            else:
+                frames.clear()
+            if not frame.more:
+                break
+        if waiting:
+            self._run_bytes += size
+            return frames
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._unasked_tokens = min(
+            float(_UNASKED_BURST), self._unasked_tokens + (now - self._unasked_at) * _UNASKED_RATE
+        )
+        self._unasked_at = now
+        self._unasked_tokens -= size + _MESSAGE_COST
+        return None if self._unasked_tokens < 0 else []
+
+    async def _parse(self, frames: list[zmq.Frame], size: int) -> dict[str, Any] | None:
+        """The message, if its parent is the request in flight and the kernel's key signed it."""
+        try:
+            parts = [frame.bytes for frame in frames]
+            start = parts.index(DELIM) + 1
+            # The parent header is read first: the signature check and the parse of everything
+            # else are only worth their cost for a message that answers the request in flight.
+            parent_raw = parts[start + 3]
+            if len(parent_raw) > _MAX_PARENT_BYTES:
+                return None
+            parent = json.loads(parent_raw)
+            if not isinstance(parent, dict) or parent.get("msg_id") not in self._accept:
+                return None
+            body = parts[start:]
+            if size < _PARSE_INLINE_BYTES:
+                message: dict[str, Any] = self.session.deserialize(body)
+            else:
+                message = await asyncio.to_thread(self.session.deserialize, body)
+        except (ValueError, KeyError, TypeError, IndexError):
+            # Not a message the kernel's key signed properly; the sandboxed code may have sent it.
+            return None
+        # The signature covers the parent header, so the one checked above is the one signed.
+        return message
 
     async def _next(self, seconds: float) -> tuple[str, dict[str, Any] | None] | None:
         try:
@@ -196,6 +351,8 @@ class KernelClient:
     async def _send(self, socket: zmq.asyncio.Socket, msg_type: str, content: dict[str, Any]) -> str:
         message = self.session.msg(msg_type, content)
         msg_id: str = message["header"]["msg_id"]
+        if not self._accept:
+            self._run_bytes = 0
         self._accept.add(msg_id)
         # Sent through the asyncio socket itself, not `Session.send` (which sends through a
         # synchronous shadow of it): a send can consume the socket's edge-triggered "readable"
@@ -271,6 +428,8 @@ class KernelClient:
                     continue
                 channel, message = event
                 if channel == "exit" or message is None:
+                    if self.fault is not None:
+                        error = (self.fault, _FAULTS[self.fault])
                     return RunOutcome(error=error, timed_out=timed_out, exit_status=self.process.returncode)
                 if channel == "shell":
                     if message["msg_type"] == "execute_reply":
@@ -323,5 +482,46 @@ class KernelClient:
             reader.cancel()
         await asyncio.gather(*self._readers, return_exceptions=True)
         for socket in (self._shell, self._control, self._iopub):
+            socket.disable_monitor()
             socket.close(linger=0)
+        for monitor in self._monitors:
+            monitor.close(linger=0)
+        if self._killing is not None:
+            await asyncio.gather(self._killing, return_exceptions=True)
         await self.process.kill()
+
+
+def _address(info: dict[str, Any], port: str) -> str:
+    return f"ipc://{info['ip']}-{info[port]}"
+
+
+async def _wait_listening(process: SandboxProcess) -> None:
+    """Wait until the kernel listens on its sockets; the server's sockets connect once, never again.
+
+    This runs before any code does, so the socket folder still holds what the kernel made; each
+    path must be a socket (not a link) and accept a connection before zmq is let to connect.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + START_TIMEOUT
+    info = process.connection
+    for port in ("shell_port", "control_port", "iopub_port"):
+        path = _address(info, port).removeprefix("ipc://")
+        while True:
+            if process.returncode is not None:
+                raise SandboxUnavailable(
+                    f"A new code interpreter kernel exited at start-up (status {process.returncode}): "
+                    f"{process.log_tail() or 'no output'}"
+                )
+            if loop.time() > deadline:
+                raise SandboxUnavailable(
+                    f"A new code interpreter kernel did not answer within {START_TIMEOUT:g} s. "
+                    f"{process.log_tail()}"
+                )
+            with contextlib.suppress(OSError):
+                if stat.S_ISSOCK(os.lstat(path).st_mode):
+                    _, writer = await asyncio.open_unix_connection(path)
+                    writer.close()
+                    with contextlib.suppress(OSError):
+                        await writer.wait_closed()
+                    break
+            await asyncio.sleep(0.02)

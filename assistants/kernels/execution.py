@@ -25,6 +25,14 @@ _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\
 # characters (a traceback's end, where the error is; a value's beginning).
 _RESERVED_CHARS = 4_000
 
+# Images kept per execution, in bytes of PNG; a plot is a few hundred KB, and code that displays
+# images in a loop must not fill the server's memory with them.
+_MAX_IMAGE_BYTES = 64 * 1024**2
+
+# Raw text looked at per kept character: colour codes are stripped only from the part of a text
+# that can be kept, so a flood of text costs the server no more than the budget it fills.
+_WINDOW_FACTOR = 4
+
 # Words in an exception's message that mean a connection could not leave the sandbox.
 _NETWORK_SIGNS = (
     "Network is unreachable",
@@ -133,6 +141,29 @@ def cpu_note(limits: KernelLimits) -> str:
 
 NETWORK_NOTE = "No network access in the sandbox."
 
+OUTPUT_FLOOD = "KernelOutputError"
+"""The error the server reports when it killed a kernel for sending more than a message may hold."""
+
+CONNECTION_LOST = "KernelConnectionError"
+"""The error the server reports when it killed a kernel whose connection to the server broke."""
+
+# The server's own errors above mean the kernel was killed for misbehaving; each has a fixed note
+# (the code could raise an exception of the same name, which only gets its own kernel restarted).
+_FAULT_NOTES = {
+    OUTPUT_FLOOD: "The kernel sent more output than allowed and was restarted.",
+    CONNECTION_LOST: "The kernel broke its connection to the server and was restarted.",
+}
+
+
+def files_note(listed: int, changed: int) -> str:
+    """More files changed than `Execution.files` lists."""
+    return f"{changed:,} files changed; only the first {listed} (by name) are listed."
+
+
+def images_note() -> str:
+    """More image data than one execution may return."""
+    return f"Images beyond {_size(_MAX_IMAGE_BYTES)} per execution were dropped."
+
 
 def idle_note(idle_seconds: float) -> str:
     """The session's previous kernel was stopped for being idle."""
@@ -163,7 +194,9 @@ class ErrorVerdict:
 
 
 def classify_error(ename: str, evalue: str, limits: KernelLimits) -> ErrorVerdict:
-    """Recognise the exceptions a sandbox limit produces inside the kernel."""
+    """Recognise the exceptions a sandbox limit produces inside the kernel, and the server's own."""
+    if ename in _FAULT_NOTES:
+        return ErrorVerdict(_FAULT_NOTES[ename], restart=True)
     if ename.endswith("MemoryError"):
         return ErrorVerdict(memory_note(limits), restart=False)
     if (ename == "BlockingIOError" and "Resource temporarily unavailable" in evalue) or (
@@ -191,7 +224,10 @@ class OutputCollector:
         self._outputs: list[Output] = []
         self._kept = 0
         self._last_char = ""
+        self._image_bytes = 0
         self.truncated = False
+        self.images_dropped = False
+        """Images past the per-execution allowance were dropped (a note says so in the outputs)."""
 
     async def logs(
         self, text: str, *, separate: bool = False, keep: Literal["head", "tail"] | None = None
@@ -201,20 +237,26 @@ class OutputCollector:
         `separate` starts the text on a line of its own (a result or traceback after prints).
         `keep` marks text that is kept, in part, even past the budget: its head or its tail.
         """
+        room = self._limits.output_chars - self._kept
+        if keep is None and self.truncated:
+            return
+        # Only the part that can be kept is cleaned; the window leaves room for the colour codes
+        # that stripping removes, so a cut text keeps as many visible characters as it may.
+        window = max(room, _RESERVED_CHARS if keep is not None else 0) * _WINDOW_FACTOR + 64
+        cut = len(text) > window
+        if cut:
+            text = text[:window] if keep != "tail" else text[len(text) - window :]
         text = strip_ansi(text)
         if not text:
             return
         if separate and self._last_char not in ("", "\n"):
             text = "\n" + text
-        room = self._limits.output_chars - self._kept
         if keep is not None:
             allowed = max(room, _RESERVED_CHARS)
-            if len(text) > allowed:
+            if len(text) > allowed or cut:
                 self.truncated = True
                 text = text[:allowed] + " [...]" if keep == "head" else "[...] " + text[len(text) - allowed :]
-        elif self.truncated:
-            return
-        elif len(text) > room:
+        elif len(text) > room or cut:
             # Past the budget: keep what fits, say so once, and drop everything after it.
             self.truncated = True
             self._kept = self._limits.output_chars
@@ -226,7 +268,13 @@ class OutputCollector:
         await self._emit(Output(type="logs", logs=text))
 
     async def image(self, png: bytes) -> None:
-        """Add a PNG image."""
+        """Add a PNG image; past the execution's image allowance it is dropped, with a note once."""
+        self._image_bytes += len(png)
+        if self._image_bytes > _MAX_IMAGE_BYTES:
+            if not self.images_dropped:
+                self.images_dropped = True
+                await self._emit(Output(type="logs", logs=f"\n[{images_note()}]\n"))
+            return
         await self._emit(Output(type="image", png=png))
 
     async def _emit(self, output: Output) -> None:

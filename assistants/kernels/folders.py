@@ -19,38 +19,77 @@ from .sandbox import give_to_sandbox
 MAX_SCANNED = 10_000
 """Entries looked at when listing changed files; a folder bigger than this is only partly compared."""
 
+MAX_DEPTH = 32
+"""Folder levels looked into when listing changed files; deeper files are not listed."""
+
+MAX_REPORTED = 100
+"""Changed files listed per execution; `changed_count` says how many there were in all."""
+
 Snapshot = dict[str, tuple[int, int, int]]
 """Relative file name → (inode, size, modification time in ns), regular files only."""
 
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
 
 def snapshot(folder: Path) -> Snapshot:
-    """The regular files under `folder`, without following links."""
+    """The regular files under `folder`, without following links, at most `MAX_SCANNED` entries."""
     found: Snapshot = {}
-    pending = [("", str(folder))]
-    seen = 0
-    while pending and seen < MAX_SCANNED:
-        prefix, path = pending.pop()
-        try:
-            entries = list(os.scandir(path))
-        except OSError:
-            continue
+    try:
+        top = os.open(folder, _DIRECTORY)
+    except OSError:
+        return found
+    try:
+        _scan(top, "", os.fstat(top).st_dev, found, [0], 0)
+    finally:
+        os.close(top)
+    return found
+
+
+def _scan(fd: int, prefix: str, device: int, found: Snapshot, seen: list[int], depth: int) -> bool:
+    """Add the files of the folder open as `fd` to `found`; False once `MAX_SCANNED` entries were seen.
+
+    Every folder is opened relative to its parent with O_NOFOLLOW, so a folder the code swaps for a
+    link between the listing and the open is refused, not followed; a folder on another file
+    system (a mount the server's side put there) is not entered. Entries are read one at a time,
+    so a folder of a million files costs no more than the cap.
+    """
+    with os.scandir(fd) as entries:
         for entry in entries:
-            seen += 1
-            name = prefix + entry.name
+            seen[0] += 1
+            if seen[0] > MAX_SCANNED:
+                return False
             try:
                 info = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            if stat.S_ISDIR(info.st_mode):
-                pending.append((name + "/", entry.path))
-            elif stat.S_ISREG(info.st_mode):
+            name = prefix + entry.name
+            if stat.S_ISREG(info.st_mode):
                 found[name] = (info.st_ino, info.st_size, info.st_mtime_ns)
-    return found
+            elif stat.S_ISDIR(info.st_mode) and info.st_dev == device and depth < MAX_DEPTH:
+                try:
+                    child = os.open(entry.name, _DIRECTORY, dir_fd=fd)
+                except OSError:
+                    continue
+                try:
+                    opened = os.fstat(child)
+                    # The folder listed may have been replaced (by another folder, a mount) since.
+                    if (opened.st_dev, opened.st_ino) == (device, info.st_ino) and not _scan(
+                        child, name + "/", device, found, seen, depth + 1
+                    ):
+                        return False
+                finally:
+                    os.close(child)
+    return True
 
 
 def changed(before: Snapshot, after: Snapshot) -> list[str]:
-    """Files that are new in `after` or differ from `before`, sorted."""
-    return sorted(name for name, facts in after.items() if before.get(name) != facts)
+    """Files that are new in `after` or differ from `before`, sorted, at most `MAX_REPORTED`."""
+    return sorted(name for name, facts in after.items() if before.get(name) != facts)[:MAX_REPORTED]
+
+
+def changed_count(before: Snapshot, after: Snapshot) -> int:
+    """How many files are new in `after` or differ from `before` (`changed` lists `MAX_REPORTED`)."""
+    return sum(1 for name, facts in after.items() if before.get(name) != facts)
 
 
 def prepare(folder: Path) -> None:
