@@ -1,13 +1,24 @@
-"""File search: turning uploaded files into searchable chunks."""
+"""File search: turning uploaded files into searchable chunks, and finding them again.
 
-from assistants.search.chunk import Chunk, chunk_text, validate_static_strategy
-from assistants.search.parse import DEFAULT_MAX_BYTES, SUPPORTED_EXTENSIONS, extract_text
+    parse.py   text out of text, Markdown, HTML, CSV, JSON, code, PDF and DOCX files
+    chunk.py   the `static` chunking strategy (by tokens, with overlap and character offsets)
+    index.py   the chunk index: SQLite FTS5 (BM25) or PostgreSQL full-text search, per owner
+"""
+
+from .chunk import Chunk, chunk_text, validate_static_strategy
+from .index import ChunkIndex, ChunkRow, Hit, SqlChunkIndex, query_terms
+from .parse import DEFAULT_MAX_BYTES, SUPPORTED_EXTENSIONS, extract_text
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "SUPPORTED_EXTENSIONS",
     "Chunk",
+    "ChunkIndex",
+    "ChunkRow",
+    "Hit",
+    "SqlChunkIndex",
     "chunk_text",
     "extract_text",
+    "query_terms",
     "validate_static_strategy",
 ]

@@ -1,0 +1,295 @@
+"""The full-text chunk index that file search retrieves from, on SQLite (FTS5) and PostgreSQL.
+
+Ingestion hands over a file's chunks with `ChunkIndex.add`; retrieval asks `ChunkIndex.search`
+for the best chunks of some vector stores. Every chunk carries its owner, and a search only ever
+sees the asking owner's chunks, even when given another owner's vector store id.
+
+User text never reaches a query language as written. `query_terms` keeps only the words (runs of
+letters and digits), drops English stop words and duplicates, and the backends join the words
+with OR: FTS5 gets `"w1" OR "w2"`, PostgreSQL gets `to_tsquery('english', 'w1 | w2')`. Quotes,
+`NEAR(`, `*`, `-`, `:` or parentheses in the user's text are separators, never operators, and a
+query with no words left returns no hits instead of an error.
+
+Scores lie in [0, 1), higher is better. Each backend's raw relevance `r` (FTS5: `-bm25()`, which
+weighs rare words up and saturates repeated ones; PostgreSQL: `ts_rank_cd` with every weight 1
+and normalisation 1, i.e. matched-word occurrences scaled down by the log of the chunk's length)
+is divided by the number of query words, so a long question is not favoured over a short one, and
+mapped through `s / (s + k)`. `k` is each backend's per-word relevance of a typical right answer
+on the fixed corpus of tests/test_search_index.py, where right answers then score 0.32-0.65 on
+both backends and other hits at most 0.43: a `score_threshold` around 0.3 keeps good hits and
+0.5 keeps only strong ones. The scale is not exact across stores: bm25's weight for a word grows
+with how rare it is in the whole index, so SQLite's scores drift up in large indexes, whereas
+`ts_rank_cd` ignores rarity. The score is monotonic in the raw rank, so it never reorders hits.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+from ..exceptions import InvalidRequestError
+from ..store import SqlStore, schema
+
+MAX_QUERY_TERMS = 64
+"""At most this many distinct words of a query are searched for; the rest are ignored."""
+
+# PostgreSQL's `english` stop words (Snowball's list). Dropping the same words on SQLite keeps
+# the backends in step and keeps an OR-ed query from matching every chunk through "the" or "is".
+_STOP_WORD_LIST = """
+    i me my myself we our ours ourselves you your yours yourself yourselves he him his himself
+    she her hers herself it its itself they them their theirs themselves what which who whom this
+    that these those am is are was were be been being have has had having do does did doing a an
+    the and but if or because as until while of at by for with about against between into through
+    during before after above below to from up down in out on off over under again further then
+    once here there when where why how all any both each few more most other some such no nor not
+    only own same so than too very s t can will just don should now
+"""
+STOP_WORDS = frozenset(_STOP_WORD_LIST.split())
+
+# A word is a run of letters and digits: what FTS5's unicode61 tokenizer and PostgreSQL's parser
+# both treat as a token. The underscore is excluded because neither tokenizer keeps it.
+_WORD = re.compile(r"[^\W_]+")
+
+# Per-word raw relevance of a typical right answer on each backend, measured on the fixed corpus
+# of tests/test_search_index.py: the `k` of `s / (s + k)` (see the module docstring).
+_HALF_SCORE = {"sqlite": 1.4, "postgresql": 0.25}
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    """One chunk of a file's extracted text, as ingestion hands it over."""
+
+    index: int
+    """The chunk's position in its file, from 0."""
+    text: str
+    """The chunk's text, which is what gets indexed and returned."""
+    start: int
+    """Character offset of the chunk's first character in the file's extracted text."""
+    end: int
+    """Character offset just past the chunk's last character."""
+    tokens: int
+    """How many model tokens the chunk holds."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One chunk found by a search."""
+
+    chunk_id: str
+    """The chunk's own id (`chunk_...`), new each time its file is (re)indexed."""
+    vector_store_id: str
+    file_id: str
+    index: int
+    """The chunk's position in its file."""
+    text: str
+    start: int
+    """Character offset of the chunk in the file's extracted text."""
+    end: int
+    score: float
+    """Relevance in [0, 1), higher is better; see the module docstring for how it is made."""
+
+
+class ChunkIndex(Protocol):
+    """The chunk index behind file search."""
+
+    async def add(self, owner: str, vector_store_id: str, file_id: str, chunks: Sequence[ChunkRow]) -> None:
+        """Index a file's chunks in a vector store, replacing whatever that file had there before."""
+        ...
+
+    async def remove_file(self, vector_store_id: str, file_id: str) -> int:
+        """Remove a file's chunks from a vector store; returns how many were removed."""
+        ...
+
+    async def remove_store(self, vector_store_id: str) -> int:
+        """Remove every chunk of a vector store; returns how many were removed."""
+        ...
+
+    async def search(
+        self,
+        owner: str,
+        vector_store_ids: Sequence[str],
+        query: str,
+        *,
+        limit: int = 20,
+        score_threshold: float = 0.0,
+        file_ids: Sequence[str] | None = None,
+    ) -> list[Hit]:
+        """The owner's best chunks for `query` in those stores, best first, at most `limit`.
+
+        Hits scoring below `score_threshold` are left out; `file_ids` narrows the search to
+        those files. A query with no searchable words returns no hits.
+        """
+        ...
+
+    async def count(self, vector_store_id: str) -> int:
+        """How many chunks a vector store holds."""
+        ...
+
+
+def query_terms(text: str) -> list[str]:
+    """The words of a user's query that are searched for: lower-cased, no stop words, no repeats.
+
+    Compatibility normalisation first turns full-width letters and ligatures into plain ones, so
+    the words match what the tokenizers make of the indexed text.
+    """
+    words = _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+    kept = dict.fromkeys(w for w in words if w not in STOP_WORDS)
+    return list(kept)[:MAX_QUERY_TERMS]
+
+
+def fts5_query(terms: Sequence[str]) -> str:
+    """An FTS5 MATCH expression that matches any of `terms`, each quoted as a plain string."""
+    # `query_terms` words hold no double quote, but doubling them keeps this safe on any input.
+    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+
+def tsquery_text(terms: Sequence[str]) -> str:
+    """A `to_tsquery` input that matches any of `terms`; each term must be a `query_terms` word."""
+    return " | ".join(terms)
+
+
+def new_chunk_id() -> str:
+    """A fresh chunk id: `chunk_` and 24 random hex digits (cheap enough for bulk ingestion)."""
+    return "chunk_" + secrets.token_hex(12)
+
+
+_COLUMNS = "c.id, c.vector_store_id, c.file_id, c.chunk_index, c.text, c.char_start, c.char_end"
+
+_SQLITE_SEARCH = f"""
+SELECT {_COLUMNS}, -bm25(search_chunks_fts) AS rank
+FROM search_chunks_fts JOIN search_chunks AS c ON c.seq = search_chunks_fts.rowid
+WHERE search_chunks_fts MATCH :query AND c.owner_id = :owner AND c.vector_store_id IN :stores {{files}}
+ORDER BY rank DESC, c.seq
+LIMIT :limit
+"""
+
+_POSTGRES_SEARCH = f"""
+SELECT {_COLUMNS}, ts_rank_cd('{{{{1,1,1,1}}}}'::float4[], c.tsv, q.query, 1) AS rank
+FROM search_chunks AS c, to_tsquery('english'::regconfig, :query) AS q(query)
+WHERE c.tsv @@ q.query AND c.owner_id = :owner AND c.vector_store_id IN :stores {{files}}
+ORDER BY rank DESC, c.seq
+LIMIT :limit
+"""
+
+
+def _search_statement(dialect: str, with_files: bool) -> sa.TextClause:
+    template = _SQLITE_SEARCH if dialect == "sqlite" else _POSTGRES_SEARCH
+    sql = template.format(files="AND c.file_id IN :files" if with_files else "")
+    params: list[sa.BindParameter[Any]] = [sa.bindparam("stores", expanding=True)]
+    if with_files:
+        params.append(sa.bindparam("files", expanding=True))
+    return sa.text(sql).bindparams(*params)
+
+
+class SqlChunkIndex:
+    """`ChunkIndex` on the project's SQL store: FTS5 on SQLite, `tsvector` + GIN on PostgreSQL."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self.dialect = store.engine.dialect.name
+        self._half_score = _HALF_SCORE.get(self.dialect, 1.0)
+
+    async def add(self, owner: str, vector_store_id: str, file_id: str, chunks: Sequence[ChunkRow]) -> None:
+        """Index a file's chunks in a vector store, replacing whatever that file had there before."""
+        table = schema.search_chunks
+        rows: list[dict[str, Any]] = [
+            {
+                "id": new_chunk_id(),
+                "owner_id": owner,
+                "vector_store_id": vector_store_id,
+                "file_id": file_id,
+                "chunk_index": chunk.index,
+                "text": chunk.text,
+                "char_start": chunk.start,
+                "char_end": chunk.end,
+                "tokens": chunk.tokens,
+            }
+            for chunk in chunks
+        ]
+        # The old chunks go and the new ones come in one transaction, so a search sees one or the
+        # other, never both and never neither.
+        async with self.store.transaction() as tx:
+            await tx.conn.execute(
+                table.delete().where(table.c.vector_store_id == vector_store_id, table.c.file_id == file_id)
+            )
+            if rows:
+                await tx.conn.execute(table.insert(), rows)
+
+    async def remove_file(self, vector_store_id: str, file_id: str) -> int:
+        """Remove a file's chunks from a vector store; returns how many were removed."""
+        table = schema.search_chunks
+        async with self.store.transaction() as tx:
+            result = await tx.conn.execute(
+                table.delete().where(table.c.vector_store_id == vector_store_id, table.c.file_id == file_id)
+            )
+        return int(result.rowcount or 0)
+
+    async def remove_store(self, vector_store_id: str) -> int:
+        """Remove every chunk of a vector store; returns how many were removed."""
+        table = schema.search_chunks
+        async with self.store.transaction() as tx:
+            result = await tx.conn.execute(table.delete().where(table.c.vector_store_id == vector_store_id))
+        return int(result.rowcount or 0)
+
+    async def count(self, vector_store_id: str) -> int:
+        """How many chunks a vector store holds."""
+        table = schema.search_chunks
+        query = sa.select(sa.func.count()).select_from(table).where(table.c.vector_store_id == vector_store_id)
+        async with self.store.read() as tx:
+            return int((await tx.conn.execute(query)).scalar_one())
+
+    async def search(
+        self,
+        owner: str,
+        vector_store_ids: Sequence[str],
+        query: str,
+        *,
+        limit: int = 20,
+        score_threshold: float = 0.0,
+        file_ids: Sequence[str] | None = None,
+    ) -> list[Hit]:
+        """The owner's best chunks for `query` in those stores, best first, at most `limit`.
+
+        Hits scoring below `score_threshold` are left out; `file_ids` narrows the search to
+        those files (an empty list finds nothing). A query with no searchable words returns no
+        hits.
+        """
+        if limit < 1:
+            raise InvalidRequestError(f"Invalid 'max_num_results': {limit}; it must be at least 1.", param="max_num_results")
+        if not 0.0 <= score_threshold <= 1.0:
+            raise InvalidRequestError(
+                f"Invalid 'score_threshold': {score_threshold}; it must be between 0 and 1.", param="score_threshold"
+            )
+        terms = query_terms(query)
+        if not terms or not vector_store_ids or (file_ids is not None and not file_ids):
+            return []
+        text = fts5_query(terms) if self.dialect == "sqlite" else tsquery_text(terms)
+        params: dict[str, Any] = {"query": text, "owner": owner, "stores": list(vector_store_ids), "limit": limit}
+        if file_ids is not None:
+            params["files"] = list(file_ids)
+        statement = _search_statement(self.dialect, file_ids is not None)
+        async with self.store.read() as tx:
+            rows = (await tx.conn.execute(statement, params)).all()
+        # Hits come best first and the score is monotonic in the rank, so filtering the top
+        # `limit` by score gives the same hits as filtering first.
+        hits = [self._hit(row, len(terms)) for row in rows]
+        return [hit for hit in hits if hit.score >= score_threshold]
+
+    def _hit(self, row: sa.Row[Any], term_count: int) -> Hit:
+        per_term = max(float(row.rank), 0.0) / term_count
+        return Hit(
+            chunk_id=str(row.id),
+            vector_store_id=str(row.vector_store_id),
+            file_id=str(row.file_id),
+            index=int(row.chunk_index),
+            text=str(row.text),
+            start=int(row.char_start),
+            end=int(row.char_end),
+            score=per_term / (per_term + self._half_score),
+        )
