@@ -503,3 +503,104 @@ async def test_a_missing_sandbox_is_a_clear_configuration_error(
     monkeypatch.undo()
     with pytest.raises(SandboxUnavailable, match="must live under /usr"):
         await KernelPool(root=tmp_path / "b", python=sys.executable).start()
+
+
+# A kernel that breaks the protocol's limits ---------------------------------------------------------
+
+# Sends on the kernel's own IOPub socket, in the thread that owns it, as hostile code can.
+_SEND = (
+    "k = get_ipython().kernel\n"
+    "def send(parts, times=1):\n"
+    "    k.iopub_thread.schedule(lambda: [k.iopub_thread.socket.send_multipart(parts, copy=False)"
+    " for _ in range(times)])\n"
+)
+
+
+async def test_a_message_too_big_in_all_its_parts_gets_the_kernel_restarted(pool: KernelPool) -> None:
+    async with pool.session("thread_parts", owner="alice") as kernel:
+        await kernel.execute("kept = 1")
+        result = await kernel.execute(_SEND + "send([b'x' * (8 * 1024**2)] * 10)\nimport time\ntime.sleep(2)")
+        after = await kernel.execute("kept")
+    assert result.error is not None and result.error.startswith("KernelOutputError: the kernel sent more")
+    assert result.limit == "The kernel sent more output than allowed and was restarted."
+    assert result.restarted and result.duration < 2
+    assert after.error == "NameError: name 'kept' is not defined" and not after.restarted
+
+
+async def test_a_kernel_that_floods_between_executions_is_killed(pool: KernelPool) -> None:
+    async with pool.session("thread_unasked", owner="alice") as kernel:
+        await kernel.execute(
+            _SEND + "import threading\n"
+            "threading.Timer(0.3, send, ([b'x', b'y' * (4 * 1024**2)], 40)).start()"
+        )
+        pid = kernel.pid
+        assert pid is not None
+        await eventually(lambda: not running(pid))
+        result = await kernel.execute("1 + 1")
+    assert logs(result) == "2" and result.restarted
+    assert result.limit is not None and result.limit.startswith("The kernel had stopped unexpectedly")
+
+
+async def test_the_server_never_reconnects_to_a_link_in_the_socket_folder(
+    pool: KernelPool, tmp_path: Path
+) -> None:
+    connections: list[object] = []
+    host = await asyncio.start_unix_server(lambda r, w: connections.append(w), path=str(tmp_path / "host.sock"))
+    async with host, pool.session("thread_relink", owner="alice") as kernel:
+        result = await kernel.execute(
+            "import json, os, time\n"
+            "info = json.load(open('/run/jupyter/kernel.json'))\n"
+            "for port in ('shell_port', 'iopub_port', 'control_port'):\n"
+            "    path = f\"/run/jupyter/k-{info[port]}\"\n"
+            "    os.unlink(path)\n"
+            f"    os.symlink({str(tmp_path / 'host.sock')!r}, path)\n"
+            "get_ipython().kernel.shell_stream.socket.close(linger=0)\n"
+            "time.sleep(2)"
+        )
+        after = await kernel.execute("1 + 1")
+        await asyncio.sleep(0.3)
+    assert connections == []
+    assert result.error is not None and result.error.startswith("KernelConnectionError")
+    assert result.limit == "The kernel broke its connection to the server and was restarted."
+    assert result.restarted and logs(after) == "2"
+
+
+# The working folder's scan --------------------------------------------------------------------------
+
+
+def test_the_scan_stops_at_its_cap_and_lists_at_most_100_changes(tmp_path: Path) -> None:
+    from assistants.kernels import folders
+
+    before = folders.snapshot(tmp_path)
+    for i in range(folders.MAX_SCANNED + 500):
+        (tmp_path / f"f{i:05}").touch()
+    after = folders.snapshot(tmp_path)
+    assert len(after) == folders.MAX_SCANNED
+    assert len(folders.changed(before, after)) == folders.MAX_REPORTED
+    assert folders.changed_count(before, after) == folders.MAX_SCANNED
+
+
+def test_the_scan_never_enters_a_link(tmp_path: Path) -> None:
+    from assistants.kernels import folders
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("host only")
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "sub" / "mine.txt").write_text("x")
+    (data / "link").symlink_to(outside)
+    assert set(folders.snapshot(data)) == {"sub/mine.txt"}
+
+
+async def test_colour_codes_are_stripped_only_from_what_is_kept() -> None:
+    from assistants.kernels.execution import OutputCollector
+
+    collector = OutputCollector(KernelLimits(output_chars=100), None)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await collector.logs("\x1b[31mred\x1b[0m " * 2_000_000)
+    await collector.logs("more " * 1_000_000)
+    assert loop.time() - began < 0.5
+    text = "".join(o.logs for o in collector.outputs())
+    assert text.startswith("red red ") and "\x1b" not in text and collector.truncated

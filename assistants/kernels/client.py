@@ -77,6 +77,7 @@ _MAX_PARENT_BYTES = 64 * 1024
 # or its sockets gone) counts as dead; the kernel's zmq thread answers even while code runs.
 _HEARTBEAT_MS = 2_000
 _HEARTBEAT_TIMEOUT_MS = 20_000
+_EXIT_GRACE = 1.0
 # Connection events that mean a socket lost the kernel for good (it never reconnects).
 _LOST = (
     zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
@@ -266,6 +267,10 @@ class KernelClient:
         while True:
             event = parse_monitor_message(await monitor.recv_multipart())
             if event["event"] & _LOST:
+                # A kernel that exits (a crash, the CPU budget) drops its connections first; its
+                # own death is the better report, so it has a moment to be seen.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self.process.exited), _EXIT_GRACE)
                 self._kill(CONNECTION_LOST)
                 return
 
@@ -324,7 +329,7 @@ class KernelClient:
             start = parts.index(DELIM) + 1
             # The parent header is read first: the signature check and the parse of everything
             # else are only worth their cost for a message that answers the request in flight.
-            parent_raw = parts[start + 3]
+            parent_raw = parts[start + 2]
             if len(parent_raw) > _MAX_PARENT_BYTES:
                 return None
             parent = json.loads(parent_raw)
