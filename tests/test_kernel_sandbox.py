@@ -85,3 +85,10 @@ async def test_the_code_runs_in_its_working_folder(pool: KernelPool) -> None:
     async with pool.session("thread_cwd", owner="alice") as kernel:
         result = await kernel.execute("import os\nprint(os.getcwd())")
     assert logs(result).strip() == "/mnt/data"
+
+
+async def test_more_changed_files_than_listed_is_said_in_plain_words(pool: KernelPool) -> None:
+    async with pool.session("thread_many", owner="alice") as kernel:
+        result = await kernel.execute("for i in range(150):\n    open(f'n{i:03}.txt', 'w').write('x')")
+    assert len(result.files) == 100 and result.files[0] == "n000.txt"
+    assert result.limit == "150 files changed; only the first 100 (by name) are listed."

@@ -9,6 +9,7 @@ settings start their own.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -294,8 +295,12 @@ async def test_the_server_environment_stays_outside(pool: KernelPool) -> None:
     assert logs(result) == "[] False True\n"
 
 
-async def test_a_fork_bomb_hits_the_process_limit_and_the_kernel_restarts(pool: KernelPool) -> None:
-    async with pool.session("thread_fork", owner="alice") as kernel:
+async def test_a_fork_bomb_hits_the_process_limit_and_the_kernel_restarts(tmp_path: Path) -> None:
+    # The bomb's copies share one CPU core (the kernel's control group), so the kernel needs a few
+    # seconds to report the failed fork: a longer timeout than the shared pool's keeps the process
+    # limit, not the clock, the thing that stops it.
+    limits = dataclasses.replace(LIMITS, timeout_seconds=20)
+    async with started(tmp_path, limits=limits, warm=0) as pool, pool.session("thread_fork", owner="alice") as kernel:
         await kernel.execute("open('survives.txt', 'w').write('yes')")
         bomb = await kernel.execute("import os\nwhile True:\n    os.fork()")
         after = await kernel.execute(
@@ -568,7 +573,7 @@ async def test_the_server_never_reconnects_to_a_link_in_the_socket_folder(
 # The working folder's scan --------------------------------------------------------------------------
 
 
-def test_the_scan_stops_at_its_cap_and_lists_at_most_100_changes(tmp_path: Path) -> None:
+async def test_the_scan_stops_at_its_cap_and_lists_at_most_100_changes(tmp_path: Path) -> None:
     from assistants.kernels import folders
 
     before = folders.snapshot(tmp_path)
@@ -580,7 +585,7 @@ def test_the_scan_stops_at_its_cap_and_lists_at_most_100_changes(tmp_path: Path)
     assert folders.changed_count(before, after) == folders.MAX_SCANNED
 
 
-def test_the_scan_never_enters_a_link(tmp_path: Path) -> None:
+async def test_the_scan_never_enters_a_link(tmp_path: Path) -> None:
     from assistants.kernels import folders
 
     outside = tmp_path / "outside"

@@ -23,6 +23,7 @@ from .execution import (
     OutputCollector,
     classify_error,
     cpu_note,
+    files_note,
     output_note,
     stuck_note,
     timeout_note,
@@ -122,12 +123,16 @@ class Kernel:
                     notes.append(f"The kernel could not be started again: {exc.message}")
             after = await asyncio.to_thread(folders.snapshot, self.workdir)
             self.last_used = loop.time()
+            files = folders.changed(before, after)
+            count = folders.changed_count(before, after)
+            if count > len(files):
+                notes.append(files_note(len(files), count))
             return Execution(
                 outputs=collector.outputs(),
                 error=error,
                 limit=" ".join(notes) or None,
                 restarted=restarted,
-                files=folders.changed(before, after),
+                files=files,
                 duration=loop.time() - began,
             )
 

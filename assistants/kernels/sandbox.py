@@ -279,7 +279,9 @@ class Sandbox:
             # RLIMIT_NPROC counts every process of a user in a user namespace; without a namespace of
             # their own, kernels would share one count, so the limit only applies inside the sandbox.
             str(limits.processes if self.sandboxed else 0), str(limits.file_bytes),
-            _INSIDE_DATA if self.sandboxed else str(data),
+            # Unsandboxed, the process already starts in the folder (a root server enters it before
+            # dropping to the sandbox user, who may not be able to reach it by path).
+            _INSIDE_DATA if self.sandboxed else ".",
             "-f", f"{inside}/kernel.json", "--HistoryManager.enabled=False",
             "--InteractiveShell.colors=NoColor", "--IPKernelApp.quiet=True",
         ]
