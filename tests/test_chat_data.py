@@ -479,7 +479,8 @@ def test_stored_files_download_for_their_owner_only(
     mine = http(alice).get(f"/assistants/files/{uploaded.id}")
     assert mine.status_code == 200, mine.text
     assert mine.content == content
-    assert mine.headers["content-disposition"] == 'attachment; filename="totals.csv"'
+    assert mine.headers["content-disposition"] == "attachment; filename=\"totals.csv\"; filename*=UTF-8''totals.csv"
+    assert mine.headers["content-security-policy"] == "default-src 'none'; sandbox"
     assert mine.headers["content-type"].startswith("text/csv")
 
     assert http(bob).get(f"/assistants/files/{uploaded.id}").status_code == 404
