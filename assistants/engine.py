@@ -62,6 +62,7 @@ from .types.requests import (
     ThreadCreate,
     ThreadUpdate,
 )
+from .vector_stores import VectorStores
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +101,18 @@ class Engine:
         self.executor = RunExecutor(
             store=store, files=self.files, bus=self.bus, provider=provider, registry=registry, settings=settings, code=code
         )
+        self.vector_stores = VectorStores(store, self.files)
+        """Vector stores, their files and search; ingestion runs in its own background workers."""
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     # Lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Recover runs a previous process left active, start the expiry sweeper and the code interpreter."""
+        """Recover runs a previous process left active, start the expiry sweeper, the code interpreter
+        and vector store ingestion (which resumes files a previous process left `in_progress`)."""
         await self.recover()
+        await self.vector_stores.start()
         if self.code is not None:
             await self.code.start()
         self._sweeper = asyncio.create_task(self._sweep_forever())
@@ -121,6 +126,7 @@ class Engine:
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self.vector_stores.close()
         if self.code is not None:
             await self.code.close()
 
@@ -221,7 +227,11 @@ class Engine:
             **body.model_dump(exclude_none=True, exclude={"reasoning_effort"}),
         )
         async with self.store.transaction() as tx:
+            resources = await self.vector_stores.resolve_tool_resources(tx, owner, body.tool_resources)
+            assistant = assistant.model_copy(update={"tool_resources": resources})
             await tx.insert(assistant, owner=owner)
+        if body.tool_resources:
+            await self.vector_stores.kick()
         return assistant
 
     async def get_assistant(self, owner: str, assistant_id: str) -> Assistant:
@@ -231,11 +241,16 @@ class Engine:
     async def update_assistant(self, owner: str, assistant_id: str, body: AssistantUpdate) -> Assistant:
         async with self.store.transaction() as tx:
             assistant = await tx.get(Assistant, assistant_id, owner=owner)
+            if body.tool_resources is not None:
+                resources = await self.vector_stores.resolve_tool_resources(tx, owner, body.tool_resources)
+                body = body.model_copy(update={"tool_resources": resources})
             changes = body.model_dump(exclude_unset=True, exclude={"reasoning_effort"})
             if changes.get("metadata") is None:
                 changes.pop("metadata", None)
             updated = assistant.with_updates(**changes)
             await tx.save(updated)
+        if body.tool_resources:
+            await self.vector_stores.kick()
         return updated
 
     async def delete_assistant(self, owner: str, assistant_id: str) -> bool:
@@ -252,6 +267,8 @@ class Engine:
     async def create_thread(self, owner: str, body: ThreadCreate, *, thread_id: str | None = None) -> Thread:
         async with self.store.transaction() as tx:
             thread = await self._insert_thread(tx, owner, body, thread_id=thread_id)
+        if body.tool_resources:
+            await self.vector_stores.kick()
         self._publish("thread.created", thread.wire(), thread_id=thread.id)
         return thread
 
@@ -260,7 +277,7 @@ class Engine:
             id=thread_id or new_id("thread"),
             created_at=now(),
             metadata=body.metadata or {},
-            tool_resources=body.tool_resources,
+            tool_resources=await self.vector_stores.resolve_tool_resources(tx, owner, body.tool_resources),
         )
         await tx.insert(thread, owner=owner)
         for message in body.messages or []:
@@ -274,11 +291,16 @@ class Engine:
     async def update_thread(self, owner: str, thread_id: str, body: ThreadUpdate) -> Thread:
         async with self.store.transaction() as tx:
             thread = await tx.get(Thread, thread_id, owner=owner)
+            if body.tool_resources is not None:
+                resources = await self.vector_stores.resolve_tool_resources(tx, owner, body.tool_resources)
+                body = body.model_copy(update={"tool_resources": resources})
             changes = body.model_dump(exclude_unset=True)
             if changes.get("metadata") is None:
                 changes.pop("metadata", None)
             updated = thread.with_updates(**changes)
             await tx.save(updated)
+        if body.tool_resources:
+            await self.vector_stores.kick()
         return updated
 
     async def delete_thread(self, owner: str, thread_id: str) -> bool:
@@ -393,6 +415,9 @@ class Engine:
             await tx.get(Assistant, body.assistant_id, owner=owner, param="assistant_id")
             thread = await self._insert_thread(tx, owner, thread_body)
             run = await self._insert_run(tx, owner, thread, run_body, run_id=run_id)
+        if thread_body.tool_resources:
+            # Files of a vector store created by the `vector_stores` helper are ingested from here.
+            await self.vector_stores.kick()
         # Routed to the run too, so a stream of this run opens with `thread.created` as OpenAI's does.
         self.bus.publish(
             Event("thread.created", thread.wire(), thread_id=thread.id, run_id=run.id, assistant_id=run.assistant_id)
@@ -629,6 +654,8 @@ class Engine:
             path = await tx.file_path(file_id, owner=owner)
             deleted = await tx.delete(File, file_id, owner=owner)
         await self.files.remove(path)
+        # A deleted file must stop turning up in file search.
+        await self.vector_stores.forget_file(owner, file_id)
         return deleted
 
     async def list_files(self, owner: str, params: ListParams, purpose: str | None = None) -> Page[File]:

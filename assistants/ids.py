@@ -17,6 +17,8 @@ PREFIXES = {
     "file": "file-",
     "user": "user_",
     "key": "key_",
+    "vector_store": "vs_",
+    "file_batch": "vsfb_",
 }
 
 

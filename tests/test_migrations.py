@@ -16,9 +16,10 @@ from assistants.store import schema as store_schema
 from assistants.store.migrate import alembic_config, current_revision, upgrade
 from assistants.types import Assistant, Thread
 
-HEAD = "0004"
+HEAD = "0005"
 OBJECT_TABLES = {"assistants", "threads", "messages", "runs", "run_steps", "files"}
-ALL_TABLES = OBJECT_TABLES | {"users", "api_keys", "search_chunks"}
+VECTOR_STORE_TABLES = {"vector_stores", "vector_store_files", "vector_store_file_batches"}
+ALL_TABLES = OBJECT_TABLES | VECTOR_STORE_TABLES | {"users", "api_keys", "search_chunks"}
 # SQLite lists the FTS5 table of migration 0004 and its shadow tables among the tables.
 SQLITE_FTS_TABLES = {store_schema.SEARCH_FTS_TABLE} | store_schema.SEARCH_FTS_SHADOW_TABLES
 
@@ -297,9 +298,65 @@ async def test_downgrade_from_0004_removes_the_chunk_index_cleanly(store_url: st
 
         assert await current_revision(store.engine) == "0003"
         assert await search_machinery(store) == set()
-        assert await table_names(store) == ALL_TABLES - {"search_chunks"} | {"alembic_version"}
+        assert await table_names(store) == ALL_TABLES - {"search_chunks"} - VECTOR_STORE_TABLES | {"alembic_version"}
         # And back up again: the full-text objects are recreated without leftovers in the way.
         await upgrade(store.engine)
         assert await search_machinery(store) != set()
+    finally:
+        await store.close()
+
+
+async def test_upgrade_from_0004_adds_vector_stores_and_keeps_chunks(store_url: str) -> None:
+    """0004 -> 0005 on a database with data: old objects and chunks stay, vector stores work at once."""
+    from assistants.search.index import ChunkRow, SqlChunkIndex
+    from assistants.types import VectorStore, VectorStoreFile
+
+    store = SqlStore.from_url(store_url)
+    try:
+        await upgrade(store.engine, "0004")
+        await write_and_read_back(store)
+        await SqlChunkIndex(store).add("user_1", "vs_1", "file-1", [ChunkRow(index=0, text="Old kettles boil.", start=0, end=17, tokens=4)])
+        assert not VECTOR_STORE_TABLES & await table_names(store)
+
+        await upgrade(store.engine)
+
+        assert await current_revision(store.engine) == HEAD
+        assert "uq_vector_store_files_store_file" in await index_names(store, "vector_store_files")
+        assert [hit.text for hit in await SqlChunkIndex(store).search("user_1", ["vs_1"], "kettle")] == ["Old kettles boil."]
+        vector_store = VectorStore(id=new_id("vector_store"), created_at=1, name="docs")
+        entry = VectorStoreFile(id="file-1", created_at=1, vector_store_id=vector_store.id, status="completed", usage_bytes=17)
+        async with store.transaction() as tx:
+            await tx.insert(vector_store, owner="user_1")
+            await tx.insert(entry, owner="user_1")
+        async with store.read() as tx:
+            assert await tx.get(VectorStore, vector_store.id, owner="user_1") == vector_store
+            assert await tx.vector_store_file(vector_store.id, "file-1", owner="user_1") == entry
+            counts, usage = (await tx.file_counts("vector_store_id", [vector_store.id]))[vector_store.id]
+        assert (counts.completed, counts.total, usage) == (1, 1, 17)
+        assert await schema_differences(store) == []
+    finally:
+        await store.close()
+
+
+async def test_downgrade_from_0005_leaves_0004_intact(store_url: str) -> None:
+    """0005 -> 0004 drops only the vector store tables; the chunk index keeps working."""
+    from assistants.search.index import ChunkRow, SqlChunkIndex
+
+    store = SqlStore.from_url(store_url)
+    try:
+        await upgrade(store.engine)
+        await SqlChunkIndex(store).add("user_1", "vs_1", "file-1", [ChunkRow(index=0, text="x kettle", start=0, end=8, tokens=2)])
+
+        def run(connection: Connection) -> None:
+            command.downgrade(alembic_config(connection), "0004")
+
+        async with store.engine.begin() as conn:
+            await conn.run_sync(run)
+
+        assert await current_revision(store.engine) == "0004"
+        assert await table_names(store) == all_tables(store) - VECTOR_STORE_TABLES
+        assert len(await SqlChunkIndex(store).search("user_1", ["vs_1"], "kettle")) == 1
+        await upgrade(store.engine)
+        assert await current_revision(store.engine) == HEAD
     finally:
         await store.close()

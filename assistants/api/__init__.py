@@ -6,11 +6,14 @@ from fastapi import APIRouter, FastAPI
 
 from ..runtime import Runtime
 from .routes import build_router
+from .vector_stores import build_vector_store_router
 
 
 def mount_v1(app: FastAPI, runtime: Runtime) -> None:
     """Add the `/v1` routes in front of the app's own, so Chainlit's catch-all `GET` cannot shadow them."""
     mount_first(app, build_router(runtime))
+    # In front of the main router, whose last route answers every unknown `/v1` URL with a 404.
+    mount_first(app, build_vector_store_router(runtime))
 
 
 def mount_first(app: FastAPI, router: APIRouter) -> None:

@@ -85,6 +85,32 @@ run_steps = _object_table(
     sa.Index("ix_run_steps_thread_seq", "thread_id", "seq"),
 )
 
+# Vector stores -------------------------------------------------------------------------------------
+
+vector_stores = _object_table("vector_stores")
+vector_store_file_batches = _object_table(
+    "vector_store_file_batches",
+    sa.Column("vector_store_id", sa.String(64), nullable=False, index=True),
+)
+# A vector store file's id is its File's id, so it is unique only within its store; the status and
+# the batch are columns because a store's and a batch's file counts are grouped by them in SQL.
+vector_store_files = sa.Table(
+    "vector_store_files",
+    metadata,
+    sa.Column("seq", SeqType, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False),
+    sa.Column("owner_id", sa.String(64), nullable=False, index=True),
+    sa.Column("created_at", sa.BigInteger(), nullable=False),
+    sa.Column("data", JSONType, nullable=False),
+    sa.Column("vector_store_id", sa.String(64), nullable=False),
+    sa.Column("batch_id", sa.String(64), nullable=True, index=True),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("usage_bytes", sa.BigInteger(), nullable=False),
+    sa.Index("uq_vector_store_files_store_file", "vector_store_id", "id", unique=True),
+    # Recovery after a restart looks for files left `in_progress`.
+    sa.Index("ix_vector_store_files_status", "status"),
+)
+
 # File search ---------------------------------------------------------------------------------------
 
 search_chunks = sa.Table(

@@ -19,7 +19,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ..exceptions import ConfigurationError, InvalidRequestError, NotFoundError
-from ..types import Assistant, File, Message, Run, RunStep, Thread
+from ..types import (
+    Assistant,
+    File,
+    Message,
+    Run,
+    RunStep,
+    Thread,
+    VectorStore,
+    VectorStoreFile,
+    VectorStoreFileBatch,
+)
+from ..types.objects import FileCounts
 from . import schema
 from .base import ListParams, Page
 
@@ -32,6 +43,11 @@ _TABLES: list[tuple[type[BaseModel], sa.Table, str]] = [
     (Run, schema.runs, "run"),
     (RunStep, schema.run_steps, "run step"),
     (File, schema.files, "file"),
+    (VectorStore, schema.vector_stores, "vector store"),
+    (VectorStoreFileBatch, schema.vector_store_file_batches, "vector store file batch"),
+    # Listed for `insert` and `list` only: its ids repeat across stores, so it has its own
+    # get, save and delete below.
+    (VectorStoreFile, schema.vector_store_files, "vector store file"),
 ]
 
 ACTIVE_RUN_STATUSES = ("queued", "in_progress", "requires_action", "cancelling")
@@ -64,6 +80,10 @@ def _columns_for(obj: BaseModel) -> dict[str, Any]:
         )
     elif isinstance(obj, RunStep):
         columns.update(thread_id=obj.thread_id, run_id=obj.run_id)
+    elif isinstance(obj, VectorStoreFileBatch):
+        columns["vector_store_id"] = obj.vector_store_id
+    elif isinstance(obj, VectorStoreFile):
+        columns.update(vector_store_id=obj.vector_store_id, status=obj.status, usage_bytes=obj.usage_bytes)
     return columns
 
 
@@ -342,6 +362,84 @@ class StoreTx:
         if path is None:
             raise NotFoundError(f"No file found with id '{file_id}'.", param="file_id")
         return str(path)
+
+    # Vector store files --------------------------------------------------------------------------
+
+    async def vector_store_file(self, vector_store_id: str, file_id: str, *, owner: str | None) -> VectorStoreFile | None:
+        """A file of a vector store, or None when it is not in that store (or not the owner's)."""
+        table = schema.vector_store_files
+        query = sa.select(table.c.data).where(table.c.vector_store_id == vector_store_id, table.c.id == file_id)
+        if owner is not None:
+            query = query.where(table.c.owner_id == owner)
+        row = (await self.conn.execute(query)).first()
+        return None if row is None else VectorStoreFile.model_validate(row[0])
+
+    async def save_vector_store_file(self, file: VectorStoreFile, *, if_status: str | None = None) -> bool:
+        """Write back a changed vector store file; False if it has left its store meanwhile.
+
+        With `if_status`, the write happens only if the stored status still is that one: a
+        compare-and-set in SQL, so that ingestion finishing a file and a batch cancelling it
+        cannot both win (a read-then-write would let the later writer silently undo the other).
+        """
+        table = schema.vector_store_files
+        query = table.update().where(table.c.vector_store_id == file.vector_store_id, table.c.id == file.id)
+        if if_status is not None:
+            query = query.where(table.c.status == if_status)
+        result = await self.conn.execute(query.values(data=_data(file), **_columns_for(file)))
+        return bool(result.rowcount)
+
+    async def delete_vector_store_file(self, vector_store_id: str, file_id: str) -> bool:
+        """Take a file out of a vector store (its chunks are the index's business)."""
+        table = schema.vector_store_files
+        result = await self.conn.execute(
+            table.delete().where(table.c.vector_store_id == vector_store_id, table.c.id == file_id)
+        )
+        return bool(result.rowcount)
+
+    async def delete_vector_store_rows(self, vector_store_id: str) -> None:
+        """Delete a vector store's file and batch rows (not the store's own row)."""
+        for table in (schema.vector_store_files, schema.vector_store_file_batches):
+            await self.conn.execute(table.delete().where(table.c.vector_store_id == vector_store_id))
+
+    async def vector_store_files_where(self, **columns: Any) -> builtins.list[tuple[str, VectorStoreFile]]:
+        """Vector store files matching column values (e.g. `status`, `batch_id`), with their owners."""
+        table = schema.vector_store_files
+        query = sa.select(table.c.owner_id, table.c.data).where(
+            *(table.c[name] == value for name, value in columns.items())
+        ).order_by(table.c.seq)
+        return [(str(row[0]), VectorStoreFile.model_validate(row[1])) for row in (await self.conn.execute(query)).all()]
+
+    async def file_counts(self, column: str, keys: builtins.list[str]) -> dict[str, tuple[FileCounts, int]]:
+        """Per vector store (`column="vector_store_id"`) or batch (`"batch_id"`): counts by status and usage bytes.
+
+        Counted in SQL on every read rather than kept as counters, so they can never drift from
+        the files themselves.
+        """
+        table = schema.vector_store_files
+        key = table.c[column]
+        query = (
+            sa.select(key, table.c.status, sa.func.count(), sa.func.coalesce(sa.func.sum(table.c.usage_bytes), 0))
+            .where(key.in_(keys))
+            .group_by(key, table.c.status)
+        )
+        totals: dict[str, dict[str, int]] = {k: {} for k in keys}
+        usage: dict[str, int] = dict.fromkeys(keys, 0)
+        for row in (await self.conn.execute(query)).all():
+            totals[str(row[0])][str(row[1])] = int(row[2])
+            usage[str(row[0])] += int(row[3])
+        return {
+            k: (
+                FileCounts(
+                    in_progress=counts.get("in_progress", 0),
+                    completed=counts.get("completed", 0),
+                    failed=counts.get("failed", 0),
+                    cancelled=counts.get("cancelled", 0),
+                    total=sum(counts.values()),
+                ),
+                usage[k],
+            )
+            for k, counts in totals.items()
+        }
 
     # Users and API keys ------------------------------------------------------------------------
 

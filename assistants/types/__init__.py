@@ -21,6 +21,9 @@ from .objects import (
     Thread,
     Tool,
     Usage,
+    VectorStore,
+    VectorStoreFile,
+    VectorStoreFileBatch,
 )
 from .session import ContextMode, Session
 
@@ -47,6 +50,9 @@ __all__ = [
     "Thread",
     "Tool",
     "Usage",
+    "VectorStore",
+    "VectorStoreFile",
+    "VectorStoreFileBatch",
     "meta_field",
     "validate_metadata",
 ]

@@ -421,3 +421,94 @@ class File(BaseModel):
     def wire(self) -> dict[str, Any]:
         """The object as the API shows it."""
         return self.model_dump(mode="json")
+
+
+# Vector stores -------------------------------------------------------------------------------
+
+
+class ExpiresAfter(WireModel):
+    """When an idle vector store expires: `days` after it was last active."""
+
+    anchor: Literal["last_active_at"] = "last_active_at"
+    days: Annotated[int, Field(ge=1, le=365)]
+
+
+class FileCounts(WireModel):
+    """How many of a vector store's (or a batch's) files are in each status."""
+
+    in_progress: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    total: int = 0
+
+
+class StaticChunking(WireModel):
+    max_chunk_size_tokens: int = 800
+    """The most tokens a chunk holds (100 to 4096)."""
+    chunk_overlap_tokens: int = 400
+    """Tokens shared by consecutive chunks (at most half of `max_chunk_size_tokens`)."""
+
+
+class StaticChunkingStrategy(WireModel):
+    type: Literal["static"] = "static"
+    static: StaticChunking = Field(default_factory=StaticChunking)
+
+
+class IngestionLastError(WireModel):
+    code: Literal["server_error", "unsupported_file", "invalid_file"]
+    message: str
+
+
+FileAttributes = dict[str, str | bool | int | float]
+"""A vector store file's `attributes`: up to 16 keys, each a string, a number or a boolean."""
+
+
+class VectorStore(MetadataBacked):
+    """A vector store. `file_counts`, `usage_bytes` and `status` are derived from its files on read."""
+
+    id: str
+    object: Literal["vector_store"] = "vector_store"
+    created_at: int
+    name: str = ""
+    """The store's name; the wire shape requires a string, so an unnamed store has an empty one."""
+    usage_bytes: int = 0
+    file_counts: FileCounts = Field(default_factory=FileCounts)
+    status: Literal["expired", "in_progress", "completed"] = "completed"
+    expires_after: ExpiresAfter | None = None
+    expires_at: int | None = None
+    last_active_at: int | None = None
+    description: str | None = None
+
+
+class VectorStoreFile(BaseModel):
+    """A file in a vector store. Its id is the File's id, so it is unique only within its store."""
+
+    id: str
+    object: Literal["vector_store.file"] = "vector_store.file"
+    usage_bytes: int = 0
+    created_at: int
+    vector_store_id: str
+    status: Literal["in_progress", "completed", "cancelled", "failed"] = "in_progress"
+    last_error: IngestionLastError | None = None
+    chunking_strategy: StaticChunkingStrategy = Field(default_factory=StaticChunkingStrategy)
+    attributes: FileAttributes | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """The object as the API shows it."""
+        return self.model_dump(mode="json")
+
+
+class VectorStoreFileBatch(BaseModel):
+    """A batch of files added to a vector store together; counts are derived from its files on read."""
+
+    id: str
+    object: Literal["vector_store.files_batch"] = "vector_store.files_batch"
+    created_at: int
+    vector_store_id: str
+    status: Literal["in_progress", "completed", "cancelled", "failed"] = "in_progress"
+    file_counts: FileCounts = Field(default_factory=FileCounts)
+
+    def wire(self) -> dict[str, Any]:
+        """The object as the API shows it."""
+        return self.model_dump(mode="json")

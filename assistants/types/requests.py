@@ -9,9 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .metadata import validate_metadata
 from .objects import (
     Attachment,
+    ExpiresAfter,
+    FileAttributes,
     ImageFileContent,
     ImageURLContent,
     ResponseFormat,
+    StaticChunking,
     Tool,
     ToolChoice,
     TruncationStrategy,
@@ -135,3 +138,92 @@ class ToolOutput(RequestModel):
 class SubmitToolOutputsRequest(RequestModel):
     tool_outputs: list[ToolOutput]
     stream: bool | None = None
+
+
+# Vector stores -------------------------------------------------------------------------------
+
+
+class AutoChunkingRequest(WireModel):
+    type: Literal["auto"] = "auto"
+
+
+class StaticChunkingRequest(WireModel):
+    type: Literal["static"] = "static"
+    static: StaticChunking
+
+
+ChunkingStrategyRequest = Annotated[AutoChunkingRequest | StaticChunkingRequest, Field(discriminator="type")]
+
+
+def _check_attributes(value: Any) -> Any:
+    """OpenAI's limits on file attributes: 16 keys of at most 64 characters, strings of at most 512."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError("attributes must be an object")
+    if len(value) > 16:
+        raise ValueError(f"attributes hold at most 16 keys, not {len(value)}")
+    for key, item in value.items():
+        if len(key) > 64:
+            raise ValueError(f"attribute key {key[:20]!r}... is longer than 64 characters")
+        if isinstance(item, str) and len(item) > 512:
+            raise ValueError(f"attribute {key!r} is longer than 512 characters")
+    return value
+
+
+class VectorStoreCreate(RequestModel):
+    file_ids: Annotated[list[str], Field(max_length=500)] | None = None
+    name: Annotated[str, Field(max_length=256)] | None = None
+    description: Annotated[str, Field(max_length=512)] | None = None
+    expires_after: ExpiresAfter | None = None
+    chunking_strategy: ChunkingStrategyRequest | None = None
+    metadata: dict[str, str] | None = None
+
+
+class VectorStoreHelper(RequestModel):
+    """`tool_resources.file_search.vector_stores[i]`: a store to create from files, on the fly."""
+
+    file_ids: Annotated[list[str], Field(max_length=10_000)] = Field(default_factory=list)
+    chunking_strategy: ChunkingStrategyRequest | None = None
+    metadata: dict[str, str] | None = None
+
+
+class VectorStoreUpdate(RequestModel):
+    name: Annotated[str, Field(max_length=256)] | None = None
+    expires_after: ExpiresAfter | None = None
+    metadata: dict[str, str] | None = None
+
+
+class VectorStoreFileCreate(RequestModel):
+    file_id: Annotated[str, Field(min_length=1)]
+    chunking_strategy: ChunkingStrategyRequest | None = None
+    attributes: FileAttributes | None = None
+
+    _attributes = field_validator("attributes", mode="before")(_check_attributes)
+
+
+class VectorStoreFileUpdate(RequestModel):
+    attributes: FileAttributes | None
+
+    _attributes = field_validator("attributes", mode="before")(_check_attributes)
+
+
+class VectorStoreFileBatchCreate(RequestModel):
+    file_ids: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=2000)]
+    chunking_strategy: ChunkingStrategyRequest | None = None
+    attributes: FileAttributes | None = None
+
+    _attributes = field_validator("attributes", mode="before")(_check_attributes)
+
+
+class RankingOptions(WireModel):
+    ranker: Literal["none", "auto", "default-2024-11-15"] = "auto"
+    score_threshold: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+
+class VectorStoreSearch(RequestModel):
+    query: str | Annotated[list[str], Field(min_length=1)]
+    rewrite_query: bool = False
+    max_num_results: Annotated[int, Field(ge=1, le=50)] = 10
+    filters: dict[str, Any] | None = None
+    ranking_options: RankingOptions | None = None

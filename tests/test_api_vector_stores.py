@@ -1,0 +1,468 @@
+"""Vector stores over HTTP, through the official SDK with strict validation, on SQLite and PostgreSQL:
+CRUD and limits, background ingestion to `completed` or `failed`, counts, batches, search, file
+removal, isolation between users; and, in process, ingestion resumed after a restart.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import openai
+import pytest
+from openai.types import VectorStore
+from openai.types.vector_stores import VectorStoreFile
+
+from assistants.ids import new_id, now
+from assistants.types import VectorStore as StoredVectorStore
+from assistants.types import VectorStoreFile as StoredVectorStoreFile
+from tests.conftest import StartRuntime
+from tests.test_api_objects import sdk_error
+
+POLL_SECONDS = 30.0
+
+MANUAL = b"""# Kettle manual
+
+## Descaling
+
+Descale the kettle every month: fill it with equal parts white vinegar and water, boil once,
+leave it for an hour, then rinse three times. Limescale shortens the heating element's life.
+
+## Warranty
+
+The warranty covers two years from purchase and excludes damage from dry boiling.
+"""
+GARDEN = b"Tomatoes need six hours of sun a day and deep watering twice a week in summer.\n"
+
+
+def tag() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def upload(client: openai.OpenAI, name: str, content: bytes) -> str:
+    return client.files.create(file=(name, content), purpose="assistants").id
+
+
+def wait_until(check: Callable[[], Any], what: str) -> Any:
+    """Poll `check` until it returns something truthy; fail after `POLL_SECONDS`."""
+    deadline = time.monotonic() + POLL_SECONDS
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def settled(client: openai.OpenAI, store_id: str, file_id: str) -> VectorStoreFile:
+    """The vector store file once ingestion has finished with it."""
+    def check() -> VectorStoreFile | None:
+        found = client.vector_stores.files.retrieve(file_id, vector_store_id=store_id)
+        return None if found.status == "in_progress" else found
+
+    result: VectorStoreFile = wait_until(check, f"{file_id} to leave in_progress")
+    return result
+
+
+def settled_store(client: openai.OpenAI, store_id: str) -> VectorStore:
+    result: VectorStore = wait_until(
+        lambda: (s := client.vector_stores.retrieve(store_id)).file_counts.in_progress == 0 and s, "the store to settle"
+    )
+    return result
+
+
+# Vector stores ---------------------------------------------------------------------------------
+
+
+def test_vector_store_crud(client: openai.OpenAI) -> None:
+    created = client.vector_stores.create(
+        name="Manuals", metadata={"team": "home"}, expires_after={"anchor": "last_active_at", "days": 7}
+    )
+    assert created.id.startswith("vs_") and created.object == "vector_store"
+    assert created.name == "Manuals" and created.metadata == {"team": "home"}
+    assert created.status == "completed" and created.usage_bytes == 0
+    assert created.file_counts.model_dump() == {"in_progress": 0, "completed": 0, "failed": 0, "cancelled": 0, "total": 0}
+    assert created.expires_after is not None and created.expires_after.days == 7
+    assert created.last_active_at is not None and abs(created.last_active_at - time.time()) < 120
+    assert created.expires_at == created.last_active_at + 7 * 86400
+
+    assert client.vector_stores.retrieve(created.id) == created
+
+    updated = client.vector_stores.update(created.id, name="Home manuals", metadata={"team": "house"}, expires_after=None)
+    assert (updated.name, updated.metadata, updated.expires_at) == ("Home manuals", {"team": "house"}, None)
+    assert client.vector_stores.retrieve(created.id).name == "Home manuals"
+
+    result = client.vector_stores.delete(created.id)
+    assert (result.id, result.deleted, result.object) == (created.id, True, "vector_store.deleted")
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.vector_stores.retrieve(created.id)
+    assert created.id in sdk_error(missing.value)["message"]
+
+
+def test_vector_store_list_pages_in_order(client: openai.OpenAI) -> None:
+    ids = [client.vector_stores.create(name=f"page {n}").id for n in range(3)]
+    first = client.vector_stores.list(limit=2, order="desc")
+    assert [s.id for s in first.data] == ids[::-1][:2] and first.has_more
+    second = client.vector_stores.list(limit=2, order="desc", after=first.data[-1].id)
+    assert second.data[0].id == ids[0]
+    ascending = client.vector_stores.list(limit=3, order="asc", after=ids[0])
+    assert [s.id for s in ascending.data][:2] == ids[1:]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"metadata": {f"k{n}": "v" for n in range(17)}}, "metadata"),
+        ({"metadata": {"k" * 65: "v"}}, "metadata." + "k" * 65),
+        ({"expires_after": {"anchor": "last_active_at", "days": 0}}, "expires_after.days"),
+        ({"expires_after": {"anchor": "created_at", "days": 3}}, "expires_after.anchor"),
+        ({"file_ids": ["file-nope"]}, "file_ids[0]"),
+        ({"name": "x", "colour": "red"}, "colour"),
+        (
+            {"chunking_strategy": {"type": "static", "static": {"max_chunk_size_tokens": 50, "chunk_overlap_tokens": 0}}},
+            "chunking_strategy.static.max_chunk_size_tokens",
+        ),
+        (
+            {"chunking_strategy": {"type": "static", "static": {"max_chunk_size_tokens": 800, "chunk_overlap_tokens": 401}}},
+            "chunking_strategy.static.chunk_overlap_tokens",
+        ),
+    ],
+)
+def test_vector_store_create_errors_name_the_field(client: openai.OpenAI, body: dict[str, Any], param: str) -> None:
+    before = len(client.vector_stores.list(limit=100).data)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.post("/vector_stores", cast_to=object, body=body)
+    error = sdk_error(refused.value)
+    assert error["param"] == param, error
+    assert error["type"] == "invalid_request_error"
+    assert len(client.vector_stores.list(limit=100).data) == before
+
+
+# Files and ingestion ---------------------------------------------------------------------------
+
+
+def test_text_file_is_ingested_and_found_by_search(client: openai.OpenAI) -> None:
+    manual = upload(client, f"kettle-{tag()}.md", MANUAL)
+    store = client.vector_stores.create(name="kettle", file_ids=[manual])
+    added = client.vector_stores.files.retrieve(manual, vector_store_id=store.id)
+    assert added.vector_store_id == store.id and added.object == "vector_store.file"
+
+    done = settled(client, store.id, manual)
+    assert done.status == "completed" and done.last_error is None
+    assert done.usage_bytes > 0
+    assert done.chunking_strategy is not None and done.chunking_strategy.type == "static"
+    shown = client.vector_stores.retrieve(store.id)
+    assert shown.status == "completed"
+    assert (shown.file_counts.completed, shown.file_counts.total) == (1, 1)
+    assert shown.usage_bytes == done.usage_bytes
+
+    results = client.vector_stores.search(store.id, query="how often should I descale with vinegar?")
+    assert results.data, "the manual was not found"
+    best = results.data[0]
+    assert best.file_id == manual and best.filename.startswith("kettle-")
+    assert 0 < best.score < 1
+    assert "white vinegar" in best.content[0].text and best.content[0].type == "text"
+
+    content = list(client.vector_stores.files.content(manual, vector_store_id=store.id))
+    assert content[0].type == "text" and content[0].text is not None and "Limescale" in content[0].text
+
+
+def test_static_chunking_strategy_is_kept(client: openai.OpenAI) -> None:
+    garden = upload(client, "garden.txt", GARDEN)
+    store = client.vector_stores.create(name="garden")
+    added = client.vector_stores.files.create(
+        vector_store_id=store.id,
+        file_id=garden,
+        chunking_strategy={"type": "static", "static": {"max_chunk_size_tokens": 200, "chunk_overlap_tokens": 50}},
+    )
+    assert added.status == "in_progress"
+    done = settled(client, store.id, garden)
+    assert done.status == "completed"
+    assert done.chunking_strategy is not None and done.chunking_strategy.type == "static"
+    assert done.chunking_strategy.static.max_chunk_size_tokens == 200  # type: ignore[union-attr]
+    assert done.chunking_strategy.static.chunk_overlap_tokens == 50  # type: ignore[union-attr]
+    # Adding the same file again returns it as it is.
+    assert client.vector_stores.files.create(vector_store_id=store.id, file_id=garden).status == "completed"
+    assert client.vector_stores.retrieve(store.id).file_counts.total == 1
+
+
+def test_bad_files_fail_with_the_right_code(client: openai.OpenAI) -> None:
+    garbage = upload(client, "notes.txt", bytes(range(256)) * 64)
+    program = upload(client, "setup.exe", b"MZ\x90\x00\x03\x00\x00\x00" * 32)
+    good = upload(client, "garden.txt", GARDEN)
+    store = client.vector_stores.create(name="mixed", file_ids=[garbage, program, good])
+
+    assert settled(client, store.id, garbage).last_error.code == "invalid_file"  # type: ignore[union-attr]
+    unsupported = settled(client, store.id, program)
+    assert unsupported.status == "failed" and unsupported.last_error is not None
+    assert unsupported.last_error.code == "unsupported_file" and unsupported.last_error.message
+    assert settled(client, store.id, good).status == "completed"
+
+    counts = settled_store(client, store.id).file_counts
+    assert (counts.failed, counts.completed, counts.in_progress, counts.total) == (2, 1, 0, 3)
+    failed = client.vector_stores.files.list(store.id, filter="failed")
+    assert {f.id for f in failed.data} == {garbage, program}
+    assert [f.id for f in client.vector_stores.files.list(store.id, filter="completed").data] == [good]
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.get(f"/vector_stores/{store.id}/files", cast_to=object, options={"params": {"filter": "done"}})
+    assert sdk_error(refused.value)["param"] == "filter"
+
+
+def test_deleting_a_file_removes_its_chunks_but_not_the_file(client: openai.OpenAI) -> None:
+    manual = upload(client, "manual.md", MANUAL)
+    garden = upload(client, "garden.txt", GARDEN)
+    store = client.vector_stores.create(name="both", file_ids=[manual, garden])
+    settled_store(client, store.id)
+    assert client.vector_stores.search(store.id, query="descale vinegar").data
+
+    result = client.vector_stores.files.delete(manual, vector_store_id=store.id)
+    assert (result.id, result.deleted, result.object) == (manual, True, "vector_store.file.deleted")
+
+    assert client.vector_stores.search(store.id, query="descale vinegar").data == []
+    assert [hit.file_id for hit in client.vector_stores.search(store.id, query="tomatoes sun").data] == [garden]
+    shown = client.vector_stores.retrieve(store.id)
+    assert (shown.file_counts.total, shown.file_counts.completed) == (1, 1)
+    assert client.files.retrieve(manual).id == manual
+    with pytest.raises(openai.NotFoundError):
+        client.vector_stores.files.retrieve(manual, vector_store_id=store.id)
+    with pytest.raises(openai.NotFoundError):
+        client.vector_stores.files.delete(manual, vector_store_id=store.id)
+
+
+def test_deleting_the_file_itself_takes_it_out_of_its_stores(client: openai.OpenAI) -> None:
+    manual = upload(client, "manual.md", MANUAL)
+    garden = upload(client, "garden.txt", GARDEN)
+    store = client.vector_stores.create(name="files go", file_ids=[manual, garden])
+    settled_store(client, store.id)
+    assert client.vector_stores.search(store.id, query="descale vinegar").data
+
+    assert client.files.delete(manual).deleted
+
+    assert client.vector_stores.search(store.id, query="descale vinegar").data == []
+    assert [f.id for f in client.vector_stores.files.list(store.id).data] == [garden]
+    assert client.vector_stores.retrieve(store.id).file_counts.total == 1
+
+
+def test_deleting_a_store_removes_its_chunks(client: openai.OpenAI) -> None:
+    manual = upload(client, "manual.md", MANUAL)
+    store = client.vector_stores.create(name="gone", file_ids=[manual])
+    settled_store(client, store.id)
+    client.vector_stores.delete(store.id)
+    other = client.vector_stores.create(name="other")
+    # A new store knows nothing of the old one's chunks, and the old one is gone everywhere.
+    assert client.vector_stores.search(other.id, query="descale vinegar").data == []
+    with pytest.raises(openai.NotFoundError):
+        client.vector_stores.search(store.id, query="descale")
+    assert client.files.retrieve(manual).id == manual
+
+
+# Batches ---------------------------------------------------------------------------------------
+
+
+def test_file_batch_ingests_and_lists_its_files(client: openai.OpenAI) -> None:
+    manual = upload(client, "manual.md", MANUAL)
+    garden = upload(client, "garden.txt", GARDEN)
+    store = client.vector_stores.create(name="batch")
+    batch = client.vector_stores.file_batches.create(vector_store_id=store.id, file_ids=[manual, garden])
+    assert batch.id.startswith("vsfb_") and batch.object == "vector_store.files_batch"
+    assert batch.vector_store_id == store.id and batch.file_counts.total == 2
+
+    done = wait_until(
+        lambda: (b := client.vector_stores.file_batches.retrieve(batch.id, vector_store_id=store.id)).status != "in_progress" and b,
+        "the batch to finish",
+    )
+    assert done.status == "completed"
+    assert (done.file_counts.completed, done.file_counts.total) == (2, 2)
+    listed = client.vector_stores.file_batches.list_files(batch.id, vector_store_id=store.id)
+    assert {f.id for f in listed.data} == {manual, garden}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.vector_stores.file_batches.cancel(batch.id, vector_store_id=store.id)
+    assert "completed" in sdk_error(refused.value)["message"]
+
+    with pytest.raises(openai.BadRequestError) as unknown:
+        client.vector_stores.file_batches.create(vector_store_id=store.id, file_ids=[manual, "file-nope"])
+    assert sdk_error(unknown.value)["param"] == "file_ids[1]"
+
+
+def test_cancelling_a_batch_cancels_files_not_yet_ingested(client: openai.OpenAI) -> None:
+    files = [upload(client, f"note-{n}.txt", GARDEN * 200) for n in range(12)]
+    store = client.vector_stores.create(name="cancel")
+    batch = client.vector_stores.file_batches.create(vector_store_id=store.id, file_ids=files)
+    try:
+        cancelled = client.vector_stores.file_batches.cancel(batch.id, vector_store_id=store.id)
+    except openai.BadRequestError:
+        pytest.skip("the batch finished before it could be cancelled")
+    assert cancelled.status == "cancelled"
+    assert cancelled.file_counts.in_progress == 0 and cancelled.file_counts.cancelled > 0
+    counts = settled_store(client, store.id).file_counts
+    assert counts.cancelled + counts.completed == 12
+    # Cancelled files leave nothing in the index: every hit comes from a completed file.
+    completed = {f.id for f in client.vector_stores.files.list(store.id, filter="completed", limit=100).data}
+    hits = client.vector_stores.search(store.id, query="tomatoes", max_num_results=50).data
+    assert {hit.file_id for hit in hits} <= completed
+
+
+# Search ----------------------------------------------------------------------------------------
+
+
+def test_search_options_and_errors(client: openai.OpenAI) -> None:
+    manual = upload(client, "manual.md", MANUAL)
+    store = client.vector_stores.create(name="search", file_ids=[manual])
+    settled_store(client, store.id)
+
+    page = client.vector_stores.search(store.id, query=["warranty", "dry boiling"], max_num_results=1)
+    assert page.search_query == ["warranty", "dry boiling"] and len(page.data) == 1
+    assert page.data[0].attributes == {}
+    updated = client.vector_stores.files.update(manual, vector_store_id=store.id, attributes={"lang": "en", "pages": 2, "draft": False})
+    assert updated.attributes == {"lang": "en", "pages": 2, "draft": False}
+    [hit] = client.vector_stores.search(store.id, query="warranty", max_num_results=1).data
+    assert hit.attributes == {"lang": "en", "pages": 2, "draft": False}
+    with pytest.raises(openai.BadRequestError) as too_many:
+        client.vector_stores.files.update(manual, vector_store_id=store.id, attributes={f"k{n}": n for n in range(17)})
+    assert sdk_error(too_many.value)["param"] == "attributes"
+    strict = client.vector_stores.search(store.id, query="warranty", ranking_options={"score_threshold": 0.999})
+    assert strict.data == []
+    assert client.vector_stores.search(store.id, query="the of and").data == []
+
+    for body, param in [
+        ({"query": "x", "max_num_results": 51}, "max_num_results"),
+        ({"query": "x", "max_num_results": 0}, "max_num_results"),
+        ({"query": "x", "filters": {"type": "eq", "key": "a", "value": "b"}}, "filters"),
+        ({"query": "x", "ranking_options": {"score_threshold": 2}}, "ranking_options.score_threshold"),
+        ({}, "query"),
+    ]:
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.post(f"/vector_stores/{store.id}/search", cast_to=object, body=body)
+        assert sdk_error(refused.value)["param"] == param, body
+
+
+# Isolation -------------------------------------------------------------------------------------
+
+
+def test_another_users_store_is_not_found_everywhere(client: openai.OpenAI, other_client: openai.OpenAI) -> None:
+    manual = upload(client, "manual.md", MANUAL)
+    store = client.vector_stores.create(name="private", file_ids=[manual])
+    settled_store(client, store.id)
+    batch = client.vector_stores.file_batches.create(vector_store_id=store.id, file_ids=[manual])
+    bob_file = upload(other_client, "garden.txt", GARDEN)
+
+    attempts: list[Callable[[], Any]] = [
+        lambda: other_client.vector_stores.retrieve(store.id),
+        lambda: other_client.vector_stores.update(store.id, name="mine"),
+        lambda: other_client.vector_stores.delete(store.id),
+        lambda: other_client.vector_stores.search(store.id, query="descale"),
+        lambda: other_client.vector_stores.files.list(store.id),
+        lambda: other_client.vector_stores.files.retrieve(manual, vector_store_id=store.id),
+        lambda: other_client.vector_stores.files.create(vector_store_id=store.id, file_id=bob_file),
+        lambda: other_client.vector_stores.files.delete(manual, vector_store_id=store.id),
+        lambda: other_client.vector_stores.files.update(manual, vector_store_id=store.id, attributes={"a": "b"}),
+        lambda: list(other_client.vector_stores.files.content(manual, vector_store_id=store.id)),
+        lambda: other_client.vector_stores.file_batches.create(vector_store_id=store.id, file_ids=[bob_file]),
+        lambda: other_client.vector_stores.file_batches.retrieve(batch.id, vector_store_id=store.id),
+        lambda: other_client.vector_stores.file_batches.cancel(batch.id, vector_store_id=store.id),
+        lambda: other_client.vector_stores.file_batches.list_files(batch.id, vector_store_id=store.id),
+    ]
+    for attempt in attempts:
+        with pytest.raises(openai.NotFoundError):
+            attempt()
+    assert store.id not in {s.id for s in other_client.vector_stores.list(limit=100).data}
+
+    # Bob cannot put Alice's file into his own store either.
+    own = other_client.vector_stores.create(name="bob's")
+    with pytest.raises(openai.BadRequestError) as refused:
+        other_client.vector_stores.files.create(vector_store_id=own.id, file_id=manual)
+    assert sdk_error(refused.value)["param"] == "file_id"
+    # And his searches never see her chunks.
+    assert other_client.vector_stores.search(own.id, query="descale vinegar").data == []
+    assert client.vector_stores.retrieve(store.id).name == "private"
+
+
+# Restart ---------------------------------------------------------------------------------------
+
+
+async def test_ingestion_resumes_after_a_restart(start_runtime: StartRuntime) -> None:
+    """Files a previous process left `in_progress` are ingested at start-up, or failed if their File is gone."""
+    first = await start_runtime()
+    engine = first.engine
+    kept = await engine.create_file("user_1", filename="manual.md", purpose="assistants", content=MANUAL)
+    lost = await engine.create_file("user_1", filename="garden.txt", purpose="assistants", content=GARDEN)
+    store = StoredVectorStore(id=new_id("vector_store"), created_at=now(), last_active_at=now())
+    # The rows a crash leaves behind: files added but never ingested by the process that added them.
+    async with engine.store.transaction() as tx:
+        await tx.insert(store, owner="user_1")
+        for file in (kept, lost):
+            await tx.insert(StoredVectorStoreFile(id=file.id, created_at=now(), vector_store_id=store.id), owner="user_1")
+    await engine.delete_file("user_1", lost.id)
+    await first.close()
+
+    second = await start_runtime()
+    stores = second.engine.vector_stores
+    deadline = time.monotonic() + POLL_SECONDS
+    while (await stores.get("user_1", store.id)).file_counts.in_progress and time.monotonic() < deadline:
+        await asyncio_sleep()
+    assert (await stores.get_file("user_1", store.id, kept.id)).status == "completed"
+    failed = await stores.get_file("user_1", store.id, lost.id)
+    assert failed.status == "failed" and failed.last_error is not None
+    assert failed.last_error.code == "invalid_file" and "deleted" in failed.last_error.message
+    hits = await stores.index.search("user_1", [store.id], "descale vinegar")
+    assert hits and hits[0].file_id == kept.id
+
+
+async def asyncio_sleep() -> None:
+    import asyncio
+
+    await asyncio.sleep(0.05)
+
+
+# Tool resources --------------------------------------------------------------------------------
+
+
+def test_tool_resources_must_name_the_users_own_vector_stores(client: openai.OpenAI, other_client: openai.OpenAI) -> None:
+    store = client.vector_stores.create(name="for the assistant")
+    resources = {"file_search": {"vector_store_ids": [store.id]}}
+    assistant = client.beta.assistants.create(model="scripted-model", tools=[{"type": "file_search"}], tool_resources=resources)
+    assert assistant.tool_resources is not None and assistant.tool_resources.file_search is not None
+    assert assistant.tool_resources.file_search.vector_store_ids == [store.id]
+    thread = client.beta.threads.create(tool_resources=resources)
+    assert client.beta.threads.update(thread.id, tool_resources=resources).id == thread.id
+
+    bad = {"file_search": {"vector_store_ids": ["vs_nope"]}}
+    param = "tool_resources.file_search.vector_store_ids[0]"
+    attempts: list[Callable[[], Any]] = [
+        lambda: client.beta.assistants.create(model="scripted-model", tool_resources=bad),
+        lambda: client.beta.assistants.update(assistant.id, tool_resources=bad),
+        lambda: client.beta.threads.create(tool_resources=bad),
+        lambda: client.beta.threads.update(thread.id, tool_resources=bad),
+        lambda: other_client.beta.assistants.create(model="scripted-model", tool_resources=resources),
+        lambda: other_client.beta.threads.create(tool_resources=resources),
+    ]
+    for attempt in attempts:
+        with pytest.raises(openai.BadRequestError) as refused:
+            attempt()
+        assert sdk_error(refused.value)["param"] == param
+    assert client.beta.assistants.retrieve(assistant.id).tool_resources == assistant.tool_resources
+
+
+def test_tool_resources_vector_stores_helper_creates_a_store(client: openai.OpenAI) -> None:
+    manual = upload(client, "manual.md", MANUAL)
+    helper = {"file_search": {"vector_stores": [{"file_ids": [manual], "metadata": {"made": "by helper"}}]}}
+    thread = client.beta.threads.create(tool_resources=helper)  # type: ignore[arg-type]
+    assert thread.tool_resources is not None and thread.tool_resources.file_search is not None
+    [store_id] = thread.tool_resources.file_search.vector_store_ids or []
+    store = settled_store(client, store_id)
+    assert store.metadata == {"made": "by helper"} and store.name == "" and store.file_counts.completed == 1
+    assert client.vector_stores.search(store_id, query="descale vinegar").data[0].file_id == manual
+
+    for bad, param in [
+        ({"file_search": {"vector_stores": [{"file_ids": ["file-nope"]}]}}, "tool_resources.file_search.vector_stores[0].file_ids[0]"),
+        (
+            {"file_search": {"vector_stores": [{"file_ids": [manual], "chunking_strategy": {"type": "static", "static": {"max_chunk_size_tokens": 5000, "chunk_overlap_tokens": 0}}}]}},
+            "tool_resources.file_search.vector_stores[0].chunking_strategy.static.max_chunk_size_tokens",
+        ),
+        ({"file_search": {"vector_store_ids": [store_id], "vector_stores": [{"file_ids": [manual]}]}}, "tool_resources.file_search"),
+    ]:
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.beta.assistants.create(model="scripted-model", tool_resources=bad)  # type: ignore[arg-type]
+        assert sdk_error(refused.value)["param"] == param
