@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import platform
-from collections.abc import Sequence
+import sys
+import tempfile
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -18,6 +22,17 @@ def percentile(values: Sequence[float], q: float) -> float:
     low = math.floor(position)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def print_in_temp_folder(prefix: str, work: Callable[[Path], Coroutine[Any, Any, str]]) -> None:
+    """Run `work` in a fresh temporary folder and print the report it returns; Ctrl-C exits quietly."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        try:
+            text = asyncio.run(work(Path(tmp)))
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            raise SystemExit(130) from None
+    print(text)
 
 
 def machine() -> str:

@@ -24,7 +24,6 @@ import asyncio
 import datetime as dt
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from assistants.kernels import KernelPool  # noqa: E402
-from bench._common import machine, percentile  # noqa: E402
+from bench._common import machine, percentile, print_in_temp_folder  # noqa: E402
 
 OWNER = "user_bench"
 READY_TIMEOUT = 120.0
@@ -136,13 +135,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.sessions = 3 if args.quick else 10
     if args.cold is None:
         args.cold = 1 if args.quick else 3
-    with tempfile.TemporaryDirectory(prefix="bench-kernels-") as tmp:
-        try:
-            text = asyncio.run(run(args, Path(tmp)))
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            raise SystemExit(130) from None
-    print(text)
+    print_in_temp_folder("bench-kernels-", lambda folder: run(args, folder))
 
 
 if __name__ == "__main__":

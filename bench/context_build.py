@@ -16,11 +16,9 @@ Prints a Markdown table; asserts nothing. Usage::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,7 +37,7 @@ from assistants.runtime import Runtime  # noqa: E402
 from assistants.sessions import Sessions  # noqa: E402
 from assistants.types import ContextMode, Message, Run, TextContent, TextValue, Thread  # noqa: E402
 from assistants.types.requests import AssistantCreate  # noqa: E402
-from bench._common import NoModel, machine, percentile  # noqa: E402
+from bench._common import NoModel, machine, percentile, print_in_temp_folder  # noqa: E402
 
 OWNER = "user_bench"
 MODEL = "bench-model"
@@ -276,13 +274,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.repeats_large = 5 if args.quick else 20
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="bench-context-") as tmp:
-        try:
-            text = asyncio.run(run(args, Path(tmp)))
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            raise SystemExit(130) from None
-    print(text)
+    print_in_temp_folder("bench-context-", lambda folder: run(args, folder))
 
 
 if __name__ == "__main__":

@@ -21,11 +21,9 @@ top 20 hits. Prints a Markdown table; asserts nothing. Usage::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,7 +37,7 @@ import sqlalchemy as sa  # noqa: E402
 from assistants.search.index import STOP_WORDS, ChunkRow, SqlChunkIndex, query_terms  # noqa: E402
 from assistants.store import SqlStore  # noqa: E402
 from assistants.store.migrate import upgrade  # noqa: E402
-from bench._common import machine, percentile  # noqa: E402
+from bench._common import machine, percentile, print_in_temp_folder  # noqa: E402
 
 OWNER = "user_bench"
 STORE = "vs_bench"
@@ -155,13 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.chunks = 10_000 if args.quick else 100_000
     if args.queries is None:
         args.queries = 50 if args.quick else 300
-    with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
-        try:
-            text = asyncio.run(run(args, Path(tmp)))
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            raise SystemExit(130) from None
-    print(text)
+    print_in_temp_folder("bench-search-", lambda folder: run(args, folder))
 
 
 if __name__ == "__main__":
