@@ -16,6 +16,7 @@ from openai.types import VectorStore
 from openai.types.vector_stores import VectorStoreFile
 
 from assistants.ids import new_id, now
+from assistants.types import File
 from assistants.types import VectorStore as StoredVectorStore
 from assistants.types import VectorStoreFile as StoredVectorStoreFile
 from tests.conftest import StartRuntime
@@ -394,7 +395,8 @@ async def test_ingestion_resumes_after_a_restart(start_runtime: StartRuntime) ->
         await tx.insert(store, owner="user_1")
         for file in (kept, lost):
             await tx.insert(StoredVectorStoreFile(id=file.id, created_at=now(), vector_store_id=store.id), owner="user_1")
-    await engine.delete_file("user_1", lost.id)
+        # And a File deleted in the same crash, before its vector store entries were taken out.
+        await tx.delete(File, lost.id, owner="user_1")
     await first.close()
 
     second = await start_runtime()
