@@ -46,6 +46,11 @@ def render(event: Event, out: TextIO) -> None:
         out.write("\n")
     elif event.event == "thread.run.step.completed" and data["type"] == "tool_calls":
         for call in data["step_details"]["tool_calls"]:
+            if call["type"] == "file_search":
+                body = call["file_search"]
+                found = ", ".join(f"{r['file_name']} ({r['score']:.2f})" for r in body.get("results") or []) or "nothing"
+                out.write(f"  [file search] {body.get('query', '')!r} -> {found}\n")
+                continue
             if call["type"] == "code_interpreter":
                 body = call["code_interpreter"]
                 out.write("  [python]\n" + "".join(f"  | {line}\n" for line in body["input"].splitlines()))

@@ -26,6 +26,7 @@ from .runs._steps import with_outputs
 from .store import ActiveRunConflict, FileStore, ListParams, Page, SqlStore, StoreTx
 from .tools import FunctionRegistry
 from .tools.code_interpreter import CodeInterpreter
+from .tools.file_search import FileSearch
 from .types import (
     Assistant,
     ContextMode,
@@ -98,11 +99,18 @@ class Engine:
         self.provider = provider
         self.registry = registry
         self.code = code
-        self.executor = RunExecutor(
-            store=store, files=self.files, bus=self.bus, provider=provider, registry=registry, settings=settings, code=code
-        )
         self.vector_stores = VectorStores(store, self.files)
         """Vector stores, their files and search; ingestion runs in its own background workers."""
+        self.executor = RunExecutor(
+            store=store,
+            files=self.files,
+            bus=self.bus,
+            provider=provider,
+            registry=registry,
+            settings=settings,
+            code=code,
+            search=FileSearch(store, self.vector_stores.index),
+        )
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._sweeper: asyncio.Task[None] | None = None
 

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from ..exceptions import InvalidRequestError
 from ..ids import new_id
 from ..runtime import Runtime
+from ..types.objects import FILE_SEARCH_CONTENT
 from ..types.requests import (
     AssistantCreate,
     AssistantUpdate,
@@ -214,12 +215,15 @@ def build_router(runtime: Runtime) -> APIRouter:
     @router.get("/threads/{thread_id}/runs/{run_id}/steps")
     async def list_steps(request: Request, thread_id: str, run_id: str) -> Any:
         owner = await user(request)
-        return page_body(await engine().list_steps(owner, thread_id, run_id, list_params(request)))
+        body = page_body(await engine().list_steps(owner, thread_id, run_id, list_params(request)))
+        for step in body["data"]:
+            _passages(step, request)
+        return body
 
     @router.get("/threads/{thread_id}/runs/{run_id}/steps/{step_id}")
     async def get_step(request: Request, thread_id: str, run_id: str, step_id: str) -> Any:
         owner = await user(request)
-        return (await engine().get_step(owner, thread_id, run_id, step_id)).wire()
+        return _passages((await engine().get_step(owner, thread_id, run_id, step_id)).wire(), request)
 
     # Files -------------------------------------------------------------------------------------
 
@@ -285,3 +289,13 @@ def build_router(runtime: Runtime) -> APIRouter:
 
     return router
 
+
+def _passages(step: dict[str, Any], request: Request) -> dict[str, Any]:
+    """File-search passages appear only when `include[]` asks for them, as on the hosted API."""
+    if FILE_SEARCH_CONTENT in request.query_params.getlist("include[]"):
+        return step
+    for call in (step.get("step_details") or {}).get("tool_calls") or []:
+        if call.get("type") == "file_search":
+            for result in call["file_search"].get("results") or []:
+                result["content"] = None
+    return step

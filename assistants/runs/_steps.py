@@ -7,12 +7,14 @@ Every write happens before its event is published, so a subscriber that reacts t
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from ..events import Event, EventBus, EventName
 from ..ids import new_id, now
 from ..store import SqlStore
 from ..tools.code_interpreter import file_path_annotations, parse_code
+from ..tools.file_search import file_citations, parse_query
 from ..types import (
     FunctionToolCall,
     Message,
@@ -29,6 +31,8 @@ from ..types.objects import (
     CodeInterpreterCall,
     CodeInterpreterToolCall,
     CodeOutput,
+    FileSearchCall,
+    FileSearchToolCall,
     IncompleteDetails,
     LastError,
     MessageCreation,
@@ -39,22 +43,35 @@ from ..types.objects import (
 from ._status import EVENT_FOR_STATUS, end_step, transition
 from ._stream import AccumulatedCall
 
-ToolOutputs = Mapping[str, "str | list[CodeOutput]"]
-"""Outputs by call id: a string for a function call, the outputs list for a code-interpreter call."""
+ToolOutputs = Mapping[str, "str | list[CodeOutput] | FileSearchCall"]
+"""Outputs by call id: a string for a function call, the outputs list for a code-interpreter call,
+the search with its results for a file-search call."""
 
 
 def with_outputs(step: RunStep, outputs: ToolOutputs) -> RunStep:
     """A `tool_calls` step with the given outputs filled in; calls without one keep theirs."""
     assert isinstance(step.step_details, ToolCallsDetails)
-    calls: list[FunctionToolCall | CodeInterpreterToolCall] = []
+    calls: list[FunctionToolCall | CodeInterpreterToolCall | FileSearchToolCall] = []
     for call in step.step_details.tool_calls:
         given = outputs.get(call.id)
         if isinstance(call, FunctionToolCall) and isinstance(given, str):
             call = call.model_copy(update={"function": call.function.model_copy(update={"output": given})})
         elif isinstance(call, CodeInterpreterToolCall) and isinstance(given, list):
             call = call.model_copy(update={"code_interpreter": call.code_interpreter.model_copy(update={"outputs": given})})
+        elif isinstance(call, FileSearchToolCall) and isinstance(given, FileSearchCall):
+            call = call.model_copy(update={"file_search": given})
         calls.append(call)
     return step.model_copy(update={"step_details": ToolCallsDetails(tool_calls=calls)})
+
+
+def _stored_call(
+    call: AccumulatedCall, code: AbstractSet[str], search: AbstractSet[str]
+) -> FunctionToolCall | CodeInterpreterToolCall | FileSearchToolCall:
+    if call.id in code:
+        return CodeInterpreterToolCall(id=call.id, code_interpreter=CodeInterpreterCall(input=parse_code(call.arguments)[0]))
+    if call.id in search:
+        return FileSearchToolCall(id=call.id, file_search=FileSearchCall(query=parse_query(call.arguments) or ""))
+    return FunctionToolCall(id=call.id, function=StepFunction(name=call.name, arguments=call.arguments, output=None))
 
 
 class RunRecorder:
@@ -70,6 +87,8 @@ class RunRecorder:
         self.tool_step: RunStep | None = None
         self.partial_text = ""
         """The text streamed so far into the open message, kept if the run ends early."""
+        self.cited: dict[int, str] = {}
+        """File ids of this run's file-search results by citation number (for `file_citation` annotations)."""
         self.written: dict[str, str] = {}
         """File ids of the files this run's code wrote, by name in /mnt/data (for `file_path` annotations)."""
         self.partial_outputs: dict[str, list[CodeOutput]] = {}
@@ -156,6 +175,10 @@ class RunRecorder:
             return
         stamp = now()
         annotations = file_path_annotations(text, self.written) if self.written else []
+        if self.cited:
+            annotations = sorted(
+                [*annotations, *file_citations(text, self.cited)], key=lambda a: int(str(a["start_index"]))
+            )
         content = [TextContent(text=TextValue(value=text, annotations=annotations))] if text else []
         if incomplete_reason is None:
             message = self.message.model_copy(
@@ -225,6 +248,14 @@ class RunRecorder:
             entry["id"] = call_id
         self._tool_calls_delta(self.tool_step.id, entry)
 
+    def search_delta(self, call: AccumulatedCall, *, call_id: str | None) -> None:
+        """Publish the start of a file-search call (its results come with the finished step)."""
+        assert self.tool_step is not None
+        entry: dict[str, Any] = {"index": call.index, "type": "file_search", "file_search": {}}
+        if call_id is not None:
+            entry["id"] = call_id
+        self._tool_calls_delta(self.tool_step.id, entry)
+
     def code_output_delta(self, call_index: int, output_index: int, output: dict[str, Any]) -> None:
         """Publish one output (or more of one `logs` output) of a running code-interpreter call."""
         assert self.tool_step is not None
@@ -237,17 +268,18 @@ class RunRecorder:
             {"id": step_id, "object": "thread.run.step.delta", "delta": {"step_details": {"type": "tool_calls", "tool_calls": [entry]}}},
         )
 
-    async def store_tool_calls(self, calls: list[AccumulatedCall], usage: Usage | None, *, code: set[str]) -> RunStep:
-        """The step with its complete calls (outputs still missing); calls named in `code` are code-interpreter calls."""
+    async def store_tool_calls(
+        self,
+        calls: list[AccumulatedCall],
+        usage: Usage | None,
+        *,
+        code: AbstractSet[str],
+        search: AbstractSet[str] = frozenset(),
+    ) -> RunStep:
+        """The step with its complete calls (outputs still missing); `code` and `search` name the
+        calls that are code-interpreter and file-search calls."""
         assert self.tool_step is not None
-        details = ToolCallsDetails(
-            tool_calls=[
-                CodeInterpreterToolCall(id=c.id, code_interpreter=CodeInterpreterCall(input=parse_code(c.arguments)[0]))
-                if c.id in code
-                else FunctionToolCall(id=c.id, function=StepFunction(name=c.name, arguments=c.arguments, output=None))
-                for c in calls
-            ]
-        )
+        details = ToolCallsDetails(tool_calls=[_stored_call(c, code, search) for c in calls])
         self.tool_step = self.tool_step.model_copy(update={"step_details": details, "usage": usage})
         self.partial_outputs = {}
         async with self.store.transaction() as tx:

@@ -20,7 +20,7 @@ from ..exceptions import ConfigurationError, ModelBehaviourError, ProviderError
 from ..ids import now
 from ..providers import ChatChunk, ChatProvider
 from ..store import FileStore, SqlStore
-from ..tools import FunctionRegistry
+from ..tools import FunctionRegistry, file_search
 from ..tools.code_interpreter import (
     CodeArgumentStream,
     CodeInterpreter,
@@ -28,11 +28,16 @@ from ..tools.code_interpreter import (
     definition,
     placed_names,
 )
+from ..tools.file_search import FileSearch
 from ..types import Run, RunStatus, StepStatus, Thread, Usage
 from ..types.objects import (
     CODE_INTERPRETER_FUNCTION,
+    FILE_SEARCH_FUNCTION,
     CodeInterpreterTool,
     CodeOutput,
+    FileSearchCall,
+    FileSearchTool,
+    FileSearchToolCall,
     FunctionCall,
     FunctionTool,
     IncompleteDetails,
@@ -43,6 +48,7 @@ from ..types.objects import (
     ResponseFormatJsonSchema,
     ResponseFormatSimple,
     SubmitToolOutputs,
+    ToolCallsDetails,
 )
 from ._code import CodeCalls, input_files
 from ._context import PromptBudgetExceeded, build_context
@@ -67,9 +73,11 @@ class RunExecutor:
         registry: FunctionRegistry,
         settings: Settings,
         code: CodeInterpreter | None = None,
+        search: FileSearch | None = None,
     ) -> None:
         self.store = store
         self.code = code
+        self.search = search
         self.files = files
         self.bus = bus
         self.provider = provider
@@ -138,6 +146,13 @@ class RunExecutor:
             tail, rounds = await rebuild_tail(tx, steps)
         usage = run.usage or Usage()
         inputs = await input_files(self.store, recorder.owner, run) if _offers_code(run) else []
+        stores = await file_search.store_ids(self.store, recorder.owner, run) if _offers_search(run) else []
+        # Citation numbers run on through the run, also across a pause for tool outputs.
+        for step in steps:
+            if isinstance(step.step_details, ToolCallsDetails):
+                for done in step.step_details.tool_calls:
+                    if isinstance(done, FileSearchToolCall):
+                        _cite(recorder, done.file_search)
         tools = self._tool_definitions(run, inputs)
         while True:
             if rounds >= self.settings.max_tool_rounds:
@@ -160,7 +175,7 @@ class RunExecutor:
                 # saves a transaction before the first token.
                 recorder.run = recorder.run.model_copy(update={"context": prepared.record})
             request = self._request(run, prepared.messages, tools, usage)
-            accumulated = await self._stream(recorder, request, code=_offers_code(run))
+            accumulated = await self._stream(recorder, request, code=_offers_code(run), search=_offers_search(run))
             prompt = accumulated.prompt_tokens if accumulated.prompt_tokens is not None else prepared.record.prompt_tokens
             completion = accumulated.completion_tokens if accumulated.completion_tokens is not None else accumulated.chunks
             step_usage = Usage().add(prompt, completion)
@@ -201,13 +216,17 @@ class RunExecutor:
                 return
             rounds += 1
             code_calls = [c for c in calls if _offers_code(run) and c.name == CODE_INTERPRETER_FUNCTION]
-            step = await recorder.store_tool_calls(calls, step_usage, code={c.id for c in code_calls})
-            function_calls = [c for c in calls if c not in code_calls]
-            (outputs, client_calls), code_outputs = await asyncio.gather(
+            search_calls = [c for c in calls if _offers_search(run) and c.name == FILE_SEARCH_FUNCTION]
+            step = await recorder.store_tool_calls(
+                calls, step_usage, code={c.id for c in code_calls}, search={c.id for c in search_calls}
+            )
+            function_calls = [c for c in calls if c not in code_calls and c not in search_calls]
+            (outputs, client_calls), code_outputs, search_outputs = await asyncio.gather(
                 dispatch(function_calls, run=run, registry=self.registry, time_limit=self.settings.tool_timeout_seconds),
                 self._run_code(recorder, code_calls, inputs),
+                self._run_search(recorder, search_calls, stores),
             )
-            all_outputs: ToolOutputs = {**outputs, **code_outputs}
+            all_outputs: ToolOutputs = {**outputs, **code_outputs, **search_outputs}
             if client_calls:
                 await recorder.fill_outputs(step, all_outputs)
                 await recorder.move(
@@ -237,7 +256,28 @@ class RunExecutor:
         interpreter = self.code or CodeInterpreter(None)
         return await CodeCalls(recorder, interpreter, self.files, inputs).run(calls)
 
-    async def _stream(self, recorder: RunRecorder, request: dict[str, Any], *, code: bool) -> DeltaAccumulator:
+    async def _run_search(
+        self, recorder: RunRecorder, calls: list[AccumulatedCall], stores: list[str]
+    ) -> dict[str, FileSearchCall]:
+        """Each search in call order, so citation numbers follow the order the model asked in."""
+        found: dict[str, FileSearchCall] = {}
+        limit, threshold = file_search.options(recorder.run)
+        for call in calls:
+            query = file_search.parse_query(call.arguments) or call.arguments.strip()
+            first = max(recorder.cited, default=0) + 1
+            if self.search is None or not stores:
+                result = FileSearchCall(query=query, first_marker=first)
+            else:
+                result = await self.search.search(
+                    recorder.owner, stores, query, limit=limit, threshold=threshold, first_marker=first
+                )
+            _cite(recorder, result)
+            found[call.id] = result
+        return found
+
+    async def _stream(
+        self, recorder: RunRecorder, request: dict[str, Any], *, code: bool, search: bool = False
+    ) -> DeltaAccumulator:
         """Stream one completion, publishing deltas as they come. Retries only before the first chunk.
 
         With `code`, calls to the code interpreter are published with its shape, the code decoded
@@ -246,6 +286,7 @@ class RunExecutor:
         chunks = await self._open_with_retries(request)
         accumulated = DeltaAccumulator()
         code_streams: dict[int, CodeArgumentStream] = {}
+        searches: set[int] = set()
         recorder.partial_text = ""
         async for chunk in chunks:
             started = accumulated.add(chunk)
@@ -267,6 +308,11 @@ class RunExecutor:
                     recorder.code_delta(
                         call, code=decoder.feed(delta.arguments or ""), call_id=call.id if is_new and call.id else None, first=is_new
                     )
+                    continue
+                if search and (call.index in searches or (is_new and call.name == FILE_SEARCH_FUNCTION)):
+                    if call.index not in searches:
+                        searches.add(call.index)
+                        recorder.search_delta(call, call_id=call.id or None)
                     continue
                 recorder.tool_delta(
                     call,
@@ -299,6 +345,8 @@ class RunExecutor:
         tools = [tool.model_dump(mode="json", exclude_none=True) for tool in run.tools if isinstance(tool, FunctionTool)]
         if _offers_code(run):
             tools.append(definition(placed_names(inputs)))
+        if _offers_search(run):
+            tools.append(file_search.definition())
         return tools
 
     def _window(self, run: Run) -> int:
@@ -315,6 +363,8 @@ class RunExecutor:
                     request["tool_choice"] = {"type": "function", "function": {"name": choice.function.name}}
                 elif choice.type == "code_interpreter" and _offers_code(run):
                     request["tool_choice"] = {"type": "function", "function": {"name": CODE_INTERPRETER_FUNCTION}}
+                elif choice.type == "file_search" and _offers_search(run):
+                    request["tool_choice"] = {"type": "function", "function": {"name": FILE_SEARCH_FUNCTION}}
             elif choice != "auto":
                 request["tool_choice"] = choice
             if not run.parallel_tool_calls:
@@ -358,6 +408,15 @@ class RunawayToolLoop(ModelBehaviourError):
             f"The run was stopped after {rounds} rounds of tool calls without a final answer "
             "(ASSISTANTS_MAX_TOOL_ROUNDS). Rephrase the request or raise the limit."
         )
+
+
+def _offers_search(run: Run) -> bool:
+    return any(isinstance(tool, FileSearchTool) for tool in run.tools)
+
+
+def _cite(recorder: RunRecorder, search: FileSearchCall) -> None:
+    for position, result in enumerate(search.results):
+        recorder.cited[search.first_marker + position] = result.file_id
 
 
 def _offers_code(run: Run) -> bool:

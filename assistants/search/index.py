@@ -19,7 +19,9 @@ on the fixed corpus of tests/test_search_index.py, where right answers then scor
 both backends and other hits at most 0.43: a `score_threshold` around 0.3 keeps good hits and
 0.5 keeps only strong ones. The scale is not exact across stores: bm25's weight for a word grows
 with how rare it is in the whole index, so SQLite's scores drift up in large indexes, whereas
-`ts_rank_cd` ignores rarity. The score is monotonic in the raw rank, so it never reorders hits.
+`ts_rank_cd` ignores rarity. bm25 also gives no weight to a word found in half the index or more,
+which on a nearly empty index is every word; so the share of the query's words a chunk holds
+(`COVERAGE_WEIGHT` times it) is a floor under the score, and hits are ordered by the final score.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ import sqlalchemy as sa
 from ..exceptions import InvalidRequestError
 from ..store import SqlStore, schema
 
+COVERAGE_WEIGHT = 0.5
+"""A chunk holding every word of the query scores at least this (see `SqlChunkIndex._hit`)."""
 MAX_QUERY_TERMS = 64
 """At most this many distinct words of a query are searched for; the rest are ignored."""
 
@@ -276,13 +280,16 @@ class SqlChunkIndex:
         statement = _search_statement(self.dialect, file_ids is not None)
         async with self.store.read() as tx:
             rows = (await tx.conn.execute(statement, params)).all()
-        # Hits come best first and the score is monotonic in the rank, so filtering the top
-        # `limit` by score gives the same hits as filtering first.
-        hits = [self._hit(row, len(terms)) for row in rows]
+        hits = sorted((self._hit(row, terms) for row in rows), key=lambda hit: -hit.score)
         return [hit for hit in hits if hit.score >= score_threshold]
 
-    def _hit(self, row: sa.Row[Any], term_count: int) -> Hit:
-        per_term = max(float(row.rank), 0.0) / term_count
+    def _hit(self, row: sa.Row[Any], terms: list[str]) -> Hit:
+        per_term = max(float(row.rank), 0.0) / len(terms)
+        ranked = per_term / (per_term + self._half_score)
+        # bm25 gives a word no weight when it is in half the index or more, which is every word of
+        # a nearly empty index: the share of the query's words the chunk holds is a floor for it.
+        words = set(query_terms(str(row.text)))
+        covered = sum(1 for term in terms if term in words) / len(terms)
         return Hit(
             chunk_id=str(row.id),
             vector_store_id=str(row.vector_store_id),
@@ -291,5 +298,5 @@ class SqlChunkIndex:
             text=str(row.text),
             start=int(row.char_start),
             end=int(row.char_end),
-            score=per_term / (per_term + self._half_score),
+            score=max(ranked, COVERAGE_WEIGHT * covered),
         )

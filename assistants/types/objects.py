@@ -367,7 +367,65 @@ class CodeInterpreterToolCall(WireModel):
         return "\n".join(part.rstrip("\n") for part in parts) or "(no output)"
 
 
-ToolCall = Annotated[FunctionToolCall | CodeInterpreterToolCall, Field(discriminator="type")]
+FILE_SEARCH_FUNCTION = "file_search"
+"""The name under which file search is offered to Chat Completions models, as a function."""
+FILE_SEARCH_CONTENT = "step_details.tool_calls[*].file_search.results[*].content"
+"""The `include[]` value that asks for the passages of file-search results."""
+
+
+class FileSearchResultText(WireModel):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class FileSearchResult(WireModel):
+    file_id: str
+    file_name: str
+    score: float
+    content: list[FileSearchResultText] | None = None
+    """The passage; shown on `/v1` only when `include[]` asks for it."""
+
+
+class FileSearchRanking(WireModel):
+    ranker: Literal["auto", "default_2024_08_21"] = "default_2024_08_21"
+    score_threshold: float = 0.0
+
+
+class FileSearchCall(WireModel):
+    ranking_options: FileSearchRanking | None = None
+    results: list[FileSearchResult] = Field(default_factory=list)
+    query: str = ""
+    """Extension: what the model searched for."""
+    first_marker: int = 1
+    """Extension: the citation number of the first result (`[n]`); numbers run on through the run."""
+
+    def marker(self, position: int) -> str:
+        return f"[{self.first_marker + position}]"
+
+
+class FileSearchToolCall(WireModel):
+    id: str
+    type: Literal["file_search"] = "file_search"
+    file_search: FileSearchCall
+
+    def model_call(self) -> dict[str, Any]:
+        """The call as the model made it: a function call whose arguments carry the query."""
+        arguments = json.dumps({"query": self.file_search.query})
+        return {"id": self.id, "type": "function", "function": {"name": FILE_SEARCH_FUNCTION, "arguments": arguments}}
+
+    def model_output(self) -> str:
+        """The passages found, each under the marker the answer cites it with."""
+        results = self.file_search.results
+        if not results:
+            return "No passages matched. Try other words, or answer without the files."
+        return "\n\n".join(
+            f"{self.file_search.marker(i)} {r.file_name} (score {r.score:.2f})\n"
+            + "".join(part.text for part in r.content or [])
+            for i, r in enumerate(results)
+        )
+
+
+ToolCall = Annotated[FunctionToolCall | CodeInterpreterToolCall | FileSearchToolCall, Field(discriminator="type")]
 
 
 class ToolCallsDetails(WireModel):

@@ -21,11 +21,12 @@ from ..profiles import Profile, default_profile, ensure_assistant, load_profiles
 from ..runtime import Runtime
 from ..sessions import Sessions
 from ..types import ContextMode, Message, Session
-from ..types.objects import CodeImageOutput, CodeInterpreterToolCall
+from ..types.objects import CodeImageOutput, CodeInterpreterToolCall, FileSearchToolCall
 from ..types.requests import MessageCreate, RunCreate
 from .render import (
     CODE_STEP_NAME,
     FILE_ROUTE,
+    SEARCH_STEP_NAME,
     code_failed,
     code_logs,
     code_written,
@@ -34,6 +35,7 @@ from .render import (
     incomplete_note,
     linked_text,
     run_summary,
+    search_results,
     tool_input,
 )
 from .uploads import store_uploads
@@ -330,6 +332,15 @@ class RunView:
             if call.get("type") == "code_interpreter":
                 await self._code_delta(call)
                 continue
+            if call.get("type") == "file_search":
+                if call["index"] not in self.tools:
+                    step = self._tool_step(SEARCH_STEP_NAME, show_input="text", language="")
+                    step.input, step.output = "…", "…"
+                    await step.send()
+                    self.tools[call["index"]] = step
+                if call.get("id"):
+                    self.tool_ids[call["id"]] = self.tools[call["index"]]
+                continue
             function = call.get("function", {})
             step = self.tools.get(call["index"])
             if step is None and function.get("name"):
@@ -384,6 +395,17 @@ class RunView:
         for index, call in enumerate(data["step_details"]["tool_calls"]):
             if call["type"] == "code_interpreter":
                 await self._code_done(call, self.tool_ids.get(call["id"]) or self.tools.get(index), data["status"])
+                continue
+            if call["type"] == "file_search":
+                search = FileSearchToolCall.model_validate(call)
+                step = self.tool_ids.get(call["id"]) or self.tools.get(index)
+                if step is None:
+                    step = self._tool_step(SEARCH_STEP_NAME, show_input="text", language="")
+                    await step.send()
+                step.input = search.file_search.query
+                step.output = search_results(search) if data["status"] == "completed" else "(stopped)"
+                step.is_error = data["status"] == "failed"
+                await step.update()
                 continue
             function = call["function"]
             step = self.tool_ids.get(call["id"]) or self.tools.get(index)

@@ -17,6 +17,7 @@ from ..types.objects import (
     CodeImageOutput,
     CodeInterpreterToolCall,
     CodeLogsOutput,
+    FileSearchToolCall,
     ImageFileContent,
     MessageCreationDetails,
     ToolCallsDetails,
@@ -155,6 +156,26 @@ def file_element(file_id: str, filename: str, thread_ui_id: str, for_id: str, si
 CODE_STEP_NAME = "Python"
 """How code-interpreter calls are titled in the chat."""
 
+SEARCH_STEP_NAME = "File search"
+"""How file-search calls are titled in the chat."""
+PASSAGE_CHARS = 400
+"""How much of each passage the chat shows under a search."""
+
+
+def search_results(call: FileSearchToolCall) -> str:
+    """The results as the chat lists them: citation marker, file, score, the start of the passage."""
+    results = call.file_search.results
+    if not results:
+        return "No passages matched."
+    lines = []
+    for position, result in enumerate(results):
+        passage = " ".join("".join(p.text for p in result.content or []).split())
+        if len(passage) > PASSAGE_CHARS:
+            passage = passage[:PASSAGE_CHARS].rsplit(" ", 1)[0] + " …"
+        lines.append(f"**{call.file_search.marker(position)} {result.file_name}** · score {result.score:.2f}\n> {passage}")
+    return "\n\n".join(lines)
+
+
 CODE_ERROR_MARKERS = ("Traceback (most recent call last)", "Error: ", "Limit: ")
 
 
@@ -276,6 +297,22 @@ def history_steps(
                     add_message(message)
             elif isinstance(details, ToolCallsDetails):
                 for call in details.tool_calls:
+                    if isinstance(call, FileSearchToolCall):
+                        out.append(
+                            _step(
+                                f"{step.id}-{call.id}",
+                                thread_ui_id,
+                                "tool",
+                                SEARCH_STEP_NAME,
+                                stamp(step.created_at),
+                                input=call.file_search.query,
+                                output=search_results(call) if step.status.value != "in_progress" else _no_output(step),
+                                showInput="text",
+                                language=None,
+                                isError=step.status.value == "failed",
+                            )
+                        )
+                        continue
                     if isinstance(call, CodeInterpreterToolCall):
                         ui_id = f"{step.id}-{call.id}"
                         logs = code_logs(call)

@@ -1,0 +1,129 @@
+"""The file search tool: the model searches the vector stores of its assistant and thread.
+
+Chat Completions models have no built-in file search, so it is offered as a function,
+`file_search(query)`. Its calls are stored and streamed with the Assistants shape
+(`type: "file_search"`, `results` with `file_id`, `file_name`, `score` and the passage). Each
+result carries a citation marker, `[n]`, numbered through the whole run; an answer that cites a
+marker gets a `file_citation` annotation pointing at the file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from ..search import ChunkIndex
+from ..store import SqlStore
+from ..types import Assistant, Run, Thread
+from ..types.objects import (
+    FILE_SEARCH_FUNCTION,
+    FileSearchCall,
+    FileSearchRanking,
+    FileSearchResult,
+    FileSearchResultText,
+    FileSearchTool,
+)
+
+DESCRIPTION = (
+    "Search the files attached to this conversation and this assistant for passages relevant to a "
+    "query. Each passage comes with a marker such as [1]; when you use a passage in your answer, "
+    "cite it by writing its marker right after the statement it supports."
+)
+DEFAULT_MAX_RESULTS = 20
+_MARKER = re.compile(r"\[(\d{1,4})\]")
+
+
+def definition() -> dict[str, Any]:
+    """The function definition offered to the model."""
+    return {
+        "type": "function",
+        "function": {
+            "name": FILE_SEARCH_FUNCTION,
+            "description": DESCRIPTION,
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "string", "description": "What to look for, in a few words."}},
+                "required": ["query"],
+            },
+        },
+    }
+
+
+def parse_query(arguments: str) -> str | None:
+    """The query from the call's JSON arguments, or None when the model sent something else."""
+    try:
+        parsed = json.loads(arguments or "{}")
+    except json.JSONDecodeError:
+        return None
+    query = parsed.get("query") if isinstance(parsed, dict) else None
+    return query if isinstance(query, str) else None
+
+
+def options(run: Run) -> tuple[int, float]:
+    """`max_num_results` and the score threshold the run's file_search tool asks for."""
+    tool = next((t for t in run.tools if isinstance(t, FileSearchTool)), None)
+    settings = (tool.file_search if tool else None) or {}
+    limit = int(settings.get("max_num_results") or DEFAULT_MAX_RESULTS)
+    threshold = float((settings.get("ranking_options") or {}).get("score_threshold") or 0.0)
+    return max(1, min(limit, 50)), max(0.0, min(threshold, 1.0))
+
+
+async def store_ids(store: SqlStore, owner: str, run: Run) -> list[str]:
+    """The vector stores the run searches: its assistant's and its thread's."""
+    async with store.read() as tx:
+        assistant = await tx.find(Assistant, run.assistant_id, owner=owner)
+        thread = await tx.get(Thread, run.thread_id, owner=owner)
+    ids: list[str] = []
+    for resources in (assistant.tool_resources if assistant else None, thread.tool_resources):
+        ids.extend(((resources or {}).get("file_search") or {}).get("vector_store_ids") or [])
+    return list(dict.fromkeys(ids))
+
+
+class FileSearch:
+    """Runs the model's searches over the owner's chunk index."""
+
+    def __init__(self, store: SqlStore, index: ChunkIndex) -> None:
+        self.store = store
+        self.index = index
+
+    async def search(
+        self, owner: str, vector_stores: Sequence[str], query: str, *, limit: int, threshold: float, first_marker: int
+    ) -> FileSearchCall:
+        hits = await self.index.search(owner, vector_stores, query, limit=limit, score_threshold=threshold) if query.strip() else []
+        async with self.store.read() as tx:
+            files = await tx.files_by_id(list({h.file_id for h in hits}), owner=owner)
+        results = [
+            FileSearchResult(
+                file_id=hit.file_id,
+                file_name=files[hit.file_id].filename if hit.file_id in files else hit.file_id,
+                score=round(hit.score, 4),
+                content=[FileSearchResultText(text=hit.text)],
+            )
+            for hit in hits
+        ]
+        return FileSearchCall(
+            ranking_options=FileSearchRanking(score_threshold=threshold),
+            results=results,
+            query=query,
+            first_marker=first_marker,
+        )
+
+
+def file_citations(text: str, cited: dict[int, str]) -> list[dict[str, object]]:
+    """`file_citation` annotations for the `[n]` markers in an answer that name a result of the run."""
+    annotations: list[dict[str, object]] = []
+    for match in _MARKER.finditer(text):
+        file_id = cited.get(int(match.group(1)))
+        if file_id is not None:
+            annotations.append(
+                {
+                    "type": "file_citation",
+                    "text": match.group(0),
+                    "start_index": match.start(),
+                    "end_index": match.end(),
+                    "file_citation": {"file_id": file_id},
+                }
+            )
+    return annotations

@@ -1,0 +1,88 @@
+"""File search in runs through `/v1`: the official SDK, the real server, real ingestion and index.
+
+The scripted model calls `file_search(query)`; the engine searches the assistant's vector store
+and reports a `file_search` step with results; the answer's `[n]` markers become `file_citation`
+annotations pointing at the cited file.
+"""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+from openai.types.beta.threads.runs import FileSearchToolCall
+
+from tests.scripted_model import ScriptedModel
+from tests.test_api_runs import sent_messages
+from tests.test_api_vector_stores import GARDEN, MANUAL, settled_store, upload
+
+pytestmark = pytest.mark.filterwarnings("ignore:deprecated$:DeprecationWarning")
+
+INCLUDE_CONTENT = "step_details.tool_calls[*].file_search.results[*].content"
+
+
+def search_call(query: str, call_id: str = "call_search") -> dict[str, str]:
+    return {"name": "file_search", "arguments": json.dumps({"query": query}), "id": call_id}
+
+
+def test_a_run_searches_the_assistants_store_and_cites_the_file(client: openai.OpenAI, model: ScriptedModel) -> None:
+    manual = upload(client, "manual.md", MANUAL)
+    garden = upload(client, "garden.txt", GARDEN)
+    store = client.vector_stores.create(name="home", file_ids=[manual, garden])
+    settled_store(client, store.id)
+    assistant = client.beta.assistants.create(
+        model="scripted-model",
+        tools=[{"type": "file_search"}],
+        tool_resources={"file_search": {"vector_store_ids": [store.id]}},
+    )
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "How do I descale my kettle?"}])
+    model.add_tool_calls([search_call("descale kettle vinegar")])
+    answer = "Boil equal parts white vinegar and water [1], then rinse three times [1]."
+    model.add_text(answer)
+
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50)
+
+    assert run.status == "completed", run.last_error
+    steps = client.beta.threads.runs.steps.list(run_id=run.id, thread_id=thread.id, order="asc").data
+    [call] = [c for s in steps if s.step_details.type == "tool_calls" for c in s.step_details.tool_calls]
+    assert isinstance(call, FileSearchToolCall) and call.id == "call_search"
+    results = call.file_search.results or []
+    assert results and results[0].file_id == manual and results[0].file_name == "manual.md"
+    assert 0 < results[0].score <= 1
+    assert all(r.content is None for r in results), "passages only with include[]"
+
+    detailed = client.beta.threads.runs.steps.list(run_id=run.id, thread_id=thread.id, include=[INCLUDE_CONTENT]).data
+    [with_content] = [c for s in detailed if s.step_details.type == "tool_calls" for c in s.step_details.tool_calls]
+    assert isinstance(with_content, FileSearchToolCall)
+    passage = (with_content.file_search.results or [])[0].content
+    assert passage and "vinegar" in (passage[0].text or "")
+
+    # The model read the passages under their markers.
+    tool = sent_messages(model, -1)[-1]
+    assert tool["role"] == "tool" and tool["content"].startswith("[1] manual.md") and "vinegar" in tool["content"]
+    search_tool = next(t for t in model.requests[-2].body["tools"] if t["function"]["name"] == "file_search")
+    assert search_tool["function"]["parameters"]["required"] == ["query"]
+
+    reply = client.beta.threads.messages.list(thread_id=thread.id, run_id=run.id).data[0]
+    text = reply.content[0]
+    assert text.type == "text" and text.text.value == answer
+    notes = text.text.annotations
+    assert [n.type for n in notes] == ["file_citation", "file_citation"]
+    for note in notes:
+        assert note.type == "file_citation" and note.file_citation.file_id == manual
+        assert answer[note.start_index : note.end_index] == note.text == "[1]"
+
+
+def test_without_stores_the_search_finds_nothing_and_the_run_goes_on(client: openai.OpenAI, model: ScriptedModel) -> None:
+    assistant = client.beta.assistants.create(model="scripted-model", tools=[{"type": "file_search"}])
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Anything in my files?"}])
+    model.add_tool_calls([search_call("anything")])
+    model.add_text("I found nothing [3].")
+
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50)
+
+    assert run.status == "completed", run.last_error
+    assert sent_messages(model, -1)[-1]["content"].startswith("No passages matched")
+    reply = client.beta.threads.messages.list(thread_id=thread.id, run_id=run.id).data[0]
+    assert reply.content[0].type == "text" and reply.content[0].text.annotations == [], "no result, no citation"
