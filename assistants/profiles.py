@@ -11,12 +11,12 @@ from .engine import Engine
 from .exceptions import ConfigurationError
 from .store import ListParams
 from .types import Assistant, Tool
-from .types.objects import CodeInterpreterTool, FunctionDefinition, FunctionTool
+from .types.objects import CodeInterpreterTool, FileSearchTool, FunctionDefinition, FunctionTool
 from .types.requests import AssistantCreate, AssistantUpdate
 
 CONFIG_FILE = Path(__file__).resolve().parent.parent / "assistants.toml"
 PROFILE_KEY = "assistants.profile"
-BUILT_IN_TOOLS = ("code_interpreter",)
+BUILT_IN_TOOLS = ("code_interpreter", "file_search")
 """Tools named in `assistants.toml` that are not functions."""
 """Metadata key that ties a user's copy of an assistant to its profile name."""
 
@@ -81,6 +81,8 @@ def _body(profile: Profile, engine: Engine, default_model: str) -> dict[str, Any
     tools: list[Tool] = [FunctionTool(function=FunctionDefinition(**d["function"])) for d in engine.registry.definitions(functions)]
     if "code_interpreter" in profile.tools:
         tools.append(CodeInterpreterTool())
+    if "file_search" in profile.tools:
+        tools.append(FileSearchTool())
     return {
         "model": profile.model or default_model,
         "name": profile.name,

@@ -33,8 +33,8 @@ from .search import (
     validate_static_strategy,
 )
 from .store import FileStore, ListParams, Page, SqlStore, StoreTx
-from .types import File, VectorStore, VectorStoreFile, VectorStoreFileBatch
-from .types.objects import IngestionLastError, StaticChunking, StaticChunkingStrategy
+from .types import File, Thread, VectorStore, VectorStoreFile, VectorStoreFileBatch
+from .types.objects import ExpiresAfter, IngestionLastError, StaticChunking, StaticChunkingStrategy
 from .types.requests import (
     ChunkingStrategyRequest,
     StaticChunkingRequest,
@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 INGESTION_WORKERS = 2
 """How many files are ingested at once; extraction and chunking run in threads."""
 DAY_SECONDS = 86_400
+THREAD_STORE_DAYS = 7
+"""A thread's own vector store (made from message attachments) expires this long after its last use."""
 FILE_STATUSES = ("in_progress", "completed", "failed", "cancelled")
 
 
@@ -120,6 +122,44 @@ class VectorStores:
             added = await self._add_files(tx, owner, store.id, body.file_ids or [], strategy, param="file_ids")
         self._enqueue(owner, added)
         return await self.get(owner, store.id)
+
+    async def attach_to_thread(self, tx: StoreTx, owner: str, thread_id: str, file_ids: list[str]) -> list[VectorStoreFile]:
+        """Files a message attaches for `file_search` go into the thread's vector store, made if needed.
+
+        As on the hosted API: the thread's store expires 7 days after it was last used. Runs in
+        the caller's transaction; the caller calls `kick` once it has committed.
+        """
+        thread = await tx.get(Thread, thread_id, owner=owner)
+        resources = dict(thread.tool_resources or {})
+        file_search = dict(resources.get("file_search") or {})
+        existing = [i for i in file_search.get("vector_store_ids") or [] if await tx.find(VectorStore, i, owner=owner)]
+        if existing:
+            store_id = existing[0]
+        else:
+            stamp = now()
+            store = VectorStore(
+                id=new_id("vector_store"),
+                created_at=stamp,
+                name=f"Files of {thread_id}",
+                expires_after=ExpiresAfter(anchor="last_active_at", days=THREAD_STORE_DAYS),
+                expires_at=stamp + THREAD_STORE_DAYS * DAY_SECONDS,
+                last_active_at=stamp,
+            )
+            await tx.insert(store, owner=owner)
+            store_id = store.id
+            file_search["vector_store_ids"] = [store_id]
+            resources["file_search"] = file_search
+            await tx.save(thread.model_copy(update={"tool_resources": resources}))
+        return await self._add_files(tx, owner, store_id, file_ids, _strategy(None), param="attachments")
+
+    async def wait_for_ingestion(self, vector_store_ids: list[str]) -> None:
+        """Return once no file of these stores is still being ingested (the caller bounds the wait)."""
+        while True:
+            async with self.store.read() as tx:
+                counts = await tx.file_counts("vector_store_id", vector_store_ids)
+            if not any(found.in_progress for found, _ in counts.values()):
+                return
+            await asyncio.sleep(0.2)
 
     async def get(self, owner: str, vector_store_id: str) -> VectorStore:
         async with self.store.read() as tx:

@@ -86,3 +86,45 @@ def test_without_stores_the_search_finds_nothing_and_the_run_goes_on(client: ope
     assert sent_messages(model, -1)[-1]["content"].startswith("No passages matched")
     reply = client.beta.threads.messages.list(thread_id=thread.id, run_id=run.id).data[0]
     assert reply.content[0].type == "text" and reply.content[0].text.annotations == [], "no result, no citation"
+
+
+def test_a_file_attached_for_file_search_goes_into_the_threads_store_and_is_found(
+    client: openai.OpenAI, model: ScriptedModel
+) -> None:
+    manual = upload(client, "kettle.md", MANUAL)
+    assistant = client.beta.assistants.create(model="scripted-model", tools=[{"type": "file_search"}])
+    thread = client.beta.threads.create(
+        messages=[
+            {
+                "role": "user",
+                "content": "How often should I descale?",
+                "attachments": [{"file_id": manual, "tools": [{"type": "file_search"}]}],
+            }
+        ]
+    )
+    resources = client.beta.threads.retrieve(thread.id).tool_resources
+    assert resources is not None and resources.file_search is not None
+    [store_id] = resources.file_search.vector_store_ids or []
+    store = client.vector_stores.retrieve(store_id)
+    assert store.expires_after is not None and store.expires_after.days == 7
+    model.add_tool_calls([search_call("descale every month")])
+    model.add_text("Every month [1].")
+
+    # The run starts at once; the search waits for the attached file to be indexed.
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50)
+
+    assert run.status == "completed", run.last_error
+    assert "[1] kettle.md" in sent_messages(model, -1)[-1]["content"]
+    reply = client.beta.threads.messages.list(thread_id=thread.id, run_id=run.id).data[0]
+    assert reply.content[0].type == "text"
+    [note] = reply.content[0].text.annotations
+    assert note.type == "file_citation" and note.file_citation.file_id == manual
+
+    # A second attachment joins the same store.
+    garden = upload(client, "garden.txt", GARDEN)
+    client.beta.threads.messages.create(
+        thread_id=thread.id, role="user", content="And tomatoes?", attachments=[{"file_id": garden, "tools": [{"type": "file_search"}]}]
+    )
+    after = client.beta.threads.retrieve(thread.id).tool_resources
+    assert after is not None and after.file_search is not None and after.file_search.vector_store_ids == [store_id]
+    assert {f.id for f in client.vector_stores.files.list(store_id).data} == {manual, garden}

@@ -262,6 +262,9 @@ class RunExecutor:
         """Each search in call order, so citation numbers follow the order the model asked in."""
         found: dict[str, FileSearchCall] = {}
         limit, threshold = file_search.options(recorder.run)
+        if calls and stores and self.search is not None:
+            # Files just attached may still be indexing: the hosted API let a run wait for them too.
+            await self.search.ready(stores)
         for call in calls:
             query = file_search.parse_query(call.arguments) or call.arguments.strip()
             first = max(recorder.cited, default=0) + 1

@@ -9,9 +9,11 @@ marker gets a `file_citation` annotation pointing at the file.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..search import ChunkIndex
@@ -81,12 +83,23 @@ async def store_ids(store: SqlStore, owner: str, run: Run) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
+INGESTION_WAIT_SECONDS = 60.0
+"""How long a search waits for files of its stores that are still being indexed."""
+
+
 class FileSearch:
     """Runs the model's searches over the owner's chunk index."""
 
-    def __init__(self, store: SqlStore, index: ChunkIndex) -> None:
+    def __init__(self, store: SqlStore, index: ChunkIndex, ready: Callable[[list[str]], Awaitable[None]]) -> None:
         self.store = store
         self.index = index
+        self._ready = ready
+
+    async def ready(self, vector_stores: list[str]) -> None:
+        """Wait, within a bound, until the stores have no file still being indexed."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(INGESTION_WAIT_SECONDS):
+                await self._ready(vector_stores)
 
     async def search(
         self, owner: str, vector_stores: Sequence[str], query: str, *, limit: int, threshold: float, first_marker: int

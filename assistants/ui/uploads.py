@@ -68,10 +68,11 @@ async def store_uploads(
 ) -> PreparedUpload:
     """The user's message content with its files stored and attached; refusals say why.
 
-    Files go to the code interpreter when the assistant has it (it finds them in /mnt/data);
-    images are also shown to the model directly.
+    Files go to the code interpreter when the assistant has it (it finds them in /mnt/data) and,
+    documents, to file search when it has that; images are also shown to the model directly.
     """
     routes = [{"type": "code_interpreter"}] if "code_interpreter" in tools else []
+    searchable = "file_search" in tools
     content: list[MessageRequestContent] = [TextRequestContent(text=text)] if text else []
     prepared = PreparedUpload(content=content, attachments=[])
     for index, element in enumerate(elements):
@@ -96,7 +97,9 @@ async def store_uploads(
         purpose = "vision" if mime in IMAGE_MIME else "assistants"
         stored = await engine.create_file(owner, filename=name, purpose=purpose, content=data)
         prepared.accepted.append((stored.id, name))
-        prepared.attachments.append(Attachment(file_id=stored.id, tools=routes))
+        # Documents also go to file search (into the session's own vector store); images do not.
+        file_routes = [*routes, {"type": "file_search"}] if searchable and mime not in IMAGE_MIME else routes
+        prepared.attachments.append(Attachment(file_id=stored.id, tools=file_routes))
         if mime in IMAGE_MIME:
             prepared.content.append(ImageFileContent(image_file=ImageFile(file_id=stored.id)))
     if not prepared.content:
