@@ -22,7 +22,8 @@ from ..tools.code_interpreter import (
     parse_code,
     saved_note,
 )
-from ..types import Assistant, Run, Thread
+from ..tools.resources import resource_ids
+from ..types import Run
 from ..types.objects import CodeImage, CodeImageOutput, CodeLogsOutput, CodeOutput
 from ._steps import RunRecorder
 from ._stream import AccumulatedCall
@@ -37,11 +38,7 @@ logger = logging.getLogger(__name__)
 async def input_files(store: SqlStore, owner: str, run: Run) -> list[InputFile]:
     """Files meant for the code interpreter: the assistant's, the thread's, and message attachments."""
     async with store.read() as tx:
-        assistant = await tx.find(Assistant, run.assistant_id, owner=owner)
-        thread = await tx.get(Thread, run.thread_id, owner=owner)
-        ids: list[str] = []
-        for resources in (assistant.tool_resources if assistant else None, thread.tool_resources):
-            ids.extend(((resources or {}).get("code_interpreter") or {}).get("file_ids") or [])
+        ids = await resource_ids(tx, owner, run, "code_interpreter", "file_ids")
         ids.extend(await tx.attached_file_ids(run.thread_id, "code_interpreter"))
         stored = await tx.stored_files(ids, owner=owner)
     return [InputFile(file_id=f.id, filename=f.filename, path=Path(path)) for f, path in stored]

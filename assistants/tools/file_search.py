@@ -18,7 +18,7 @@ from typing import Any
 
 from ..search import ChunkIndex
 from ..store import SqlStore
-from ..types import Assistant, Run, Thread
+from ..types import Run
 from ..types.objects import (
     FILE_SEARCH_FUNCTION,
     FileSearchCall,
@@ -27,6 +27,7 @@ from ..types.objects import (
     FileSearchResultText,
     FileSearchTool,
 )
+from .resources import resource_ids
 
 DESCRIPTION = (
     "Search the files attached to this conversation and this assistant for passages relevant to a "
@@ -75,12 +76,7 @@ def options(run: Run) -> tuple[int, float]:
 async def store_ids(store: SqlStore, owner: str, run: Run) -> list[str]:
     """The vector stores the run searches: its assistant's and its thread's."""
     async with store.read() as tx:
-        assistant = await tx.find(Assistant, run.assistant_id, owner=owner)
-        thread = await tx.get(Thread, run.thread_id, owner=owner)
-    ids: list[str] = []
-    for resources in (assistant.tool_resources if assistant else None, thread.tool_resources):
-        ids.extend(((resources or {}).get("file_search") or {}).get("vector_store_ids") or [])
-    return list(dict.fromkeys(ids))
+        return await resource_ids(tx, owner, run, "file_search", "vector_store_ids")
 
 
 INGESTION_WAIT_SECONDS = 60.0
