@@ -484,6 +484,32 @@ def test_code_step_shows_code_logs_and_image_live_and_after_reload(
     check_code_step()
 
 
+def test_an_uploaded_document_is_searched_and_the_answer_cites_it(
+    chat_server: Server, page: Page, model: ScriptedModel, tmp_path: Path
+) -> None:
+    name, password = new_user(chat_server, "reader")
+    login(page, chat_server, name, password)
+    notes = tmp_path / "kettle.md"
+    notes.write_text("# Kettle\n\nDescale the kettle every month with white vinegar and water.\n")
+    page.set_input_files("#upload-button-input", str(notes))
+    expect(page.locator("#attachments").get_by_text("kettle.md")).to_be_visible()
+    model.add_tool_calls([{"name": "file_search", "arguments": json.dumps({"query": "descale kettle"})}])
+    model.add_text("Descale it every month [1].")
+    send(page, "How often should I descale?")
+
+    expect(messages(page, "assistant_message").get_by_text("Descale it every month [1].")).to_be_visible()
+    search = messages(page, "tool").filter(has=page.locator("#step-File\\ search"))
+    expect(search).to_have_count(1)
+    search.locator("#step-File\\ search").click()
+    sections = search.locator(".message-content")
+    expect(sections.nth(0)).to_contain_text("descale kettle")
+    expect(sections.nth(1)).to_contain_text("[1] kettle.md")
+    expect(sections.nth(1)).to_contain_text("white vinegar")
+    # The model read the passage under the marker it cites.
+    tool_messages = [m for m in chat_requests(model)[-1]["messages"] if m["role"] == "tool"]
+    assert text_of(tool_messages[-1]).startswith("[1] kettle.md")
+
+
 # 4. Uploads ------------------------------------------------------------------------------------
 
 
