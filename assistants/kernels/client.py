@@ -37,7 +37,7 @@ from jupyter_client.session import DELIM, Session
 from zmq.utils.monitor import parse_monitor_message
 
 from ..exceptions import SandboxUnavailable
-from .execution import CONNECTION_LOST, OUTPUT_FLOOD, OutputCollector
+from .execution import CONNECTION_LOST, INTERRUPT_IGNORED, OUTPUT_FLOOD, OutputCollector
 from .sandbox import Sandbox, SandboxProcess
 
 START_TIMEOUT = 30.0
@@ -93,6 +93,10 @@ _FAULTS = {
     CONNECTION_LOST: (
         "the kernel's connection to the server broke (its sockets were closed or replaced, or one "
         f"part of a message was over {_MAX_MESSAGE_BYTES // 1024**2} MB); "
+        "variables were lost, files in /mnt/data were kept"
+    ),
+    INTERRUPT_IGNORED: (
+        "the code did not stop when its run was cancelled, so the kernel was restarted; "
         "variables were lost, files in /mnt/data were kept"
     ),
 }
@@ -394,6 +398,24 @@ class KernelClient:
         while not self._events.empty():
             self._events.get_nowait()
 
+    async def _settle(self, seconds: float) -> bool:
+        """Read the interrupted execution's last messages; True once it replied and went idle."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        replied = idle = False
+        while not (replied and idle):
+            event = await self._next(deadline - loop.time())
+            if event is None:
+                return False
+            channel, message = event
+            if channel == "exit" or message is None:
+                return False
+            if channel == "shell" and message["msg_type"] == "execute_reply":
+                replied = True
+            elif message["msg_type"] == "status" and message["content"].get("execution_state") == "idle":
+                idle = True
+        return True
+
     async def interrupt(self) -> None:
         """Ask the kernel to interrupt the running code (it sends itself SIGINT)."""
         self._accept.discard(await self._send(self._control, "interrupt_request", {}))
@@ -448,8 +470,13 @@ class KernelClient:
                     error = (str(content.get("ename", "Error")), str(content.get("evalue", "")))
         except asyncio.CancelledError:
             # Whoever waited is gone (a run was cancelled); the code must not run on unattended.
+            # The next execution must also find the kernel idle, with nothing of this one still
+            # on its way: wait (briefly) for the interrupted code's reply and idle status, and
+            # kill a kernel that does not stop (the next execution then starts a fresh one).
             if replied_at is None and self.alive:
                 await self.interrupt()
+                if not await asyncio.shield(self._settle(INTERRUPT_GRACE)):
+                    self._kill(INTERRUPT_IGNORED)
             raise
         finally:
             self._accept.discard(msg_id)

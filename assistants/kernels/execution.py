@@ -147,11 +147,15 @@ OUTPUT_FLOOD = "KernelOutputError"
 CONNECTION_LOST = "KernelConnectionError"
 """The error the server reports when it killed a kernel whose connection to the server broke."""
 
+INTERRUPT_IGNORED = "KernelInterruptError"
+"""The error the server reports when it killed a kernel that kept running after its run was cancelled."""
+
 # The server's own errors above mean the kernel was killed for misbehaving; each has a fixed note
 # (the code could raise an exception of the same name, which only gets its own kernel restarted).
 _FAULT_NOTES = {
     OUTPUT_FLOOD: "The kernel sent more output than allowed and was restarted.",
     CONNECTION_LOST: "The kernel broke its connection to the server and was restarted.",
+    INTERRUPT_IGNORED: "The code did not stop when its run was cancelled, so the kernel was restarted.",
 }
 
 
