@@ -15,10 +15,12 @@ import pytest
 from openai.types import VectorStore
 from openai.types.vector_stores import VectorStoreFile
 
+from assistants.exceptions import InvalidRequestError
 from assistants.ids import new_id, now
 from assistants.types import File
 from assistants.types import VectorStore as StoredVectorStore
 from assistants.types import VectorStoreFile as StoredVectorStoreFile
+from assistants.types import VectorStoreFileBatch as StoredVectorStoreFileBatch
 from tests.conftest import StartRuntime
 from tests.test_api_objects import sdk_error
 
@@ -287,22 +289,34 @@ def test_file_batch_ingests_and_lists_its_files(client: openai.OpenAI) -> None:
     assert sdk_error(unknown.value)["param"] == "file_ids[1]"
 
 
-def test_cancelling_a_batch_cancels_files_not_yet_ingested(client: openai.OpenAI) -> None:
-    files = [upload(client, f"note-{n}.txt", GARDEN * 200) for n in range(12)]
-    store = client.vector_stores.create(name="cancel")
-    batch = client.vector_stores.file_batches.create(vector_store_id=store.id, file_ids=files)
-    try:
-        cancelled = client.vector_stores.file_batches.cancel(batch.id, vector_store_id=store.id)
-    except openai.BadRequestError:
-        pytest.skip("the batch finished before it could be cancelled")
+async def test_cancelling_a_batch_cancels_files_not_yet_ingested(start_runtime: StartRuntime) -> None:
+    """Rows written as `create_batch` writes them, but not yet queued, so the cancel always comes first."""
+    runtime = await start_runtime()
+    engine = runtime.engine
+    stores = engine.vector_stores
+    files = [
+        await engine.create_file("user_1", filename=f"note-{n}.txt", purpose="assistants", content=GARDEN) for n in range(3)
+    ]
+    store = StoredVectorStore(id=new_id("vector_store"), created_at=now(), last_active_at=now())
+    batch = StoredVectorStoreFileBatch(id=new_id("file_batch"), created_at=now(), vector_store_id=store.id)
+    async with engine.store.transaction() as tx:
+        await tx.insert(store, owner="user_1")
+        await tx.insert(batch, owner="user_1")
+        for file, status in zip(files, ("in_progress", "in_progress", "completed"), strict=True):
+            entry = StoredVectorStoreFile(id=file.id, created_at=now(), vector_store_id=store.id, status=status)
+            await tx.insert(entry, owner="user_1", batch_id=batch.id)
+
+    cancelled = await stores.cancel_batch("user_1", store.id, batch.id)
+
     assert cancelled.status == "cancelled"
-    assert cancelled.file_counts.in_progress == 0 and cancelled.file_counts.cancelled > 0
-    counts = settled_store(client, store.id).file_counts
-    assert counts.cancelled + counts.completed == 12
-    # Cancelled files leave nothing in the index: every hit comes from a completed file.
-    completed = {f.id for f in client.vector_stores.files.list(store.id, filter="completed", limit=100).data}
-    hits = client.vector_stores.search(store.id, query="tomatoes", max_num_results=50).data
-    assert {hit.file_id for hit in hits} <= completed
+    counts = cancelled.file_counts
+    assert (counts.in_progress, counts.cancelled, counts.completed, counts.total) == (0, 2, 1, 3)
+    # An ingestion that was already under way when the cancel came stores nothing.
+    await stores.ingest("user_1", store.id, files[0].id)
+    assert (await stores.get_file("user_1", store.id, files[0].id)).status == "cancelled"
+    assert await stores.index.count(store.id) == 0
+    with pytest.raises(InvalidRequestError):
+        await stores.cancel_batch("user_1", store.id, batch.id)
 
 
 # Search ----------------------------------------------------------------------------------------
