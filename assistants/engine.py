@@ -275,7 +275,7 @@ class Engine:
     async def create_thread(self, owner: str, body: ThreadCreate, *, thread_id: str | None = None) -> Thread:
         async with self.store.transaction() as tx:
             thread = await self._insert_thread(tx, owner, body, thread_id=thread_id)
-        if body.tool_resources or any(_searches_files(m) for m in body.messages or []):
+        if body.tool_resources or any(_searched_files(m) for m in body.messages or []):
             await self.vector_stores.kick()
         self._publish("thread.created", thread.wire(), thread_id=thread.id)
         return thread
@@ -362,7 +362,7 @@ class Engine:
             run_id=None,
         )
         await tx.insert(message, owner=owner)
-        searched = [a.file_id for a in body.attachments or [] if any(t.get("type") == "file_search" for t in a.tools)]
+        searched = _searched_files(body)
         if searched:
             # As on the hosted API: the files go into the thread's own vector store. The caller's
             # `kick` after the commit starts their ingestion.
@@ -376,7 +376,7 @@ class Engine:
             if active is not None:
                 raise InvalidRequestError(f"Can't add messages to {thread_id} while a run {active.id} is active.")
             message = await self._insert_message(tx, owner, thread_id, body)
-        if _searches_files(body):
+        if _searched_files(body):
             await self.vector_stores.kick()
         return message
 
@@ -417,7 +417,7 @@ class Engine:
         async with self.store.transaction() as tx:
             thread = await tx.get(Thread, thread_id, owner=owner)
             run = await self._insert_run(tx, owner, thread, body, run_id=run_id)
-        if any(_searches_files(m) for m in body.additional_messages or []):
+        if any(_searched_files(m) for m in body.additional_messages or []):
             await self.vector_stores.kick()
         self._announce_and_start(owner, run)
         return run
@@ -432,7 +432,7 @@ class Engine:
             await tx.get(Assistant, body.assistant_id, owner=owner, param="assistant_id")
             thread = await self._insert_thread(tx, owner, thread_body)
             run = await self._insert_run(tx, owner, thread, run_body, run_id=run_id)
-        if thread_body.tool_resources or any(_searches_files(m) for m in thread_body.messages or []):
+        if thread_body.tool_resources or any(_searched_files(m) for m in thread_body.messages or []):
             # Files of a vector store created by the `vector_stores` helper, or attached to the
             # thread's messages for file search, are ingested from here.
             await self.vector_stores.kick()
@@ -682,9 +682,9 @@ class Engine:
             return await tx.list(File, owner=owner, params=params, fields=fields)
 
 
-def _searches_files(body: MessageCreate) -> bool:
-    """Whether a message attaches files for `file_search` (they then need ingesting)."""
-    return any(t.get("type") == "file_search" for a in body.attachments or [] for t in a.tools)
+def _searched_files(body: MessageCreate) -> list[str]:
+    """The files a message attaches for `file_search` (they go into the thread's store and need ingesting)."""
+    return [a.file_id for a in body.attachments or [] if any(t.get("type") == "file_search" for t in a.tools)]
 
 
 def _missing(label: str, object_id: str) -> NotFoundError:

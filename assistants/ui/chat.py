@@ -21,21 +21,23 @@ from ..profiles import Profile, default_profile, ensure_assistant, load_profiles
 from ..runtime import Runtime
 from ..sessions import Sessions
 from ..types import ContextMode, Message, Session
-from ..types.objects import CodeImageOutput, CodeInterpreterToolCall, FileSearchToolCall
+from ..types.objects import CodeInterpreterToolCall, FileSearchToolCall
 from ..types.requests import MessageCreate, RunCreate
 from .render import (
     CODE_STEP_NAME,
     FILE_ROUTE,
     SEARCH_STEP_NAME,
     code_failed,
+    code_images,
     code_logs,
     code_written,
     context_label,
     failure_text,
     incomplete_note,
     linked_text,
+    no_output,
     run_summary,
-    search_results,
+    search_output,
     tool_input,
 )
 from .uploads import store_uploads
@@ -306,7 +308,8 @@ class RunView:
         elif name in ("thread.message.completed", "thread.message.incomplete") and self.reply is not None:
             await self._flush()
             if any(p.get("text", {}).get("annotations") for p in data.get("content") or []):
-                # Links to files the code wrote now point at the chat's download route.
+                # Links to files the code wrote (`file_path` annotations) now point at the chat's
+                # download route; citation markers stay as they are.
                 self.reply.content = linked_text(Message.model_validate(data))
             if name == "thread.message.incomplete":
                 self.reply.content += incomplete_note((data.get("incomplete_details") or {}).get("reason"))
@@ -373,10 +376,8 @@ class RunView:
             if output["type"] == "logs":
                 step.output += output.get("logs") or ""
             elif output["type"] == "image":
-                # Shown at once, inside the step; the file route checks the viewer owns it.
-                file_id = output["image"]["file_id"]
-                image = cl.Image(url=f"{FILE_ROUTE}/{file_id}", name=f"{file_id}.png", display="inline", size="medium")
-                await image.send(for_id=step.id)
+                # Shown at once, inside the step.
+                await _show_image(output["image"]["file_id"], step)
         now = time.monotonic()
         if now - self.step_flushed.get(step.id, 0.0) >= FLUSH_SECONDS:
             self.step_flushed[step.id] = now
@@ -403,7 +404,7 @@ class RunView:
                     step = self._tool_step(SEARCH_STEP_NAME, show_input="text", language="")
                     await step.send()
                 step.input = search.file_search.query
-                step.output = search_results(search) if data["status"] == "completed" else "(stopped)"
+                step.output = search_output(search, data["status"])
                 step.is_error = data["status"] == "failed"
                 await step.update()
                 continue
@@ -414,7 +415,7 @@ class RunView:
                 await step.send()
             step.input = tool_input(function["arguments"])
             output = function.get("output")
-            step.output = output if output is not None else ("(stopped)" if data["status"] == "cancelled" else "(no output)")
+            step.output = output if output is not None else no_output(data["status"])
             step.is_error = data["status"] != "completed" or (output or "").startswith("Error:")
             await step.update()
 
@@ -423,13 +424,11 @@ class RunView:
         if step is None:
             step = self._tool_step(CODE_STEP_NAME, show_input="python", language="text")
             await step.send()
-            for output in call.code_interpreter.outputs:
-                if isinstance(output, CodeImageOutput):
-                    url = f"{FILE_ROUTE}/{output.image.file_id}"
-                    await cl.Image(url=url, name=f"{output.image.file_id}.png", display="inline", size="medium").send(for_id=step.id)
+            for file_id in code_images(call):
+                await _show_image(file_id, step)
         logs = code_logs(call)
         step.input = call.code_interpreter.input
-        step.output = logs or ("(stopped)" if status == "cancelled" else "(no output)")
+        step.output = logs or no_output(status)
         step.is_error = status != "completed" or code_failed(logs)
         await step.update()
         for file_id, name in code_written(call):
@@ -449,3 +448,8 @@ class RunView:
             await cl.Message(content=text, author="System").send()
         async with cl.Step(name=context_label(run), type="run", default_open=False) as summary:
             summary.output = run_summary(run)
+
+
+async def _show_image(file_id: str, step: cl.Step) -> None:
+    """An image the code showed, inside its step; the file route checks the viewer owns it."""
+    await cl.Image(url=f"{FILE_ROUTE}/{file_id}", name=f"{file_id}.png", display="inline", size="medium").send(for_id=step.id)

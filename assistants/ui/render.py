@@ -204,10 +204,16 @@ def code_files(call: CodeInterpreterToolCall) -> list[str]:
     return [*code_images(call), *(file_id for file_id, _ in code_written(call))]
 
 
-def _no_output(step: RunStep) -> str:
-    if step.status.value == "in_progress":
+def search_output(call: FileSearchToolCall, status: str) -> str:
+    """A search step's output: its results once it completed, else why there are none."""
+    return search_results(call) if status == "completed" else no_output(status)
+
+
+def no_output(status: str) -> str:
+    """What a tool step shows when its call has no output, by the step's status."""
+    if status == "in_progress":
         return "(waiting for output)"
-    return "(stopped)" if step.status.value == "cancelled" else "(no output)"
+    return "(stopped)" if status == "cancelled" else "(no output)"
 
 
 def _step(step_id: str, thread_ui_id: str, kind: str, name: str, created: str, **fields: Any) -> dict[str, Any]:
@@ -306,7 +312,7 @@ def history_steps(
                                 SEARCH_STEP_NAME,
                                 stamp(step.created_at),
                                 input=call.file_search.query,
-                                output=search_results(call) if step.status.value != "in_progress" else _no_output(step),
+                                output=search_output(call, step.status.value),
                                 showInput="text",
                                 language=None,
                                 isError=step.status.value == "failed",
@@ -324,7 +330,7 @@ def history_steps(
                                 CODE_STEP_NAME,
                                 stamp(step.created_at),
                                 input=call.code_interpreter.input,
-                                output=logs or _no_output(step),
+                                output=logs or no_output(step.status.value),
                                 showInput="python",
                                 language="text",
                                 isError=step.status.value == "failed" or code_failed(logs),
@@ -339,7 +345,7 @@ def history_steps(
                     if call.function.output is not None:
                         output = call.function.output
                     else:
-                        output = _no_output(step)
+                        output = no_output(step.status.value)
                     out.append(
                         _step(
                             # Some providers number calls per response (`call_0`...): keep steps apart.
