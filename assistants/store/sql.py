@@ -306,10 +306,15 @@ class StoreTx:
         """Ids of the files attached to the thread's messages for `tool`, oldest first.
 
         Attachments live inside each message's JSON, which SQLite and PostgreSQL query differently,
-        so the messages are filtered here; only runs that use a tool ask.
+        so the messages are filtered here. The database first narrows them to those whose JSON
+        names the tool at all, which keeps a long session's run start from reading every message.
         """
         table = schema.messages
-        query = sa.select(table.c.data).where(table.c.thread_id == thread_id).order_by(table.c.seq)
+        query = (
+            sa.select(table.c.data)
+            .where(table.c.thread_id == thread_id, sa.cast(table.c.data, sa.Text).contains(f'"{tool}"', autoescape=True))
+            .order_by(table.c.seq)
+        )
         ids: builtins.list[str] = []
         for row in (await self.conn.execute(query)).all():
             for attachment in row[0].get("attachments") or []:
