@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from ..kernels import KernelCapacityError, Output
-from ..store import FileStore, SqlStore
+from ..store import FileStore, StoreTx
 from ..tools.code_interpreter import (
     MAX_WRITTEN_BYTES,
     MAX_WRITTEN_FILES,
@@ -35,12 +35,11 @@ MAX_IMAGES = 10
 logger = logging.getLogger(__name__)
 
 
-async def input_files(store: SqlStore, owner: str, run: Run) -> list[InputFile]:
+async def input_files(tx: StoreTx, owner: str, run: Run) -> list[InputFile]:
     """Files meant for the code interpreter: the assistant's, the thread's, and message attachments."""
-    async with store.read() as tx:
-        ids = await resource_ids(tx, owner, run, "code_interpreter", "file_ids")
-        ids.extend(await tx.attached_file_ids(run.thread_id, "code_interpreter"))
-        stored = await tx.stored_files(ids, owner=owner)
+    ids = await resource_ids(tx, owner, run, "code_interpreter", "file_ids")
+    ids.extend(await tx.attached_file_ids(run.thread_id, "code_interpreter"))
+    stored = await tx.stored_files(ids, owner=owner)
     return [InputFile(file_id=f.id, filename=f.filename, path=Path(path)) for f, path in stored]
 
 

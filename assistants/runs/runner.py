@@ -144,9 +144,9 @@ class RunExecutor:
             thread = await tx.get(Thread, run.thread_id, owner=None)
             steps = await tx.run_steps(run.id)
             tail, rounds = await rebuild_tail(tx, steps)
+            inputs = await input_files(tx, recorder.owner, run) if _offers_code(run) else []
+            stores = await file_search.store_ids(tx, recorder.owner, run) if _offers_search(run) else []
         usage = run.usage or Usage()
-        inputs = await input_files(self.store, recorder.owner, run) if _offers_code(run) else []
-        stores = await file_search.store_ids(self.store, recorder.owner, run) if _offers_search(run) else []
         # Citation numbers run on through the run, also across a pause for tool outputs.
         for step in steps:
             if isinstance(step.step_details, ToolCallsDetails):

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..search import ChunkIndex
-from ..store import SqlStore
+from ..store import SqlStore, StoreTx
 from ..types import Run
 from ..types.objects import (
     FILE_SEARCH_FUNCTION,
@@ -73,10 +73,9 @@ def options(run: Run) -> tuple[int, float]:
     return max(1, min(limit, 50)), max(0.0, min(threshold, 1.0))
 
 
-async def store_ids(store: SqlStore, owner: str, run: Run) -> list[str]:
+async def store_ids(tx: StoreTx, owner: str, run: Run) -> list[str]:
     """The vector stores the run searches: its assistant's and its thread's."""
-    async with store.read() as tx:
-        return await resource_ids(tx, owner, run, "file_search", "vector_store_ids")
+    return await resource_ids(tx, owner, run, "file_search", "vector_store_ids")
 
 
 INGESTION_WAIT_SECONDS = 60.0
