@@ -26,7 +26,7 @@ from .runs._steps import with_outputs
 from .store import ActiveRunConflict, FileStore, ListParams, Page, SqlStore, StoreTx
 from .tools import FunctionRegistry
 from .tools.code_interpreter import CodeInterpreter
-from .tools.file_search import FileSearch
+from .tools.file_search import Citation, FileSearch, find_citation
 from .types import (
     Assistant,
     ContextMode,
@@ -387,6 +387,16 @@ class Engine:
             if message.thread_id != thread_id:
                 raise _missing("message", message_id)
             return message
+
+    async def citation(self, owner: str, message_id: str, marker: int) -> tuple[Citation, bool]:
+        """What marker `[marker]` of an answer cites, and whether its file can still be opened."""
+        async with self.store.read() as tx:
+            message = await tx.get(Message, message_id, owner=owner)
+            steps = await tx.run_steps(message.run_id) if message.run_id else []
+            found = find_citation(message, steps, marker)
+            if found is None:
+                raise NotFoundError(f"Message '{message_id}' cites no source [{marker}].")
+            return found, await tx.find(File, found.file_id, owner=owner) is not None
 
     async def update_message(self, owner: str, thread_id: str, message_id: str, body: MessageUpdate) -> Message:
         async with self.store.transaction() as tx:

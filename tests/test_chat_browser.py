@@ -485,8 +485,9 @@ def test_code_step_shows_code_logs_and_image_live_and_after_reload(
 
 
 def test_an_uploaded_document_is_searched_and_the_answer_cites_it(
-    chat_server: Server, page: Page, model: ScriptedModel, tmp_path: Path
+    chat_server: Server, new_context: NewContext, model: ScriptedModel, tmp_path: Path
 ) -> None:
+    page = new_context().new_page()
     name, password = new_user(chat_server, "reader")
     login(page, chat_server, name, password)
     notes = tmp_path / "kettle.md"
@@ -494,10 +495,15 @@ def test_an_uploaded_document_is_searched_and_the_answer_cites_it(
     page.set_input_files("#upload-button-input", str(notes))
     expect(page.locator("#attachments").get_by_text("kettle.md")).to_be_visible()
     model.add_tool_calls([{"name": "file_search", "arguments": json.dumps({"query": "descale kettle"})}])
-    model.add_text("Descale it every month [1].")
+    model.add_text("Descale it every month [1]. Ask about [7] too.")
     send(page, "How often should I descale?")
 
-    expect(messages(page, "assistant_message").get_by_text("Descale it every month [1].")).to_be_visible()
+    answer = messages(page, "assistant_message").filter(has_text="Descale it every month")
+    expect(answer).to_contain_text("Descale it every month [1]. Ask about [7] too.")
+    # The cited marker is a link to its source; `[7]` names no result and stays plain text.
+    expect(answer.locator("a", has_text="[1]")).to_have_count(1)
+    expect(answer.locator("a")).to_have_count(1)
+    check_citation_panel(page, answer, notes, chat_server.url)
     search = messages(page, "tool").filter(has=page.locator("#step-File\\ search"))
     expect(search).to_have_count(1)
     search.locator("#step-File\\ search").click()
@@ -508,6 +514,47 @@ def test_an_uploaded_document_is_searched_and_the_answer_cites_it(
     # The model read the passage under the marker it cites.
     tool_messages = [m for m in chat_requests(model)[-1]["messages"] if m["role"] == "tool"]
     assert text_of(tool_messages[-1]).startswith("[1] kettle.md")
+
+    # After a reload the session is restored and the marker still opens its source.
+    session_ui_id = thread_id(page)
+    page.goto(chat_server.url)
+    wait_ready(page)
+    page.locator(f"#thread-{session_ui_id}").click()
+    expect(page).to_have_url(re.compile(f"/thread/{session_ui_id}$"))
+    answer = messages(page, "assistant_message").filter(has_text="Descale it every month")
+    expect(answer.locator("a", has_text="[1]")).to_have_count(1)
+    check_citation_panel(page, answer, notes, chat_server.url)
+
+    # The source belongs to the reader: another user gets nothing of it.
+    href = answer.locator("a", has_text="[1]").get_attribute("href")
+    assert href is not None and href.startswith("/assistants/citations/msg_")
+    other, other_pw = new_user(chat_server, "other")
+    other_page = new_context().new_page()
+    login(other_page, chat_server, other, other_pw)
+    for accept in ("application/json", "text/html"):
+        response = other_page.context.request.get(chat_server.url + href, headers={"accept": accept})
+        assert response.status == 404
+        assert b"vinegar" not in response.body() and b"kettle" not in response.body()
+
+
+def check_citation_panel(page: Page, answer: Locator, document: Path, base_url: str) -> None:
+    """Clicking the answer's `[1]` opens the cited passage in a side panel with a link to the file."""
+    answer.locator("a", has_text="[1]").click()
+    panel = page.locator("#citation-panel")
+    expect(panel).to_be_visible()
+    expect(panel.locator(".citation-title")).to_have_text("[1] kettle.md")
+    expect(panel.locator(".citation-passage")).to_contain_text("Descale the kettle every month with white vinegar")
+    expect(panel).to_contain_text("descale kettle")
+    # The click opened no new tab.
+    assert len(page.context.pages) == 1
+    link = panel.get_by_role("link", name="Open kettle.md")
+    href = link.get_attribute("href")
+    assert href is not None and re.fullmatch(r"/assistants/files/file-\w+", href)
+    download = page.context.request.get(base_url + href)
+    assert download.status == 200 and download.body() == document.read_bytes()
+    # Escape closes the panel.
+    page.keyboard.press("Escape")
+    expect(panel).to_have_count(0)
 
 
 # 4. Uploads ------------------------------------------------------------------------------------

@@ -29,7 +29,8 @@ from assistants.runtime import Runtime
 from assistants.sessions import Sessions
 from assistants.store import ListParams
 from assistants.tools import examples as _examples  # noqa: F401  (registers `calculate`)
-from assistants.types import Message, Run, RunStatus, Session
+from assistants.tools.file_search import find_citation
+from assistants.types import Message, Run, RunStatus, RunStep, Session
 from assistants.types.objects import Attachment, ImageFile, ImageFileContent
 from assistants.types.requests import (
     AssistantCreate,
@@ -40,6 +41,7 @@ from assistants.types.requests import (
 )
 from assistants.ui.auth import SECRET_FILE, check_login, ensure_auth_secret, ensure_first_user
 from assistants.ui.data_layer import EngineDataLayer
+from assistants.ui.render import linked_text
 from tests.conftest import StartRuntime, sdk_client
 from tests.scripted_model import ScriptedModel
 from tests.server import Server
@@ -714,3 +716,90 @@ async def test_an_answer_cut_off_by_an_error_still_says_why_on_reload(
     assert thread["steps"][1]["id"] == partial.id
     assert thread["steps"][1]["output"].startswith(partial.text + "\n\n*— ")
     assert thread["steps"][2]["output"] == f"⚠️ {run.last_error.message}"
+
+
+# Citations -----------------------------------------------------------------------------------
+
+
+def cited_answer(text: str, notes: list[dict[str, Any]]) -> Message:
+    return Message.model_validate(
+        {
+            "id": "msg_answer",
+            "created_at": 1,
+            "thread_id": "thread_x",
+            "role": "assistant",
+            "run_id": "run_x",
+            "content": [{"type": "text", "text": {"value": text, "annotations": notes}}],
+        }
+    )
+
+
+def citation(marker: str, text: str, file_id: str) -> dict[str, Any]:
+    start = text.index(marker)
+    return {
+        "type": "file_citation",
+        "text": marker,
+        "start_index": start,
+        "end_index": start + len(marker),
+        "file_citation": {"file_id": file_id},
+    }
+
+
+def search_step(step_id: str, first_marker: int, results: list[tuple[str, str]]) -> RunStep:
+    return RunStep.model_validate(
+        {
+            "id": step_id,
+            "created_at": 1,
+            "assistant_id": "asst_x",
+            "thread_id": "thread_x",
+            "run_id": "run_x",
+            "type": "tool_calls",
+            "status": "completed",
+            "step_details": {
+                "type": "tool_calls",
+                "tool_calls": [
+                    {
+                        "id": f"call_{step_id}",
+                        "type": "file_search",
+                        "file_search": {
+                            "query": f"query of {step_id}",
+                            "first_marker": first_marker,
+                            "results": [
+                                {"file_id": f, "file_name": f"{f}.md", "score": 0.5, "content": [{"type": "text", "text": passage}]}
+                                for f, passage in results
+                            ],
+                        },
+                    }
+                ],
+            },
+        }
+    )
+
+
+def test_citation_markers_link_to_their_passage_and_file_links_to_the_file_route() -> None:
+    text = "Vinegar [1] and a rinse [3]; see [report](sandbox:/mnt/data/r.csv). Not a source: [9]."
+    link = "sandbox:/mnt/data/r.csv"
+    start = text.index(link)
+    notes = [
+        citation("[1]", text, "file-a"),
+        citation("[3]", text, "file-b"),
+        {"type": "file_path", "text": link, "start_index": start, "end_index": start + len(link), "file_path": {"file_id": "file-r"}},
+    ]
+    answer = cited_answer(text, notes)
+
+    assert linked_text(answer) == (
+        "Vinegar [\\[1\\]](/assistants/citations/msg_answer/1) and a rinse [\\[3\\]](/assistants/citations/msg_answer/3);"
+        " see [report](/assistants/files/file-r). Not a source: [9]."
+    )
+
+    # Markers run on through the run: the second search's results are [3] and [4].
+    steps = [search_step("step_1", 1, [("file-a", "one"), ("file-x", "two")]), search_step("step_2", 3, [("file-b", "three")])]
+    first = find_citation(answer, steps, 1)
+    assert first is not None and (first.file_id, first.file_name, first.passage, first.query) == ("file-a", "file-a.md", "one", "query of step_1")
+    third = find_citation(answer, steps, 3)
+    assert third is not None and (third.file_id, third.passage) == ("file-b", "three")
+    # Markers the answer does not cite, or whose result names another file, cite nothing.
+    assert find_citation(answer, steps, 2) is None
+    assert find_citation(answer, steps, 9) is None
+    moved = cited_answer(text, [citation("[1]", text, "file-other")])
+    assert find_citation(moved, steps, 1) is None

@@ -14,11 +14,12 @@ import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..search import ChunkIndex
 from ..store import SqlStore, StoreTx
-from ..types import Run
+from ..types import Message, Run, RunStep, TextContent
 from ..types.objects import (
     FILE_SEARCH_FUNCTION,
     FileSearchCall,
@@ -26,6 +27,8 @@ from ..types.objects import (
     FileSearchResult,
     FileSearchResultText,
     FileSearchTool,
+    FileSearchToolCall,
+    ToolCallsDetails,
 )
 from .resources import resource_ids
 
@@ -135,3 +138,53 @@ def file_citations(text: str, cited: dict[int, str]) -> list[dict[str, object]]:
                 }
             )
     return annotations
+
+
+@dataclass(frozen=True)
+class Citation:
+    """What an answer's `[n]` marker cites: the passage a search of its run found, and its file."""
+
+    marker: int
+    file_id: str
+    file_name: str
+    score: float
+    query: str
+    passage: str
+
+
+def cited_markers(message: Message) -> dict[int, str]:
+    """The markers an answer cites (`file_citation` annotations), with the file each points at."""
+    cited: dict[int, str] = {}
+    for part in message.content:
+        if isinstance(part, TextContent):
+            for note in part.text.annotations:
+                match = _MARKER.fullmatch(str(note.get("text", "")))
+                if note.get("type") == "file_citation" and match:
+                    cited[int(match.group(1))] = str(note["file_citation"]["file_id"])
+    return cited
+
+
+def find_citation(message: Message, steps: Sequence[RunStep], marker: int) -> Citation | None:
+    """The passage behind marker `[marker]` of an answer, from the searches of the run that wrote it."""
+    file_id = cited_markers(message).get(marker)
+    if file_id is None:
+        return None
+    for step in steps:
+        if not isinstance(step.step_details, ToolCallsDetails):
+            continue
+        for call in step.step_details.tool_calls:
+            if not isinstance(call, FileSearchToolCall):
+                continue
+            search = call.file_search
+            position = marker - search.first_marker
+            if 0 <= position < len(search.results) and search.results[position].file_id == file_id:
+                result = search.results[position]
+                return Citation(
+                    marker=marker,
+                    file_id=file_id,
+                    file_name=result.file_name,
+                    score=result.score,
+                    query=search.query,
+                    passage="".join(p.text for p in result.content or []),
+                )
+    return None

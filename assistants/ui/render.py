@@ -27,6 +27,8 @@ MODE_LABELS = {"full": "full", "last_n": "last-N", "one_off": "one-off", "summar
 
 FILE_ROUTE = "/assistants/files"
 """Where the chat downloads stored files (authenticated by the chat's session cookie)."""
+CITATION_ROUTE = "/assistants/citations"
+"""Where the chat reads the passage an answer's `[n]` marker cites (`/{message_id}/{n}`)."""
 
 IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
 
@@ -75,7 +77,12 @@ def run_summary(run: Run) -> str:
 
 
 def linked_text(message: Message) -> str:
-    """The message's text with its `sandbox:/mnt/data/...` links pointing at the chat's file route."""
+    """The message's text as the chat shows it, its annotations turned into links.
+
+    `sandbox:/mnt/data/...` links (`file_path`) point at the chat's file route; each citation
+    marker (`file_citation`, e.g. `[1]`) links to the passage it cites, which the chat opens in a
+    side panel (`public/citations.js`).
+    """
     parts: list[str] = []
     for part in message.content:
         if not isinstance(part, TextContent):
@@ -83,9 +90,12 @@ def linked_text(message: Message) -> str:
         value = part.text.value
         # Replace from the end so earlier indexes stay valid.
         for note in sorted(part.text.annotations, key=lambda a: -int(a.get("start_index", 0))):
+            start, end = int(note["start_index"]), int(note["end_index"])
             if note.get("type") == "file_path":
-                start, end = int(note["start_index"]), int(note["end_index"])
                 value = value[:start] + f"{FILE_ROUTE}/{note['file_path']['file_id']}" + value[end:]
+            elif note.get("type") == "file_citation" and value[start:end] == note.get("text"):
+                number = value[start + 1 : end - 1]
+                value = value[:start] + f"[\\[{number}\\]]({CITATION_ROUTE}/{message.id}/{number})" + value[end:]
         parts.append(value)
     return "".join(parts)
 

@@ -1,4 +1,5 @@
-"""Chat routes that need to know who is asking: stored file downloads and answer feedback.
+"""Chat routes that need to know who is asking: stored file downloads, cited passages and answer
+feedback.
 
 They authenticate with the chat's own session (Chainlit's token cookie) and only ever touch the
 caller's objects: another user's file id or message id reads as not found.
@@ -6,19 +7,21 @@ caller's objects: another user's file id or message id reads as not found.
 
 from __future__ import annotations
 
+import html
 import mimetypes
 from typing import Annotated, Any
 
 from chainlit.auth import get_current_user
 from chainlit.types import DeleteFeedbackRequest, UpdateFeedbackRequest
-from fastapi import APIRouter, Depends, HTTPException, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from ..api._http import content_disposition
 from ..exceptions import NotFoundError
 from ..runtime import Runtime
+from ..tools.file_search import Citation
 from .data_layer import EngineDataLayer
-from .render import FILE_ROUTE
+from .render import CITATION_ROUTE, FILE_ROUTE
 
 CurrentUser = Annotated[Any, Depends(get_current_user)]
 INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
@@ -58,6 +61,30 @@ def build_chat_router(runtime: Runtime, data_layer: EngineDataLayer) -> APIRoute
             },
         )
 
+    @router.get(CITATION_ROUTE + "/{message_id}/{marker}")
+    async def citation(message_id: str, marker: int, request: Request, user: CurrentUser) -> Response:
+        """The passage an answer's marker cites: JSON for the chat's side panel, else a small page."""
+        owner = await owner_of(user)
+        try:
+            found, available = await runtime.engine.citation(owner, message_id, marker)
+        except NotFoundError as exc:
+            raise HTTPException(status_code=404, detail="No such source.") from exc
+        file_url = f"{FILE_ROUTE}/{found.file_id}" if available else None
+        headers = {"cache-control": "private, max-age=3600", "x-content-type-options": "nosniff"}
+        if "application/json" in request.headers.get("accept", ""):
+            body = {
+                "marker": found.marker,
+                "file_id": found.file_id,
+                "file_name": found.file_name,
+                "score": found.score,
+                "query": found.query,
+                "passage": found.passage,
+                "file_url": file_url,
+            }
+            return JSONResponse(body, headers=headers)
+        headers["content-security-policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+        return HTMLResponse(citation_page(found, file_url), headers=headers)
+
     @router.put("/feedback")
     async def put_feedback(update: UpdateFeedbackRequest, user: CurrentUser) -> JSONResponse:
         owner = await owner_of(user)
@@ -74,3 +101,19 @@ def build_chat_router(runtime: Runtime, data_layer: EngineDataLayer) -> APIRoute
         return JSONResponse({"success": True})
 
     return router
+
+
+def citation_page(found: Citation, file_url: str | None) -> str:
+    """A cited passage as a page of its own (opened without the chat's script, or in a new tab)."""
+    name = html.escape(found.file_name)
+    link = f'<a href="{html.escape(file_url)}">Open {name}</a>' if file_url else "<em>The file has been deleted.</em>"
+    return (
+        "<!doctype html><meta charset=utf-8><meta name=viewport content='width=device-width'>"
+        f"<title>[{found.marker}] {name}</title>"
+        "<style>body{font:16px/1.5 system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem}"
+        "blockquote{white-space:pre-wrap;border-left:3px solid #ccc;margin:1rem 0;padding-left:1rem}"
+        ".meta{color:#666;font-size:.9rem}</style>"
+        f"<h1>[{found.marker}] {name}</h1>"
+        f"<p class=meta>Found by searching “{html.escape(found.query)}” · score {found.score:.2f}</p>"
+        f"<blockquote>{html.escape(found.passage)}</blockquote><p>{link}</p>"
+    )
