@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     """Kernels one user may have running at once."""
     code_kernels_total: int = Field(default=20, alias="ASSISTANTS_CODE_KERNELS_TOTAL", ge=1)
     """Kernels the server runs at once, for all users."""
+    embedding_model: str | None = Field(default=None, alias="ASSISTANTS_EMBEDDING_MODEL")
+    """Embedding model for hybrid file search (the provider's `/v1/embeddings`); unset: full text only."""
+    embedding_dimensions: int | None = Field(default=None, alias="ASSISTANTS_EMBEDDING_DIMENSIONS", ge=1, le=8192)
+    """Vector size to ask the embedding model for (e.g. 256 for text-embedding-3-small); unset: the model's own."""
 
     @property
     def resolved_database_url(self) -> str:

@@ -23,6 +23,8 @@ from .runs import RunExecutor
 from .runs._context import session_of
 from .runs._status import end_step, transition
 from .runs._steps import with_outputs
+from .search import SqlChunkIndex
+from .search.embed import Embedder
 from .store import ActiveRunConflict, FileStore, ListParams, Page, SqlStore, StoreTx
 from .tools import FunctionRegistry
 from .tools.code_interpreter import CodeInterpreter
@@ -91,6 +93,7 @@ class Engine:
         registry: FunctionRegistry,
         bus: EventBus | None = None,
         code: CodeInterpreter | None = None,
+        embedder: Embedder | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -99,7 +102,7 @@ class Engine:
         self.provider = provider
         self.registry = registry
         self.code = code
-        self.vector_stores = VectorStores(store, self.files)
+        self.vector_stores = VectorStores(store, self.files, SqlChunkIndex(store, embedder))
         """Vector stores, their files and search; ingestion runs in its own background workers."""
         self.executor = RunExecutor(
             store=store,

@@ -13,6 +13,7 @@ import logging
 from .config import Settings
 from .engine import Engine
 from .providers import ChatProvider, build_provider
+from .search.embed import build_embedder
 from .store import open_store
 from .tokens import count_text
 from .tools import FunctionRegistry, default_registry
@@ -51,6 +52,14 @@ class Runtime:
                 settings=self.settings,
                 registry=self._registry or default_registry,
                 code=CodeInterpreter.from_settings(self.settings),
+                embedder=build_embedder(
+                    base_url=self.settings.openai_base_url,
+                    api_key=self.settings.openai_api_key,
+                    model=self.settings.embedding_model,
+                    dimensions=self.settings.embedding_dimensions,
+                    retries=self.settings.provider_max_retries,
+                    timeout=self.settings.provider_timeout_seconds,
+                ),
             )
             await engine.start()
             self._accounts = Accounts(store)

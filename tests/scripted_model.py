@@ -1,5 +1,9 @@
 """A scripted, OpenAI-compatible Chat Completions server: the only fake the test suite uses.
 
+It also serves `/v1/embeddings` with a deterministic toy embedding (`toy_embedding`): words count
+on hashed dimensions, and the words of a `SYNONYMS` group share one, so "limescale" lands near
+"descale" although no letters match, which is what hybrid retrieval tests need.
+
 Tests queue up replies (text, tool calls, errors, hangs, broken streams) and the server plays
 them back, one per chat completion request, in the exact wire format OpenAI uses, so the code
 under test talks to it through its real HTTP client. It runs in a background thread that owns
@@ -12,12 +16,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import collections
+import hashlib
 import json
 import logging
 import re
 import signal
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -33,6 +40,23 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 DEFAULT_MODELS = ("scripted-model", "scripted-model-2")
+EMBEDDING_DIMENSIONS = 256
+SYNONYMS = (
+    ("limescale", "scale", "descale", "descaling", "calcium", "deposits", "furring"),
+    ("car", "automobile", "vehicle", "motorcar"),
+    ("doctor", "physician", "gp"),
+)
+"""Words that embed to the same dimension (toy meaning)."""
+_CONCEPT = {word: group[0] for group in SYNONYMS for word in group}
+
+
+def toy_embedding(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """A deterministic embedding: each word (synonyms as one) adds 1 to a hashed dimension."""
+    vector = [0.0] * dimensions
+    for word in re.findall(r"[a-z0-9]+", text.lower()):
+        concept = _CONCEPT.get(word, word)
+        vector[int.from_bytes(hashlib.sha256(concept.encode()).digest()[:4], "big") % dimensions] += 1.0
+    return vector
 
 
 @dataclass(frozen=True)
@@ -264,6 +288,7 @@ class ScriptedModel:
         self._requests: list[RecordedRequest] = []
         self._scripts: collections.deque[Script] = collections.deque()
         self._responder: Responder | None = None
+        self._embedding_errors: collections.deque[ErrorReply] = collections.deque()
         # One condition guards all shared state, so tests can block until the server has seen something.
         self._changed = threading.Condition(threading.RLock())
         self._stopping = threading.Event()
@@ -272,6 +297,7 @@ class ScriptedModel:
         self.app = Starlette(routes=[
             Route("/v1/chat/completions", self._chat_completions, methods=["POST"]),
             Route("/v1/models", self._list_models, methods=["GET"]),
+            Route("/v1/embeddings", self._embeddings, methods=["POST"]),
         ], exception_handlers={404: self._not_found, 405: self._not_found})
 
     # Lifecycle.
@@ -359,6 +385,11 @@ class ScriptedModel:
         """Queue a stream that sends ``text_before`` and then drops the connection."""
         self.add(StreamBreakReply(text_before, delay))
 
+    def add_embedding_error(self, status: int, message: str = "Scripted error", *, times: int = 1) -> None:
+        """Answer the next `times` embeddings requests with an HTTP error (after the client's retries)."""
+        with self._changed:
+            self._embedding_errors.extend([ErrorReply(status, message, None, None, None)] * times)
+
     def add_responder(self, fn: Responder | None) -> None:
         """Set the fallback used when the queue is empty (None restores the echo reply)."""
         with self._changed:
@@ -368,6 +399,7 @@ class ScriptedModel:
         """Forget queued scripts, the responder, recorded requests and disconnects (for shared servers)."""
         with self._changed:
             self._scripts.clear()
+            self._embedding_errors.clear()
             self._requests.clear()
             self._responder = None
             self.disconnects = 0
@@ -431,6 +463,32 @@ class ScriptedModel:
         await self._record(request)
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "scripted"} for m in self.models]
         return JSONResponse({"object": "list", "data": data})
+
+    async def _embeddings(self, request: Request) -> Response:
+        body = await self._record(request)
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            return _error_response(400, "the body must be JSON with a string 'model' and an 'input'")
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            return _error_response(400, "'input' must be a string or a non-empty list of strings")
+        with self._changed:
+            error = self._embedding_errors.popleft() if self._embedding_errors else None
+        if error is not None:
+            return _error_response(error.status, error.message)
+        dimensions = int(body.get("dimensions") or EMBEDDING_DIMENSIONS)
+        data = []
+        for index, text in enumerate(texts):
+            vector = toy_embedding(text, dimensions)
+            embedding: Any = vector
+            if body.get("encoding_format") == "base64":
+                embedding = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        tokens = sum(len(split_words(t)) for t in texts)
+        return JSONResponse({
+            "object": "list", "data": data, "model": body["model"],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        })
 
     async def _chat_completions(self, request: Request) -> Response:
         body = await self._record(request)

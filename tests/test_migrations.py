@@ -16,10 +16,10 @@ from assistants.store import schema as store_schema
 from assistants.store.migrate import alembic_config, current_revision, upgrade
 from assistants.types import Assistant, Thread
 
-HEAD = "0005"
+HEAD = "0006"
 OBJECT_TABLES = {"assistants", "threads", "messages", "runs", "run_steps", "files"}
 VECTOR_STORE_TABLES = {"vector_stores", "vector_store_files", "vector_store_file_batches"}
-ALL_TABLES = OBJECT_TABLES | VECTOR_STORE_TABLES | {"users", "api_keys", "search_chunks"}
+ALL_TABLES = OBJECT_TABLES | VECTOR_STORE_TABLES | {"users", "api_keys", "search_chunks", "search_vectors"}
 # SQLite lists the FTS5 table of migration 0004 and its shadow tables among the tables.
 SQLITE_FTS_TABLES = {store_schema.SEARCH_FTS_TABLE} | store_schema.SEARCH_FTS_SHADOW_TABLES
 
@@ -250,6 +250,18 @@ SQLITE_MACHINERY = SQLITE_FTS_TABLES | {
 POSTGRES_MACHINERY = {"tsv", "ix_search_chunks_tsv"}
 
 
+async def insert_chunk(store: SqlStore, text: str) -> None:
+    """A chunk written as an older schema (0004, unchanged since) holds it, without today's index code."""
+    from assistants.search.index import new_chunk_id
+
+    async with store.transaction() as tx:
+        await tx.conn.execute(
+            store_schema.search_chunks.insert(),
+            {"id": new_chunk_id(), "owner_id": "user_1", "vector_store_id": "vs_1", "file_id": "file-1",
+             "chunk_index": 0, "text": text, "char_start": 0, "char_end": len(text), "tokens": 4},
+        )
+
+
 async def test_upgrade_from_0003_adds_a_working_chunk_index(store_url: str) -> None:
     """0003 -> 0004 on a database with data: old objects stay, and chunks are searchable at once."""
     from assistants.search.index import ChunkRow, SqlChunkIndex
@@ -298,7 +310,7 @@ async def test_downgrade_from_0004_removes_the_chunk_index_cleanly(store_url: st
 
         assert await current_revision(store.engine) == "0003"
         assert await search_machinery(store) == set()
-        assert await table_names(store) == ALL_TABLES - {"search_chunks"} - VECTOR_STORE_TABLES | {"alembic_version"}
+        assert await table_names(store) == ALL_TABLES - {"search_chunks", "search_vectors"} - VECTOR_STORE_TABLES | {"alembic_version"}
         # And back up again: the full-text objects are recreated without leftovers in the way.
         await upgrade(store.engine)
         assert await search_machinery(store) != set()
@@ -308,14 +320,14 @@ async def test_downgrade_from_0004_removes_the_chunk_index_cleanly(store_url: st
 
 async def test_upgrade_from_0004_adds_vector_stores_and_keeps_chunks(store_url: str) -> None:
     """0004 -> 0005 on a database with data: old objects and chunks stay, vector stores work at once."""
-    from assistants.search.index import ChunkRow, SqlChunkIndex
+    from assistants.search.index import SqlChunkIndex
     from assistants.types import VectorStore, VectorStoreFile
 
     store = SqlStore.from_url(store_url)
     try:
         await upgrade(store.engine, "0004")
         await write_and_read_back(store)
-        await SqlChunkIndex(store).add("user_1", "vs_1", "file-1", [ChunkRow(index=0, text="Old kettles boil.", start=0, end=17, tokens=4)])
+        await insert_chunk(store, "Old kettles boil.")
         assert not VECTOR_STORE_TABLES & await table_names(store)
 
         await upgrade(store.engine)
@@ -354,8 +366,38 @@ async def test_downgrade_from_0005_leaves_0004_intact(store_url: str) -> None:
             await conn.run_sync(run)
 
         assert await current_revision(store.engine) == "0004"
-        assert await table_names(store) == all_tables(store) - VECTOR_STORE_TABLES
+        assert await table_names(store) == all_tables(store) - VECTOR_STORE_TABLES - {"search_vectors"}
         assert len(await SqlChunkIndex(store).search("user_1", ["vs_1"], "kettle")) == 1
+        await upgrade(store.engine)
+        assert await current_revision(store.engine) == HEAD
+    finally:
+        await store.close()
+
+
+async def test_upgrade_from_0005_adds_chunk_vectors_and_downgrade_removes_only_them(store_url: str) -> None:
+    """0005 -> 0006 keeps chunks searchable and adds `search_vectors`; 0006 -> 0005 drops only it."""
+    from assistants.search.index import SqlChunkIndex
+
+    store = SqlStore.from_url(store_url)
+    try:
+        await upgrade(store.engine, "0005")
+        await insert_chunk(store, "Old kettles boil.")
+        assert "search_vectors" not in await table_names(store)
+
+        await upgrade(store.engine)
+
+        assert await current_revision(store.engine) == HEAD
+        assert "ix_search_vectors_store_model" in await index_names(store, "search_vectors")
+        assert [hit.text for hit in await SqlChunkIndex(store).search("user_1", ["vs_1"], "kettle")] == ["Old kettles boil."]
+        assert await schema_differences(store) == []
+
+        def run(connection: Connection) -> None:
+            command.downgrade(alembic_config(connection), "0005")
+
+        async with store.engine.begin() as conn:
+            await conn.run_sync(run)
+        assert await current_revision(store.engine) == "0005"
+        assert await table_names(store) == all_tables(store) - {"search_vectors"}
         await upgrade(store.engine)
         assert await current_revision(store.engine) == HEAD
     finally:

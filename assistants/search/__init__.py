@@ -2,7 +2,9 @@
 
     parse.py   text out of text, Markdown, HTML, CSV, JSON, code, PDF and DOCX files
     chunk.py   the `static` chunking strategy (by tokens, with overlap and character offsets)
-    index.py   the chunk index: SQLite FTS5 (BM25) or PostgreSQL full-text search, per owner
+    index.py   the chunk index: SQLite FTS5 (BM25) or PostgreSQL full-text search, per owner,
+               fused with vector similarity when an embedding model is configured
+    embed.py   embeddings through the provider's `/v1/embeddings`, stored as compact vectors
 """
 
 from .chunk import Chunk, chunk_text, validate_static_strategy

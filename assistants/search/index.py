@@ -22,26 +22,44 @@ with how rare it is in the whole index, so SQLite's scores drift up in large ind
 `ts_rank_cd` ignores rarity. bm25 also gives no weight to a word found in half the index or more,
 which on a nearly empty index is every word; so the share of the query's words a chunk holds
 (`COVERAGE_WEIGHT` times it) is a floor under the score, and hits are ordered by the final score.
+
+Hybrid retrieval. With an embedder (`ASSISTANTS_EMBEDDING_MODEL`), `add` also stores each chunk's
+vector (`search_vectors`) and `search` embeds the query, takes the `CANDIDATES` best chunks by
+cosine similarity and the `CANDIDATES` best by full text, and ranks their union by the convex
+combination `HYBRID_WEIGHT * max(cosine, 0) + (1 - HYBRID_WEIGHT) * full_text`, where a chunk the
+full-text search did not return gets its coverage floor as full-text part. A chunk with no vector
+of the current model (indexed before the model was set, or with another one) is found by full
+text only. Should the query fail to embed, the search falls back to full text, so a provider
+hiccup never fails a run.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+import numpy as np
 import sqlalchemy as sa
 
 from ..exceptions import InvalidRequestError
 from ..store import SqlStore, schema
+from .embed import Embedder, EmbeddingError, pack, unpack_many
+
+log = logging.getLogger(__name__)
 
 COVERAGE_WEIGHT = 0.5
 """A chunk holding every word of the query scores at least this (see `SqlChunkIndex._hit`)."""
 MAX_QUERY_TERMS = 64
 """At most this many distinct words of a query are searched for; the rest are ignored."""
+HYBRID_WEIGHT = 0.5
+"""The share of vector similarity in a hybrid score (the rest is the full-text score)."""
+CANDIDATES = 50
+"""Chunks each side (vector and full text) hands to hybrid ranking, at least `limit`."""
 
 # PostgreSQL's `english` stop words (Snowball's list). Dropping the same words on SQLite keeps
 # the backends in step and keeps an OR-ed query from matching every chunk through "the" or "is".
@@ -192,16 +210,21 @@ def _search_statement(dialect: str, with_files: bool) -> sa.TextClause:
 
 
 class SqlChunkIndex:
-    """`ChunkIndex` on the project's SQL store: FTS5 on SQLite, `tsvector` + GIN on PostgreSQL."""
+    """`ChunkIndex` on the project's SQL store: FTS5 on SQLite, `tsvector` + GIN on PostgreSQL,
+    and, with an embedder, chunk vectors for hybrid retrieval."""
 
-    def __init__(self, store: SqlStore) -> None:
+    def __init__(self, store: SqlStore, embedder: Embedder | None = None) -> None:
         self.store = store
+        self.embedder = embedder
         self.dialect = store.engine.dialect.name
         self._half_score = _HALF_SCORE.get(self.dialect, 1.0)
 
     async def add(self, owner: str, vector_store_id: str, file_id: str, chunks: Sequence[ChunkRow]) -> None:
-        """Index a file's chunks in a vector store, replacing whatever that file had there before."""
-        table = schema.search_chunks
+        """Index a file's chunks in a vector store, replacing whatever that file had there before.
+
+        With an embedder the chunks are embedded first; an `EmbeddingError` leaves the index as it was.
+        """
+        table, vectors = schema.search_chunks, schema.search_vectors
         rows: list[dict[str, Any]] = [
             {
                 "id": new_chunk_id(),
@@ -216,30 +239,52 @@ class SqlChunkIndex:
             }
             for chunk in chunks
         ]
+        vector_rows: list[dict[str, Any]] = []
+        if self.embedder is not None and rows:
+            matrix = await self.embedder.embed([chunk.text for chunk in chunks])
+            vector_rows = [
+                {
+                    "chunk_id": row["id"],
+                    "owner_id": owner,
+                    "vector_store_id": vector_store_id,
+                    "file_id": file_id,
+                    "model": self.embedder.model,
+                    "dimensions": int(matrix.shape[1]),
+                    "vector": pack(vector),
+                }
+                for row, vector in zip(rows, matrix, strict=True)
+            ]
         # The old chunks go and the new ones come in one transaction, so a search sees one or the
         # other, never both and never neither.
         async with self.store.transaction() as tx:
-            await tx.conn.execute(
-                table.delete().where(table.c.vector_store_id == vector_store_id, table.c.file_id == file_id)
-            )
+            await self._delete(tx.conn, vector_store_id, file_id)
             if rows:
                 await tx.conn.execute(table.insert(), rows)
+            if vector_rows:
+                await tx.conn.execute(vectors.insert(), vector_rows)
+
+    @staticmethod
+    async def _delete(conn: Any, vector_store_id: str, file_id: str | None) -> int:
+        """Delete a file's (or, without `file_id`, a whole store's) chunks and vectors."""
+        removed = 0
+        for table in (schema.search_chunks, schema.search_vectors):
+            where = [table.c.vector_store_id == vector_store_id]
+            if file_id is not None:
+                where.append(table.c.file_id == file_id)
+            result = await conn.execute(table.delete().where(*where))
+            if table is schema.search_chunks:
+                removed = int(result.rowcount or 0)
+        return removed
 
     async def remove_file(self, vector_store_id: str, file_id: str) -> int:
         """Remove a file's chunks from a vector store; returns how many were removed."""
-        table = schema.search_chunks
         async with self.store.transaction() as tx:
-            result = await tx.conn.execute(
-                table.delete().where(table.c.vector_store_id == vector_store_id, table.c.file_id == file_id)
-            )
-        return int(result.rowcount or 0)
+            return await self._delete(tx.conn, vector_store_id, file_id)
 
     async def remove_store(self, vector_store_id: str) -> int:
         """Remove every chunk of a vector store; returns how many were removed."""
-        table = schema.search_chunks
         async with self.store.transaction() as tx:
-            result = await tx.conn.execute(table.delete().where(table.c.vector_store_id == vector_store_id))
-        return int(result.rowcount or 0)
+            return await self._delete(tx.conn, vector_store_id, None)
 
     async def count(self, vector_store_id: str) -> int:
         """How many chunks a vector store holds."""
@@ -262,7 +307,7 @@ class SqlChunkIndex:
 
         Hits scoring below `score_threshold` are left out; `file_ids` narrows the search to
         those files (an empty list finds nothing). A query with no searchable words returns no
-        hits.
+        hits, unless an embedder finds chunks close to it in meaning.
         """
         if limit < 1:
             raise InvalidRequestError(f"Invalid 'max_num_results': {limit}; it must be at least 1.", param="max_num_results")
@@ -270,9 +315,32 @@ class SqlChunkIndex:
             raise InvalidRequestError(
                 f"Invalid 'score_threshold': {score_threshold}; it must be between 0 and 1.", param="score_threshold"
             )
-        terms = query_terms(query)
-        if not terms or not vector_store_ids or (file_ids is not None and not file_ids):
+        if not query.strip() or not vector_store_ids or (file_ids is not None and not file_ids):
             return []
+        terms = query_terms(query)
+        query_vector = await self._embed_query(query)
+        if query_vector is None:
+            if not terms:
+                return []
+            hits = await self._full_text(owner, vector_store_ids, terms, limit, file_ids)
+        else:
+            hits = await self._hybrid(owner, vector_store_ids, terms, query_vector, max(limit, CANDIDATES), file_ids)
+        hits.sort(key=lambda hit: -hit.score)
+        return [hit for hit in hits if hit.score >= score_threshold][:limit]
+
+    async def _embed_query(self, query: str) -> np.ndarray | None:
+        if self.embedder is None:
+            return None
+        try:
+            vector: np.ndarray = (await self.embedder.embed([query]))[0]
+            return vector
+        except EmbeddingError as exc:
+            log.warning("searching by full text only: %s", exc.message)
+            return None
+
+    async def _full_text(
+        self, owner: str, vector_store_ids: Sequence[str], terms: list[str], limit: int, file_ids: Sequence[str] | None
+    ) -> list[Hit]:
         text = fts5_query(terms) if self.dialect == "sqlite" else tsquery_text(terms)
         params: dict[str, Any] = {"query": text, "owner": owner, "stores": list(vector_store_ids), "limit": limit}
         if file_ids is not None:
@@ -280,16 +348,63 @@ class SqlChunkIndex:
         statement = _search_statement(self.dialect, file_ids is not None)
         async with self.store.read() as tx:
             rows = (await tx.conn.execute(statement, params)).all()
-        hits = sorted((self._hit(row, terms) for row in rows), key=lambda hit: -hit.score)
-        return [hit for hit in hits if hit.score >= score_threshold]
+        return [self._hit(row, terms) for row in rows]
 
-    def _hit(self, row: sa.Row[Any], terms: list[str]) -> Hit:
-        per_term = max(float(row.rank), 0.0) / len(terms)
-        ranked = per_term / (per_term + self._half_score)
-        # bm25 gives a word no weight when it is in half the index or more, which is every word of
-        # a nearly empty index: the share of the query's words the chunk holds is a floor for it.
-        words = set(query_terms(str(row.text)))
-        covered = sum(1 for term in terms if term in words) / len(terms)
+    async def _hybrid(
+        self,
+        owner: str,
+        vector_store_ids: Sequence[str],
+        terms: list[str],
+        query_vector: np.ndarray,
+        candidates: int,
+        file_ids: Sequence[str] | None,
+    ) -> list[Hit]:
+        """Full-text and vector candidates, ranked by the fused score (see the module docstring)."""
+        assert self.embedder is not None
+        full_text = {hit.chunk_id: hit for hit in await self._full_text(owner, vector_store_ids, terms, candidates, file_ids)} if terms else {}
+        vectors = schema.search_vectors
+        where = [
+            vectors.c.owner_id == owner,
+            vectors.c.vector_store_id.in_(list(vector_store_ids)),
+            vectors.c.model == self.embedder.model,
+            vectors.c.dimensions == int(query_vector.shape[0]),
+        ]
+        if file_ids is not None:
+            where.append(vectors.c.file_id.in_(list(file_ids)))
+        async with self.store.read() as tx:
+            stored = (await tx.conn.execute(sa.select(vectors.c.chunk_id, vectors.c.vector).where(*where))).all()
+        ids = [str(row.chunk_id) for row in stored]
+        similarity = unpack_many([bytes(row.vector) for row in stored], int(query_vector.shape[0])) @ query_vector
+        closeness = dict(zip(ids, similarity.tolist(), strict=True))
+        nearest = [ids[i] for i in np.argsort(-similarity, kind="stable")[:candidates]]
+        missing = [chunk_id for chunk_id in nearest if chunk_id not in full_text]
+        if missing:
+            chunks = schema.search_chunks
+            select = sa.select(
+                chunks.c.id, chunks.c.vector_store_id, chunks.c.file_id, chunks.c.chunk_index,
+                chunks.c.text, chunks.c.char_start, chunks.c.char_end,
+            ).where(chunks.c.id.in_(missing), chunks.c.owner_id == owner)
+            async with self.store.read() as tx:
+                for row in (await tx.conn.execute(select)).all():
+                    full_text[str(row.id)] = self._hit(row, terms, rank=0.0)
+        fused = (
+            replace(hit, score=HYBRID_WEIGHT * max(closeness.get(chunk_id, 0.0), 0.0) + (1 - HYBRID_WEIGHT) * hit.score)
+            for chunk_id, hit in full_text.items()
+        )
+        # A nearest neighbour that shares neither meaning nor words with the query is no hit.
+        return [hit for hit in fused if hit.score > 0]
+
+    def _hit(self, row: Any, terms: list[str], rank: float | None = None) -> Hit:
+        """A hit with its full-text score; `rank` overrides the row's (0 for chunks found by vector)."""
+        covered = 0.0
+        ranked = 0.0
+        if terms:
+            per_term = max(float(row.rank if rank is None else rank), 0.0) / len(terms)
+            ranked = per_term / (per_term + self._half_score)
+            # bm25 gives a word no weight when it is in half the index or more, which is every word
+            # of a nearly empty index: the share of the query's words the chunk holds is a floor.
+            words = set(query_terms(str(row.text)))
+            covered = sum(1 for term in terms if term in words) / len(terms)
         return Hit(
             chunk_id=str(row.id),
             vector_store_id=str(row.vector_store_id),

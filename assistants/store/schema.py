@@ -132,6 +132,23 @@ search_chunks = sa.Table(
     sa.Index("uq_search_chunks_store_file_index", "vector_store_id", "file_id", "chunk_index", unique=True),
 )
 
+# Chunk embeddings for hybrid retrieval (only when an embedding model is configured): one unit
+# vector per chunk, little-endian float16, with the model and size that made it, so vectors of
+# different models are never compared. Rows go with their chunks (same transaction).
+search_vectors = sa.Table(
+    "search_vectors",
+    metadata,
+    sa.Column("chunk_id", sa.String(64), primary_key=True),
+    sa.Column("owner_id", sa.String(64), nullable=False),
+    sa.Column("vector_store_id", sa.String(64), nullable=False),
+    sa.Column("file_id", sa.String(64), nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("dimensions", sa.Integer(), nullable=False),
+    sa.Column("vector", sa.LargeBinary(), nullable=False),
+    # A search loads one model's vectors of some stores; removing a file's chunks walks this too.
+    sa.Index("ix_search_vectors_store_model", "vector_store_id", "model", "file_id"),
+)
+
 # The full-text machinery differs by dialect and is created by migration 0004 in raw SQL, outside
 # this metadata: on SQLite an FTS5 table (with its shadow tables) and the triggers that feed it, on
 # PostgreSQL a generated `tsvector` column and its GIN index. Schema comparisons skip these names.
