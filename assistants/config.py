@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     """Embedding model for hybrid file search (the provider's `/v1/embeddings`); unset: full text only."""
     embedding_dimensions: int | None = Field(default=None, alias="ASSISTANTS_EMBEDDING_DIMENSIONS", ge=1, le=8192)
     """Vector size to ask the embedding model for (e.g. 256 for text-embedding-3-small); unset: the model's own."""
+    search_cache_mb: int = Field(default=256, alias="ASSISTANTS_SEARCH_CACHE_MB", ge=0)
+    """Memory for stores' vectors kept between hybrid searches; a store that does not fit is read each time."""
 
     @property
     def resolved_database_url(self) -> str:

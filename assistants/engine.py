@@ -102,7 +102,7 @@ class Engine:
         self.provider = provider
         self.registry = registry
         self.code = code
-        self.vector_stores = VectorStores(store, self.files, SqlChunkIndex(store, embedder))
+        self.vector_stores = VectorStores(store, self.files, SqlChunkIndex(store, embedder, cache_bytes=settings.search_cache_mb * 1024 * 1024))
         """Vector stores, their files and search; ingestion runs in its own background workers."""
         self.executor = RunExecutor(
             store=store,

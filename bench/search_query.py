@@ -32,12 +32,31 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
 from assistants.search.index import STOP_WORDS, ChunkRow, SqlChunkIndex, query_terms  # noqa: E402
 from assistants.store import SqlStore  # noqa: E402
 from assistants.store.migrate import upgrade  # noqa: E402
 from bench._common import machine, percentile, print_in_temp_folder  # noqa: E402
+
+
+class HashEmbedder:
+    """A stand-in embedding model: each word adds 1 to a hashed dimension; rows are unit length."""
+
+    model = "bench-hash"
+
+    def __init__(self, dimensions: int) -> None:
+        self.dimensions = dimensions
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        matrix = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in text.lower().split():
+                matrix[row, hash(word) % self.dimensions] += 1.0
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        return matrix / np.where(norms > 0, norms, 1.0)
+
 
 OWNER = "user_bench"
 STORE = "vs_bench"
@@ -104,7 +123,7 @@ async def run(args: argparse.Namespace, data_dir: Path) -> str:
     backend = "PostgreSQL" if args.postgres else "SQLite (WAL) in a temporary folder"
     store = SqlStore.from_url(url)
     await upgrade(store.engine)
-    index = SqlChunkIndex(store)
+    index = SqlChunkIndex(store, HashEmbedder(args.hybrid) if args.hybrid else None)
     rng = random.Random(1234)
     try:
         began = time.perf_counter()
@@ -123,7 +142,8 @@ async def run(args: argparse.Namespace, data_dir: Path) -> str:
         megabytes = sum(len(t) for t in texts) / 1e6
         return "\n".join(
             [
-                f"Full-text chunk search on {backend}; {machine()}"
+                f"{f'Hybrid ({args.hybrid}-dimension vectors)' if args.hybrid else 'Full-text'} chunk search"
+                f" on {backend}; {machine()}"
                 f"{'; quick run' if args.quick else ''}.",
                 f"{len(texts):,} chunks of {WORDS_PER_CHUNK} words ({megabytes:.0f} MB of text), "
                 f"{len(queries)} queries of 6 words ({terms:.1f} searched words on average), top 20.",
@@ -148,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="postgresql+asyncpg://... to measure on PostgreSQL instead of SQLite")
     parser.add_argument("--chunks", type=int, default=None, help="how many chunks (default 100,000)")
     parser.add_argument("--queries", type=int, default=None, help="how many timed queries (default 300)")
+    parser.add_argument("--hybrid", type=int, metavar="DIMS", default=0, help="hybrid retrieval with DIMS-dimensional vectors")
     args = parser.parse_args(argv)
     if args.chunks is None:
         args.chunks = 10_000 if args.quick else 100_000

@@ -19,7 +19,8 @@ from assistants.types import Assistant, Thread
 HEAD = "0006"
 OBJECT_TABLES = {"assistants", "threads", "messages", "runs", "run_steps", "files"}
 VECTOR_STORE_TABLES = {"vector_stores", "vector_store_files", "vector_store_file_batches"}
-ALL_TABLES = OBJECT_TABLES | VECTOR_STORE_TABLES | {"users", "api_keys", "search_chunks", "search_vectors"}
+SEARCH_VECTOR_TABLES = {"search_vectors", "search_generations"}
+ALL_TABLES = OBJECT_TABLES | VECTOR_STORE_TABLES | {"users", "api_keys", "search_chunks"} | SEARCH_VECTOR_TABLES
 # SQLite lists the FTS5 table of migration 0004 and its shadow tables among the tables.
 SQLITE_FTS_TABLES = {store_schema.SEARCH_FTS_TABLE} | store_schema.SEARCH_FTS_SHADOW_TABLES
 
@@ -310,7 +311,7 @@ async def test_downgrade_from_0004_removes_the_chunk_index_cleanly(store_url: st
 
         assert await current_revision(store.engine) == "0003"
         assert await search_machinery(store) == set()
-        assert await table_names(store) == ALL_TABLES - {"search_chunks", "search_vectors"} - VECTOR_STORE_TABLES | {"alembic_version"}
+        assert await table_names(store) == ALL_TABLES - {"search_chunks"} - SEARCH_VECTOR_TABLES - VECTOR_STORE_TABLES | {"alembic_version"}
         # And back up again: the full-text objects are recreated without leftovers in the way.
         await upgrade(store.engine)
         assert await search_machinery(store) != set()
@@ -366,7 +367,7 @@ async def test_downgrade_from_0005_leaves_0004_intact(store_url: str) -> None:
             await conn.run_sync(run)
 
         assert await current_revision(store.engine) == "0004"
-        assert await table_names(store) == all_tables(store) - VECTOR_STORE_TABLES - {"search_vectors"}
+        assert await table_names(store) == all_tables(store) - VECTOR_STORE_TABLES - SEARCH_VECTOR_TABLES
         assert len(await SqlChunkIndex(store).search("user_1", ["vs_1"], "kettle")) == 1
         await upgrade(store.engine)
         assert await current_revision(store.engine) == HEAD
@@ -375,14 +376,14 @@ async def test_downgrade_from_0005_leaves_0004_intact(store_url: str) -> None:
 
 
 async def test_upgrade_from_0005_adds_chunk_vectors_and_downgrade_removes_only_them(store_url: str) -> None:
-    """0005 -> 0006 keeps chunks searchable and adds `search_vectors`; 0006 -> 0005 drops only it."""
+    """0005 -> 0006 keeps chunks searchable and adds the vector tables; 0006 -> 0005 drops only them."""
     from assistants.search.index import SqlChunkIndex
 
     store = SqlStore.from_url(store_url)
     try:
         await upgrade(store.engine, "0005")
         await insert_chunk(store, "Old kettles boil.")
-        assert "search_vectors" not in await table_names(store)
+        assert not SEARCH_VECTOR_TABLES & await table_names(store)
 
         await upgrade(store.engine)
 
@@ -397,7 +398,7 @@ async def test_upgrade_from_0005_adds_chunk_vectors_and_downgrade_removes_only_t
         async with store.engine.begin() as conn:
             await conn.run_sync(run)
         assert await current_revision(store.engine) == "0005"
-        assert await table_names(store) == all_tables(store) - {"search_vectors"}
+        assert await table_names(store) == all_tables(store) - SEARCH_VECTOR_TABLES
         await upgrade(store.engine)
         assert await current_revision(store.engine) == HEAD
     finally:

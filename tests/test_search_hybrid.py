@@ -185,3 +185,26 @@ def test_the_sdk_searches_a_store_by_meaning(embedding_server: Server, model: Sc
     # The server asked for the configured size.
     sizes = {r.body.get("dimensions") for r in model.requests if r.path.endswith("/embeddings")}
     assert sizes == {128}
+
+
+async def test_vectors_kept_in_memory_follow_changes_made_by_another_process(store: SqlStore, make_index: MakeIndex) -> None:
+    # Two indexes on one database stand for two server processes, each with its own memory.
+    here, there = make_index(), make_index()
+    await here.add(ALICE, "vs_home", "file-kettle", rows(KETTLE))
+    assert files(await here.search(ALICE, ["vs_home"], QUERY)) == ["file-kettle"]
+    assert len(here.cache._entries) == 1
+
+    # The other process replaces the file's text and adds another file: seen at the next search.
+    await there.add(ALICE, "vs_home", "file-kettle", rows(TRAIN))
+    await there.add(ALICE, "vs_home", "file-descale", rows("Descaling guide: calcium deposits and furring."))
+    hits = await here.search(ALICE, ["vs_home"], QUERY)
+    assert files(hits) == ["file-descale"]
+    # And a removal.
+    await there.remove_file("vs_home", "file-descale")
+    assert await here.search(ALICE, ["vs_home"], QUERY) == []
+
+    # Without memory to spare, vectors are read at each search, with the same results.
+    uncached = SqlChunkIndex(store, here.embedder, cache_bytes=0)
+    await there.add(ALICE, "vs_home", "file-descale", rows("Descaling guide: calcium deposits and furring."))
+    assert files(await uncached.search(ALICE, ["vs_home"], QUERY)) == ["file-descale"]
+    assert not uncached.cache._entries

@@ -30,7 +30,10 @@ combination `HYBRID_WEIGHT * max(cosine, 0) + (1 - HYBRID_WEIGHT) * full_text`, 
 full-text search did not return gets its coverage floor as full-text part. A chunk with no vector
 of the current model (indexed before the model was set, or with another one) is found by full
 text only. Should the query fail to embed, the search falls back to full text, so a provider
-hiccup never fails a run.
+hiccup never fails a run. A store's vectors stay in memory between searches (`VectorCache`, an LRU
+within a byte budget) for as long as the store's generation, a counter bumped in the same
+transaction as any change to its chunks, is the one they were read at; so another process's
+changes are seen at the next search.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import logging
 import re
 import secrets
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -60,6 +64,8 @@ HYBRID_WEIGHT = 0.5
 """The share of vector similarity in a hybrid score (the rest is the full-text score)."""
 CANDIDATES = 50
 """Chunks each side (vector and full text) hands to hybrid ranking, at least `limit`."""
+VECTOR_CACHE_BYTES = 256 * 1024 * 1024
+"""Default memory for stores' vectors kept between searches (`ASSISTANTS_SEARCH_CACHE_MB`)."""
 
 # PostgreSQL's `english` stop words (Snowball's list). Dropping the same words on SQLite keeps
 # the backends in step and keeps an OR-ed query from matching every chunk through "the" or "is".
@@ -209,13 +215,82 @@ def _search_statement(dialect: str, with_files: bool) -> sa.TextClause:
     return sa.text(sql).bindparams(*params)
 
 
+_BUMP_GENERATION = sa.text(
+    "INSERT INTO search_generations (vector_store_id, generation) VALUES (:store, 1) "
+    "ON CONFLICT (vector_store_id) DO UPDATE SET generation = search_generations.generation + 1"
+)
+
+
+@dataclass(frozen=True)
+class StoreVectors:
+    """One owner's vectors of one model in one store, as a matrix (a unit-length row per chunk)."""
+
+    generation: int
+    """The store's generation they were read at (`search_generations`)."""
+    chunk_ids: list[str]
+    positions: dict[str, int]
+    """Row of each chunk id."""
+    files: dict[str, tuple[int, int]]
+    """Rows `[first, last)` of each file (rows are ordered by file)."""
+    matrix: np.ndarray
+
+    @property
+    def size(self) -> int:
+        """Roughly the bytes held: the matrix and the per-chunk bookkeeping."""
+        return int(self.matrix.nbytes) + 200 * len(self.chunk_ids)
+
+    def rows(self, file_ids: Sequence[str] | None) -> np.ndarray:
+        """The rows of these files (all rows without a filter)."""
+        if file_ids is None:
+            return np.arange(len(self.chunk_ids))
+        spans = [self.files[f] for f in dict.fromkeys(file_ids) if f in self.files]
+        if not spans:
+            return np.zeros(0, dtype=np.intp)
+        return np.concatenate([np.arange(first, last) for first, last in spans])
+
+
+class VectorCache:
+    """Stores' vectors kept in memory, least recently used first out, within a byte budget."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[str, str, str, int], StoreVectors] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: tuple[str, str, str, int], generation: int) -> StoreVectors | None:
+        """The entry when it is of `generation`; a stale one is dropped."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.generation != generation:
+            self._drop(key)
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: tuple[str, str, str, int], entry: StoreVectors) -> None:
+        """Keep an entry if it fits the budget, making room by dropping the least recently used."""
+        if key in self._entries:
+            self._drop(key)
+        if entry.size > self.max_bytes:
+            return
+        while self._entries and self._bytes + entry.size > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+        self._entries[key] = entry
+        self._bytes += entry.size
+
+    def _drop(self, key: tuple[str, str, str, int]) -> None:
+        self._bytes -= self._entries.pop(key).size
+
+
 class SqlChunkIndex:
     """`ChunkIndex` on the project's SQL store: FTS5 on SQLite, `tsvector` + GIN on PostgreSQL,
     and, with an embedder, chunk vectors for hybrid retrieval."""
 
-    def __init__(self, store: SqlStore, embedder: Embedder | None = None) -> None:
+    def __init__(self, store: SqlStore, embedder: Embedder | None = None, *, cache_bytes: int = VECTOR_CACHE_BYTES) -> None:
         self.store = store
         self.embedder = embedder
+        self.cache = VectorCache(cache_bytes)
         self.dialect = store.engine.dialect.name
         self._half_score = _HALF_SCORE.get(self.dialect, 1.0)
 
@@ -265,7 +340,9 @@ class SqlChunkIndex:
 
     @staticmethod
     async def _delete(conn: Any, vector_store_id: str, file_id: str | None) -> int:
-        """Delete a file's (or, without `file_id`, a whole store's) chunks and vectors."""
+        """Delete a file's (or, without `file_id`, a whole store's) chunks and vectors, and bump the
+        store's generation: every change to a store's chunks goes through here."""
+        await conn.execute(_BUMP_GENERATION, {"store": vector_store_id})
         removed = 0
         for table in (schema.search_chunks, schema.search_vectors):
             where = [table.c.vector_store_id == vector_store_id]
@@ -362,22 +439,22 @@ class SqlChunkIndex:
         """Full-text and vector candidates, ranked by the fused score (see the module docstring)."""
         assert self.embedder is not None
         full_text = {hit.chunk_id: hit for hit in await self._full_text(owner, vector_store_ids, terms, candidates, file_ids)} if terms else {}
-        vectors = schema.search_vectors
-        where = [
-            vectors.c.owner_id == owner,
-            vectors.c.vector_store_id.in_(list(vector_store_ids)),
-            vectors.c.model == self.embedder.model,
-            vectors.c.dimensions == int(query_vector.shape[0]),
-        ]
-        if file_ids is not None:
-            where.append(vectors.c.file_id.in_(list(file_ids)))
-        async with self.store.read() as tx:
-            stored = (await tx.conn.execute(sa.select(vectors.c.chunk_id, vectors.c.vector).where(*where))).all()
-        ids = [str(row.chunk_id) for row in stored]
-        similarity = unpack_many([bytes(row.vector) for row in stored], int(query_vector.shape[0])) @ query_vector
-        closeness = dict(zip(ids, similarity.tolist(), strict=True))
-        nearest = [ids[i] for i in np.argsort(-similarity, kind="stable")[:candidates]]
-        missing = [chunk_id for chunk_id in nearest if chunk_id not in full_text]
+        closeness: dict[str, float] = {}
+        nearest: list[tuple[float, str]] = []
+        for vectors in await self._vectors(owner, vector_store_ids, self.embedder.model, int(query_vector.shape[0])):
+            similarity = vectors.matrix @ query_vector
+            rows = vectors.rows(file_ids)
+            for chunk_id in full_text:
+                position = vectors.positions.get(chunk_id)
+                if position is not None:
+                    closeness[chunk_id] = float(similarity[position])
+            if len(rows) > candidates:
+                rows = rows[np.argpartition(-similarity[rows], candidates - 1)[:candidates]]
+            nearest.extend((float(similarity[row]), vectors.chunk_ids[row]) for row in rows)
+        nearest.sort(key=lambda pair: -pair[0])
+        for score, chunk_id in nearest[:candidates]:
+            closeness[chunk_id] = score
+        missing = [chunk_id for _, chunk_id in nearest[:candidates] if chunk_id not in full_text]
         if missing:
             chunks = schema.search_chunks
             select = sa.select(
@@ -394,6 +471,56 @@ class SqlChunkIndex:
         # A nearest neighbour that shares neither meaning nor words with the query is no hit.
         return [hit for hit in fused if hit.score > 0]
 
+    async def _vectors(self, owner: str, vector_store_ids: Sequence[str], model: str, dimensions: int) -> list[StoreVectors]:
+        """The owner's vectors of `model` in each store: from memory while the store's generation
+        is unchanged, else read again (and kept, within the cache's budget)."""
+        generations = schema.search_generations
+        found: list[StoreVectors] = []
+        async with self.store.read() as tx:
+            # The generation is read first: vectors read after it are at least as new, so a racing
+            # change can only make the cached entry look stale, never look current when it is not.
+            select = sa.select(generations.c.vector_store_id, generations.c.generation).where(
+                generations.c.vector_store_id.in_(list(vector_store_ids))
+            )
+            current = {str(row.vector_store_id): int(row.generation) for row in (await tx.conn.execute(select)).all()}
+            for store_id in dict.fromkeys(vector_store_ids):
+                key = (owner, store_id, model, dimensions)
+                generation = current.get(store_id, 0)
+                vectors = self.cache.get(key, generation)
+                if vectors is None:
+                    vectors = await self._read_vectors(tx.conn, key, generation)
+                    self.cache.put(key, vectors)
+                found.append(vectors)
+        return found
+
+    @staticmethod
+    async def _read_vectors(conn: Any, key: tuple[str, str, str, int], generation: int) -> StoreVectors:
+        owner, store_id, model, dimensions = key
+        table = schema.search_vectors
+        select = (
+            sa.select(table.c.chunk_id, table.c.file_id, table.c.vector)
+            .where(
+                table.c.owner_id == owner,
+                table.c.vector_store_id == store_id,
+                table.c.model == model,
+                table.c.dimensions == dimensions,
+            )
+            .order_by(table.c.file_id)
+        )
+        stored = (await conn.execute(select)).all()
+        files: dict[str, tuple[int, int]] = {}
+        for position, row in enumerate(stored):
+            first, _ = files.get(row.file_id, (position, position))
+            files[str(row.file_id)] = (first, position + 1)
+        chunk_ids = [str(row.chunk_id) for row in stored]
+        return StoreVectors(
+            generation=generation,
+            chunk_ids=chunk_ids,
+            positions={chunk_id: i for i, chunk_id in enumerate(chunk_ids)},
+            files=files,
+            matrix=unpack_many([bytes(row.vector) for row in stored], dimensions),
+        )
+
     def _hit(self, row: Any, terms: list[str], rank: float | None = None) -> Hit:
         """A hit with its full-text score; `rank` overrides the row's (0 for chunks found by vector)."""
         covered = 0.0
@@ -403,7 +530,7 @@ class SqlChunkIndex:
             ranked = per_term / (per_term + self._half_score)
             # bm25 gives a word no weight when it is in half the index or more, which is every word
             # of a nearly empty index: the share of the query's words the chunk holds is a floor.
-            words = set(query_terms(str(row.text)))
+            words = set(_WORD.findall(unicodedata.normalize("NFKC", str(row.text)).casefold()))
             covered = sum(1 for term in terms if term in words) / len(terms)
         return Hit(
             chunk_id=str(row.id),

@@ -149,6 +149,15 @@ search_vectors = sa.Table(
     sa.Index("ix_search_vectors_store_model", "vector_store_id", "model", "file_id"),
 )
 
+# Bumped in every transaction that changes a store's chunks, so a process that keeps a store's
+# vectors in memory can tell, with one primary-key read, whether they are still current.
+search_generations = sa.Table(
+    "search_generations",
+    metadata,
+    sa.Column("vector_store_id", sa.String(64), primary_key=True),
+    sa.Column("generation", sa.BigInteger(), nullable=False),
+)
+
 # The full-text machinery differs by dialect and is created by migration 0004 in raw SQL, outside
 # this metadata: on SQLite an FTS5 table (with its shadow tables) and the triggers that feed it, on
 # PostgreSQL a generated `tsvector` column and its GIN index. Schema comparisons skip these names.

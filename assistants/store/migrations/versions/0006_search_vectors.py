@@ -1,4 +1,5 @@
-"""Chunk embeddings for hybrid file search: `search_vectors`, one compact vector per chunk.
+"""Chunk embeddings for hybrid file search: `search_vectors`, one compact vector per chunk, and
+`search_generations`, a counter per store bumped with every change to its chunks.
 
 Revision ID: 0006
 Revises: 0005
@@ -27,8 +28,14 @@ def upgrade() -> None:
         sa.Column("vector", sa.LargeBinary(), nullable=False),
     )
     op.create_index("ix_search_vectors_store_model", "search_vectors", ["vector_store_id", "model", "file_id"])
+    op.create_table(
+        "search_generations",
+        sa.Column("vector_store_id", sa.String(64), primary_key=True),
+        sa.Column("generation", sa.BigInteger(), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("search_generations")
     op.drop_index("ix_search_vectors_store_model", table_name="search_vectors")
     op.drop_table("search_vectors")
