@@ -32,6 +32,7 @@ from .search import (
     extract_text,
     validate_static_strategy,
 )
+from .search.filters import parse_filter
 from .store import FileStore, ListParams, Page, SqlStore, StoreTx
 from .types import File, Thread, VectorStore, VectorStoreFile, VectorStoreFileBatch
 from .types.objects import ExpiresAfter, IngestionLastError, StaticChunking, StaticChunkingStrategy
@@ -386,17 +387,15 @@ class VectorStores:
     async def search(self, owner: str, vector_store_id: str, body: VectorStoreSearch) -> dict[str, Any]:
         """The best chunks of the store for the query, as the search results page."""
         await self.get(owner, vector_store_id)
-        if body.filters is not None:
-            raise InvalidRequestError(
-                "Invalid 'filters': attribute filters are not supported by this server; search without 'filters'.",
-                param="filters",
-            )
+        wanted = parse_filter(body.filters) if body.filters is not None else None
         queries = [body.query] if isinstance(body.query, str) else body.query
         threshold = body.ranking_options.score_threshold if body.ranking_options else 0.0
         # Only `completed` files are searched: a file being cancelled or removed may still have
         # chunks in the index for a moment, until its ingestion notices and takes them out.
         async with self.store.read() as tx:
             completed = {f.id: f for _, f in await tx.vector_store_files_where(vector_store_id=vector_store_id, status="completed")}
+        if wanted is not None:
+            completed = {file_id: f for file_id, f in completed.items() if wanted.matches(f.attributes or {})}
         hits = await self.index.search(
             owner, [vector_store_id], " ".join(queries),
             limit=body.max_num_results, score_threshold=threshold, file_ids=list(completed),

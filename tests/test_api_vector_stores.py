@@ -344,13 +344,54 @@ def test_search_options_and_errors(client: openai.OpenAI) -> None:
     for body, param in [
         ({"query": "x", "max_num_results": 51}, "max_num_results"),
         ({"query": "x", "max_num_results": 0}, "max_num_results"),
-        ({"query": "x", "filters": {"type": "eq", "key": "a", "value": "b"}}, "filters"),
+        ({"query": "x", "filters": {"type": "like", "key": "a", "value": "b"}}, "filters.type"),
+        ({"query": "x", "filters": {"type": "and", "filters": [{"type": "eq", "key": "a"}]}}, "filters.filters[0].value"),
+        ({"query": "x", "filters": {"type": "in", "key": "a", "value": "b"}}, "filters.value"),
+        ({"query": "x", "filters": {"type": "gt", "key": "a", "value": True}}, "filters.value"),
+        ({"query": "x", "filters": {"type": "or", "filters": []}}, "filters.filters"),
+        ({"query": "x", "filters": {"type": "eq", "key": "", "value": 1}}, "filters.key"),
+        ({"query": "x", "filters": {"type": "eq", "key": "a", "value": 1, "extra": 2}}, "filters.extra"),
         ({"query": "x", "ranking_options": {"score_threshold": 2}}, "ranking_options.score_threshold"),
         ({}, "query"),
     ]:
         with pytest.raises(openai.BadRequestError) as refused:
             client.post(f"/vector_stores/{store.id}/search", cast_to=object, body=body)
         assert sdk_error(refused.value)["param"] == param, body
+
+
+def test_search_filters_on_file_attributes(client: openai.OpenAI) -> None:
+    docs = {
+        "manual.md": (MANUAL, {"kind": "manual", "year": 2024, "published": "2024-03-01", "draft": False}),
+        "garden.txt": (GARDEN, {"kind": "notes", "year": 2021, "published": "2021-06-15", "draft": True}),
+        "recipes.txt": (b"Boil the water for tea, then descale the kettle and garden tools.\n", {"kind": "notes"}),
+    }
+    store = client.vector_stores.create(name="filtered")
+    ids = {}
+    for name, (content, attributes) in docs.items():
+        ids[name] = upload(client, name, content)
+        client.vector_stores.files.create(vector_store_id=store.id, file_id=ids[name], attributes=attributes)
+    settled_store(client, store.id)
+    names = {file_id: name for name, file_id in ids.items()}
+    query = "descale kettle water garden sun"
+
+    def found(filters: Any) -> set[str]:
+        return {names[hit.file_id] for hit in client.vector_stores.search(store.id, query=query, filters=filters).data}
+
+    assert found({"type": "eq", "key": "kind", "value": "notes"}) == {"garden.txt", "recipes.txt"}
+    assert found({"type": "ne", "key": "kind", "value": "notes"}) == {"manual.md"}
+    assert found({"type": "gte", "key": "year", "value": 2022}) == {"manual.md"}
+    assert found({"type": "lt", "key": "published", "value": "2022-01-01"}) == {"garden.txt"}
+    assert found({"type": "eq", "key": "draft", "value": True}) == {"garden.txt"}
+    assert found({"type": "in", "key": "year", "value": [2021, 2020]}) == {"garden.txt"}
+    # A file without the attribute matches only `ne` / `nin`; a string never equals a number.
+    assert found({"type": "nin", "key": "year", "value": [2024]}) == {"garden.txt", "recipes.txt"}
+    assert found({"type": "eq", "key": "year", "value": "2024"}) == set()
+    assert found(
+        {"type": "or", "filters": [
+            {"type": "and", "filters": [{"type": "eq", "key": "kind", "value": "notes"}, {"type": "eq", "key": "draft", "value": True}]},
+            {"type": "gt", "key": "year", "value": 2023},
+        ]}
+    ) == {"garden.txt", "manual.md"}
 
 
 # Isolation -------------------------------------------------------------------------------------
