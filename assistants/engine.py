@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,7 +21,6 @@ from .exceptions import InvalidRequestError, NotFoundError
 from .ids import new_id, now
 from .providers import ChatProvider
 from .runs import RunExecutor
-from .runs._context import session_of
 from .runs._status import end_step, transition
 from .runs._steps import with_outputs
 from .search import SqlChunkIndex
@@ -65,7 +65,8 @@ from .types.requests import (
     ThreadCreate,
     ThreadUpdate,
 )
-from .vector_stores import VectorStores
+from .types.session import session_of
+from .vector_stores import PURGE_SECONDS, VectorStores
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,9 @@ class Engine:
             registry=registry,
             settings=settings,
             code=code,
-            search=FileSearch(store, self.vector_stores.index, self.vector_stores.wait_for_ingestion),
+            search=FileSearch(
+                store, self.vector_stores.index, self.vector_stores.wait_for_ingestion, self.vector_stores.touch
+            ),
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -186,10 +189,14 @@ class Engine:
         self._publish(f"thread.run.{ended.status.value}", ended.wire(), ended)
 
     async def _sweep_forever(self) -> None:
+        purged_at = 0.0
         while True:
             await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
             try:
                 await self.expire_runs()
+                if time.monotonic() - purged_at >= PURGE_SECONDS:
+                    purged_at = time.monotonic()
+                    await self.vector_stores.purge_expired()
             except Exception:
                 log.exception("the expiry sweep failed; it will try again")
 

@@ -117,6 +117,10 @@ class ProviderConnectionError(ProviderError):
     """The provider could not be reached, or timed out."""
 
 
+class ExpiredVectorStoreError(AssistantsError):
+    """A run would search a vector store whose `expires_after` policy has run out."""
+
+
 class ModelBehaviourError(AssistantsError):
     """The model produced something the engine cannot act on (reported back to the model)."""
 

@@ -17,6 +17,7 @@ store, so ingestion simply runs once more; a File deleted meanwhile fails with a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -47,6 +48,7 @@ from .types.requests import (
     VectorStoreSearch,
     VectorStoreUpdate,
 )
+from .types.session import session_of
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ DAY_SECONDS = 86_400
 THREAD_STORE_DAYS = 7
 """A thread's own vector store (made from message attachments) expires this long after its last use."""
 FILE_STATUSES = ("in_progress", "completed", "failed", "cancelled")
+PURGE_SECONDS = 3600
+"""How often the index is cleared of expired stores' chunks."""
 
 
 def _strategy(request: ChunkingStrategyRequest | None, *, param: str = "chunking_strategy") -> StaticChunkingStrategy:
@@ -127,28 +131,34 @@ class VectorStores:
     async def attach_to_thread(self, tx: StoreTx, owner: str, thread_id: str, file_ids: list[str]) -> list[VectorStoreFile]:
         """Files a message attaches for `file_search` go into the thread's vector store, made if needed.
 
-        As on the hosted API: the thread's store expires 7 days after it was last used. Runs in
+        As on the hosted API, the thread's store expires 7 days after it was last used (an
+        expired one is replaced by a new store); a chat session's store does not expire. Runs in
         the caller's transaction; the caller calls `kick` once it has committed.
         """
         thread = await tx.get(Thread, thread_id, owner=owner)
         resources = dict(thread.tool_resources or {})
         file_search = dict(resources.get("file_search") or {})
-        existing = [i for i in file_search.get("vector_store_ids") or [] if await tx.find(VectorStore, i, owner=owner)]
-        if existing:
-            store_id = existing[0]
+        attached = [store for i in file_search.get("vector_store_ids") or [] if (store := await tx.find(VectorStore, i, owner=owner))]
+        usable = [store for store in attached if not store.expired(now())]
+        if usable:
+            store_id = usable[0].id
         else:
             stamp = now()
+            # A chat session's files stay searchable for as long as the session is kept; other
+            # threads follow the hosted API's policy.
+            lasting = session_of(thread) is not None
             store = VectorStore(
                 id=new_id("vector_store"),
                 created_at=stamp,
                 name=f"Files of {thread_id}",
-                expires_after=ExpiresAfter(anchor="last_active_at", days=THREAD_STORE_DAYS),
-                expires_at=stamp + THREAD_STORE_DAYS * DAY_SECONDS,
+                expires_after=None if lasting else ExpiresAfter(anchor="last_active_at", days=THREAD_STORE_DAYS),
+                expires_at=None if lasting else stamp + THREAD_STORE_DAYS * DAY_SECONDS,
                 last_active_at=stamp,
             )
             await tx.insert(store, owner=owner)
             store_id = store.id
-            file_search["vector_store_ids"] = [store_id]
+            # An expired store of the thread gives way to the new one (runs would fail on it).
+            file_search["vector_store_ids"] = [store_id, *(s.id for s in attached if s.id != store_id and not s.expired(now()))]
             resources["file_search"] = file_search
             await tx.save(thread.model_copy(update={"tool_resources": resources}))
         return await self._add_files(tx, owner, store_id, file_ids, _strategy(None), param="attachments")
@@ -212,6 +222,34 @@ class VectorStores:
             shown.append(store.model_copy(update={"file_counts": counts, "usage_bytes": usage, "status": status}))
         return shown
 
+    @staticmethod
+    async def _usable(tx: StoreTx, owner: str, vector_store_id: str) -> VectorStore:
+        """The store, unless it has expired (a 400 saying so)."""
+        store = await tx.get(VectorStore, vector_store_id, owner=owner)
+        if store.expired(now()):
+            raise InvalidRequestError(store.expired_message(), param="vector_store_id")
+        return store
+
+    async def touch(self, owner: str, vector_store_ids: list[str]) -> None:
+        """Record that runs searched these stores, which pushes back their expiry."""
+        for vector_store_id in vector_store_ids:
+            with contextlib.suppress(NotFoundError):
+                await self._touch(owner, vector_store_id)
+
+    async def purge_expired(self) -> list[str]:
+        """Take expired stores' chunks out of the index (the stores and their file lists stay)."""
+        async with self.store.read() as tx:
+            indexed = await tx.vector_stores_with_chunks()
+        purged: list[str] = []
+        stamp = now()
+        for store in indexed:
+            if store.expired(stamp):
+                await self.index.remove_store(store.id)
+                purged.append(store.id)
+        if purged:
+            log.info("cleared the index of %d expired vector store(s)", len(purged))
+        return purged
+
     async def _touch(self, owner: str, vector_store_id: str) -> None:
         """Record activity, which pushes back an `expires_after` expiry."""
         async with self.store.transaction() as tx:
@@ -227,7 +265,7 @@ class VectorStores:
         """Add one File to a store; adding a file the store already has returns it unchanged."""
         strategy = _strategy(body.chunking_strategy)
         async with self.store.transaction() as tx:
-            await tx.get(VectorStore, vector_store_id, owner=owner)
+            await self._usable(tx, owner, vector_store_id)
             existing = await tx.vector_store_file(vector_store_id, body.file_id, owner=owner)
             if existing is not None:
                 return existing
@@ -340,7 +378,7 @@ class VectorStores:
         strategy = _strategy(body.chunking_strategy)
         batch = VectorStoreFileBatch(id=new_id("file_batch"), created_at=now(), vector_store_id=vector_store_id)
         async with self.store.transaction() as tx:
-            await tx.get(VectorStore, vector_store_id, owner=owner)
+            await self._usable(tx, owner, vector_store_id)
             await tx.insert(batch, owner=owner)
             added = await self._add_files(
                 tx, owner, vector_store_id, body.file_ids, strategy,
@@ -386,7 +424,8 @@ class VectorStores:
 
     async def search(self, owner: str, vector_store_id: str, body: VectorStoreSearch) -> dict[str, Any]:
         """The best chunks of the store for the query, as the search results page."""
-        await self.get(owner, vector_store_id)
+        async with self.store.read() as tx:
+            await self._usable(tx, owner, vector_store_id)
         wanted = parse_filter(body.filters) if body.filters is not None else None
         queries = [body.query] if isinstance(body.query, str) else body.query
         threshold = body.ranking_options.score_threshold if body.ranking_options else 0.0

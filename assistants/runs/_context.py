@@ -32,6 +32,7 @@ from ..types import (
     Thread,
 )
 from ..types.objects import ImageFileContent, ImageURLContent
+from ..types.session import session_of
 
 HISTORY_BATCH = 200
 """Messages read per query while filling the token budget, newest first."""
@@ -54,13 +55,6 @@ class PromptBudgetExceeded(AssistantsError):
 class PreparedContext:
     messages: list[dict[str, Any]]
     record: ContextRecord
-
-
-def session_of(thread: Thread) -> Session | None:
-    """The thread as a Session when it is one (it carries a user and an assistant in metadata)."""
-    if "user" in thread.metadata and "assistant_id" in thread.metadata:
-        return Session.model_validate(thread.model_dump())
-    return None
 
 
 def _is_history(message: Message, run_id: str) -> bool:

@@ -16,7 +16,12 @@ from typing import Any
 
 from ..config import Settings
 from ..events import EventBus
-from ..exceptions import ConfigurationError, ModelBehaviourError, ProviderError
+from ..exceptions import (
+    ConfigurationError,
+    ExpiredVectorStoreError,
+    ModelBehaviourError,
+    ProviderError,
+)
 from ..ids import now
 from ..providers import ChatChunk, ChatProvider
 from ..store import FileStore, SqlStore
@@ -99,7 +104,7 @@ class RunExecutor:
             await self._end(
                 recorder, RunStatus.incomplete, "max_tokens", incomplete_details=IncompleteDetails(reason="max_prompt_tokens")
             )
-        except (ConfigurationError, ModelBehaviourError) as exc:
+        except (ConfigurationError, ModelBehaviourError, ExpiredVectorStoreError) as exc:
             await self._fail(recorder, LastError(code="server_error", message=exc.message))
         except ProviderError as exc:
             await self._fail(recorder, LastError(code=exc.code, message=exc.message))

@@ -351,6 +351,13 @@ class StoreTx:
         )
         return [(str(row[0]), Run.model_validate(row[1])) for row in (await self.conn.execute(query)).all()]
 
+    async def vector_stores_with_chunks(self) -> builtins.list[VectorStore]:
+        """Vector stores that still have chunks in the index (the expiry purge checks these)."""
+        table, chunks = schema.vector_stores, schema.search_chunks
+        has_chunks = sa.select(chunks.c.seq).where(chunks.c.vector_store_id == table.c.id).exists()
+        query = sa.select(table.c.data).where(has_chunks)
+        return [VectorStore.model_validate(row[0]) for row in (await self.conn.execute(query)).all()]
+
     async def unfinished_runs(self) -> builtins.list[tuple[str, Run]]:
         """Runs that are active in the database, for recovery after a crash."""
         table = schema.runs

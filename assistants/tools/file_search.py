@@ -17,9 +17,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..exceptions import ExpiredVectorStoreError
+from ..ids import now
 from ..search import ChunkIndex
 from ..store import SqlStore, StoreTx
-from ..types import Message, Run, RunStep, TextContent
+from ..types import Message, Run, RunStep, TextContent, VectorStore
 from ..types.objects import (
     FILE_SEARCH_FUNCTION,
     FileSearchCall,
@@ -77,8 +79,18 @@ def options(run: Run) -> tuple[int, float]:
 
 
 async def store_ids(tx: StoreTx, owner: str, run: Run) -> list[str]:
-    """The vector stores the run searches: its assistant's and its thread's."""
-    return await resource_ids(tx, owner, run, "file_search", "vector_store_ids")
+    """The vector stores the run searches: its assistant's and its thread's.
+
+    Raises `ExpiredVectorStoreError` when one of them has expired: as on the hosted API, the run
+    fails, saying which store and what to do.
+    """
+    ids = await resource_ids(tx, owner, run, "file_search", "vector_store_ids")
+    stamp = now()
+    for vector_store_id in ids:
+        store = await tx.find(VectorStore, vector_store_id, owner=owner)
+        if store is not None and store.expired(stamp):
+            raise ExpiredVectorStoreError(store.expired_message())
+    return ids
 
 
 INGESTION_WAIT_SECONDS = 60.0
@@ -88,10 +100,17 @@ INGESTION_WAIT_SECONDS = 60.0
 class FileSearch:
     """Runs the model's searches over the owner's chunk index."""
 
-    def __init__(self, store: SqlStore, index: ChunkIndex, ready: Callable[[list[str]], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        index: ChunkIndex,
+        ready: Callable[[list[str]], Awaitable[None]],
+        touch: Callable[[str, list[str]], Awaitable[None]],
+    ) -> None:
         self.store = store
         self.index = index
         self._ready = ready
+        self._touch = touch
 
     async def ready(self, vector_stores: list[str]) -> None:
         """Wait, within a bound, until the stores have no file still being indexed."""
@@ -103,6 +122,8 @@ class FileSearch:
         self, owner: str, vector_stores: Sequence[str], query: str, *, limit: int, threshold: float, first_marker: int
     ) -> FileSearchCall:
         hits = await self.index.search(owner, vector_stores, query, limit=limit, score_threshold=threshold) if query.strip() else []
+        # Being searched is activity: it pushes back the stores' `expires_after` expiry.
+        await self._touch(owner, list(vector_stores))
         async with self.store.read() as tx:
             files = await tx.files_by_id(list({h.file_id for h in hits}), owner=owner)
         results = [

@@ -8,6 +8,7 @@ them with strict validation. The store gives these values identity and time (`id
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -537,6 +538,20 @@ class VectorStore(MetadataBacked):
     expires_at: int | None = None
     last_active_at: int | None = None
     description: str | None = None
+
+    def expired(self, stamp: int) -> bool:
+        """Whether the `expires_after` policy has run out at Unix time `stamp`."""
+        return self.expires_at is not None and self.expires_at <= stamp
+
+    def expired_message(self) -> str:
+        """Why the expired store cannot be used, and what to do instead."""
+        when = datetime.fromtimestamp(self.expires_at or 0, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+        days = self.expires_after.days if self.expires_after else 0
+        return (
+            f"Vector store '{self.id}' expired on {when}, {days} days after it was last used, and its files "
+            "can no longer be searched. Create a new vector store with the files (or attach them to a new "
+            "message) and use it instead."
+        )
 
 
 class VectorStoreFile(BaseModel):

@@ -35,3 +35,10 @@ class Session(Thread):
     summary_upto: str | None = meta_field(None, description="Id of the last message the summary covers.")
     updated_at: int | None = meta_field(None, description="When the session last changed.")
     ui_thread: str | None = meta_field(None, description="The chat UI's id for this session (Chainlit's thread id).")
+
+
+def session_of(thread: Thread) -> Session | None:
+    """The thread as a Session when it is one (it carries a user and an assistant in metadata)."""
+    if "user" in thread.metadata and "assistant_id" in thread.metadata:
+        return Session.model_validate(thread.model_dump())
+    return None
