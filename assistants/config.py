@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     """Tokens the model accepts; `full` context mode trims the history to fit in it."""
     run_expiry_seconds: int = Field(default=600, alias="ASSISTANTS_RUN_EXPIRY_SECONDS", ge=1)
     """How long a run may wait in `requires_action` for tool outputs before it expires."""
+    run_timeout_seconds: float = Field(default=600.0, alias="ASSISTANTS_RUN_TIMEOUT", gt=0)
+    """Longest a run may work at a stretch (model calls and tools) before it is stopped as `expired`."""
     max_tool_rounds: int = Field(default=16, alias="ASSISTANTS_MAX_TOOL_ROUNDS", ge=1)
     """Bound on model-tool round trips in one run, to end runaway runs."""
     tool_timeout_seconds: float = Field(default=30.0, alias="ASSISTANTS_TOOL_TIMEOUT", gt=0)

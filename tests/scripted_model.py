@@ -19,6 +19,7 @@ import asyncio
 import base64
 import collections
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -116,7 +117,30 @@ class StreamBreakReply:
     delay: float = 0.0
 
 
-Script = TextReply | ToolCallsReply | ErrorReply | HangReply | StreamBreakReply
+@dataclass(frozen=True)
+class SlowStartReply:
+    """Wait ``seconds`` before answering at all (no headers), then play ``then``."""
+
+    seconds: float
+    then: TextReply
+
+
+@dataclass(frozen=True)
+class MalformedReply:
+    """Stream ``text_before``, then a chunk that is not what the protocol allows, then end."""
+
+    text_before: str = ""
+    bad_chunk: bytes = b"data: {this is not json\n\n"
+
+
+@dataclass(frozen=True)
+class EndlessReply:
+    """Stream words forever, one every ``delay`` seconds, until the client hangs up."""
+
+    delay: float = 0.01
+
+
+Script = TextReply | ToolCallsReply | ErrorReply | HangReply | StreamBreakReply | SlowStartReply | MalformedReply | EndlessReply
 Responder = Callable[[dict[str, Any]], Script | str]
 
 
@@ -390,6 +414,18 @@ class ScriptedModel:
         with self._changed:
             self._embedding_errors.extend([ErrorReply(status, message, None, None, None)] * times)
 
+    def add_slow_start(self, seconds: float, text: str = "Late but here.") -> None:
+        """Queue a reply that sends nothing at all for ``seconds`` (a timeout before the first token)."""
+        self.add(SlowStartReply(seconds, TextReply(text)))
+
+    def add_malformed(self, text_before: str = "", bad_chunk: bytes | None = None) -> None:
+        """Queue a stream that sends ``text_before`` and then a malformed chunk (not JSON by default)."""
+        self.add(MalformedReply(text_before, bad_chunk) if bad_chunk is not None else MalformedReply(text_before))
+
+    def add_endless(self, delay: float = 0.01) -> None:
+        """Queue a stream that never finishes: a word every ``delay`` seconds until the client hangs up."""
+        self.add(EndlessReply(delay))
+
     def add_responder(self, fn: Responder | None) -> None:
         """Set the fallback used when the queue is empty (None restores the echo reply)."""
         with self._changed:
@@ -503,6 +539,11 @@ class ScriptedModel:
             script = TextReply(answer) if isinstance(answer, str) else answer
         if isinstance(script, ErrorReply):
             return _error_response(script.status, script.message, script.error_type, script.code, script.headers)
+        if isinstance(script, SlowStartReply):
+            if await self._idle(script.seconds, request.is_disconnected):
+                self._note_disconnect()
+                return Response(status_code=499)
+            script = script.then
         if body.get("stream"):
             return _EventStream(self._stream(script, body), self._note_disconnect)
         return await self._complete(script, body, request)
@@ -541,8 +582,19 @@ class ScriptedModel:
                 await asyncio.sleep(script.delay)
                 yield chunk({"content": piece})
             raise _StreamBroken("scripted stream break")
+        elif isinstance(script, MalformedReply):
+            for piece in split_words(script.text_before):
+                yield chunk({"content": piece})
+            yield script.bad_chunk
+            yield b"data: [DONE]\n\n"
+            return
+        elif isinstance(script, EndlessReply):
+            words = itertools.cycle(split_words("and so on "))
+            while True:
+                await asyncio.sleep(script.delay)
+                yield chunk({"content": next(words)})
         else:
-            assert not isinstance(script, ErrorReply)
+            assert not isinstance(script, ErrorReply | SlowStartReply)
             plan = _plan(script)
             for delta in plan.deltas:
                 if plan.delay:
@@ -554,6 +606,11 @@ class ScriptedModel:
         yield b"data: [DONE]\n\n"
 
     async def _complete(self, script: Script, body: dict[str, Any], request: Request) -> Response:
+        if isinstance(script, MalformedReply):
+            return Response(b"{this is not json", media_type="application/json")
+        if isinstance(script, EndlessReply):
+            # A whole (unstreamed) answer that never ends is one that never comes.
+            script = HangReply(3600)
         if isinstance(script, StreamBreakReply):
             # Without a stream there is nothing to break halfway, so fail the way a provider would.
             return _error_response(500, "The scripted provider broke off the response.")
@@ -562,7 +619,7 @@ class ScriptedModel:
                 self._note_disconnect()
             plan = _Plan([{"content": "…"}], "…")
         else:
-            assert not isinstance(script, ErrorReply)
+            assert not isinstance(script, ErrorReply | SlowStartReply)
             plan = _plan(script)
             await asyncio.sleep(plan.delay * len(plan.deltas))
         message: dict[str, Any] = {"role": "assistant", "content": plan.content, "refusal": None}

@@ -81,6 +81,8 @@ HTTP_ERRORS: tuple[type[Exception], ...] = tuple(m.HTTPError for m in _HTTP)
 """Transport errors that can escape the SDK mid-stream (a dropped connection, say)."""
 TIMEOUT_ERRORS: tuple[type[Exception], ...] = tuple(m.TimeoutException for m in _HTTP)
 _SDK_ERRORS: tuple[type[Exception], ...] = (openai.OpenAIError, *HTTP_ERRORS)
+MALFORMED_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, AttributeError, KeyError, IndexError)
+"""What a chunk that is not JSON, or JSON of another shape, raises while it is decoded or read."""
 
 
 def _retry_after(response: Any) -> float | None:
@@ -174,6 +176,12 @@ class OpenAIChatProvider:
                     yield _reduce(chunk)
             except _SDK_ERRORS as exc:
                 raise translate_error(exc) from exc
+            except MALFORMED_ERRORS as exc:
+                # Not JSON, or JSON of the wrong shape: the provider broke the protocol.
+                raise ProviderError(
+                    f"The model provider sent a malformed response ({type(exc).__name__}: {str(exc)[:200]}). "
+                    "Check that OPENAI_BASE_URL points at an OpenAI-compatible Chat Completions API."
+                ) from exc
 
     async def complete(self, request: dict[str, Any]) -> str:
         try:
@@ -182,6 +190,8 @@ class OpenAIChatProvider:
             )
         except _SDK_ERRORS as exc:
             raise translate_error(exc) from exc
+        except MALFORMED_ERRORS as exc:
+            raise ProviderError(f"The model provider sent a malformed response ({type(exc).__name__}).") from exc
         if not response.choices:
             return ""
         return response.choices[0].message.content or ""

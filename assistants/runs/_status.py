@@ -10,7 +10,7 @@ S = RunStatus
 
 TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     S.queued: frozenset({S.in_progress, S.cancelling, S.cancelled, S.failed, S.expired}),
-    S.in_progress: frozenset({S.requires_action, S.completed, S.failed, S.incomplete, S.cancelling}),
+    S.in_progress: frozenset({S.requires_action, S.completed, S.failed, S.incomplete, S.cancelling, S.expired}),
     S.requires_action: frozenset({S.queued, S.in_progress, S.cancelling, S.cancelled, S.expired, S.failed}),
     S.cancelling: frozenset({S.cancelled, S.completed, S.failed, S.incomplete}),
     S.cancelled: frozenset(),

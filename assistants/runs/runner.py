@@ -94,12 +94,31 @@ class RunExecutor:
         async with self.store.read() as tx:
             run = await tx.get(Run, run_id, owner=owner)
         recorder = RunRecorder(self.store, self.bus, owner, run)
+        deadline = asyncio.timeout(self.settings.run_timeout_seconds)
         try:
-            if run.status is RunStatus.queued:
-                await recorder.move(RunStatus.in_progress)
-            await self._loop(recorder)
+            async with deadline:
+                if run.status is RunStatus.queued:
+                    await recorder.move(RunStatus.in_progress)
+                await self._loop(recorder)
         except asyncio.CancelledError:
             await self._end(recorder, RunStatus.cancelled, "run_cancelled")
+        except TimeoutError:
+            if not deadline.expired():  # Not the run's deadline: some call inside timed out.
+                await self._internal_error(recorder)
+                return
+            # A provider streaming without end, or tools that never finish: the partial answer
+            # stays (marked expired) and the thread is free again.
+            seconds = self.settings.run_timeout_seconds
+            await self._end(
+                recorder,
+                RunStatus.expired,
+                "run_expired",
+                last_error=LastError(
+                    code="server_error",
+                    message=f"The run was stopped after working for {seconds:g} s without finishing "
+                    "(ASSISTANTS_RUN_TIMEOUT). The model may be stuck in an endless answer; try again.",
+                ),
+            )
         except PromptBudgetExceeded:
             await self._end(
                 recorder, RunStatus.incomplete, "max_tokens", incomplete_details=IncompleteDetails(reason="max_prompt_tokens")
@@ -109,11 +128,14 @@ class RunExecutor:
         except ProviderError as exc:
             await self._fail(recorder, LastError(code=exc.code, message=exc.message))
         except Exception:
-            log.exception("run %s failed with an internal error", run_id)
-            await self._fail(
-                recorder,
-                LastError(code="server_error", message="The server hit an internal error while running. Try again."),
-            )
+            await self._internal_error(recorder)
+
+    async def _internal_error(self, recorder: RunRecorder) -> None:
+        """Fail the run on an unexpected exception (logged with its traceback; the user gets words)."""
+        log.exception("run %s failed with an internal error", recorder.run.id)
+        await self._fail(
+            recorder, LastError(code="server_error", message="The server hit an internal error while running. Try again.")
+        )
 
     async def _fail(self, recorder: RunRecorder, error: LastError) -> None:
         await self._end(recorder, RunStatus.failed, "run_failed", last_error=error)

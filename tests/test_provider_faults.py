@@ -1,0 +1,110 @@
+"""Provider faults, end to end on a real engine against the scripted model's fault modes.
+
+Each fault ends the way the engine defines: retried while nothing has reached the user, else the
+run ends with a `last_error` in plain words, the partial answer kept and marked, and the thread
+free for the next run. Runs on both backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from assistants.engine import Engine
+from assistants.types import Message, MessageStatus, Run, RunStatus
+from assistants.types.requests import AssistantCreate, MessageCreate, RunCreate, ThreadCreate
+from tests.conftest import StartRuntime
+from tests.scripted_model import ScriptedModel
+
+OWNER = "user_faults"
+WAIT = 20.0
+
+
+async def run_once(engine: Engine, thread_id: str | None = None) -> tuple[Run, list[Message]]:
+    """A run of a fresh assistant on a thread (new unless given); the run and the thread's answers."""
+    assistant = await engine.create_assistant(OWNER, AssistantCreate(model="scripted-model"))
+    if thread_id is None:
+        thread_id = (await engine.create_thread(OWNER, ThreadCreate())).id
+    await engine.create_message(OWNER, thread_id, MessageCreate(role="user", content="Tell me everything."))
+    run = await engine.create_run(OWNER, thread_id, RunCreate(assistant_id=assistant.id))
+    async with asyncio.timeout(WAIT):
+        await engine.wait_for_run(run.id)
+    run = await engine.get_run(OWNER, thread_id, run.id)
+    async with engine.store.read() as tx:
+        messages, _, _ = await tx.thread_history(thread_id)
+    return run, [m for m in messages if m.role == "assistant" and m.run_id == run.id]
+
+
+def chat_requests(model: ScriptedModel) -> int:
+    return sum(1 for r in model.requests if r.path.endswith("/chat/completions"))
+
+
+async def test_503_is_retried_and_503_past_the_retries_fails_in_plain_words(
+    start_runtime: StartRuntime, model: ScriptedModel
+) -> None:
+    engine = (await start_runtime(ASSISTANTS_PROVIDER_RETRIES=2)).engine
+    model.add_error(503, "Overloaded", headers={"retry-after": "0"})
+    model.add_text("Back again.")
+    run, [answer] = await run_once(engine)
+    assert run.status is RunStatus.completed and answer.text == "Back again."
+    assert chat_requests(model) == 2
+
+    for _ in range(3):
+        model.add_error(503, "Overloaded", headers={"retry-after": "0"})
+    run, answers = await run_once(engine)
+    assert run.status is RunStatus.failed and run.last_error is not None
+    assert run.last_error.code == "server_error" and "HTTP 503" in run.last_error.message
+    assert "Overloaded" in run.last_error.message
+    assert answers == []
+
+
+async def test_a_provider_silent_past_the_timeout_is_retried_then_fails(
+    start_runtime: StartRuntime, model: ScriptedModel
+) -> None:
+    engine = (await start_runtime(ASSISTANTS_PROVIDER_RETRIES=1, ASSISTANTS_PROVIDER_TIMEOUT=0.5)).engine
+    model.add_slow_start(3)
+    model.add_text("Quick this time.")
+    run, [answer] = await run_once(engine)
+    assert run.status is RunStatus.completed and answer.text == "Quick this time."
+
+    model.add_slow_start(3)
+    model.add_slow_start(3)
+    run, answers = await run_once(engine)
+    assert run.status is RunStatus.failed and run.last_error is not None
+    assert "did not answer in time" in run.last_error.message
+    assert answers == []
+
+
+async def test_a_malformed_chunk_fails_the_run_and_keeps_the_partial_answer(
+    start_runtime: StartRuntime, model: ScriptedModel
+) -> None:
+    engine = (await start_runtime()).engine
+    model.add_malformed("The first words")
+    run, [partial] = await run_once(engine)
+    assert run.status is RunStatus.failed and run.last_error is not None
+    assert "malformed response" in run.last_error.message and "OPENAI_BASE_URL" in run.last_error.message
+    assert partial.status is MessageStatus.incomplete and partial.text == "The first words"
+    assert partial.incomplete_details is not None and partial.incomplete_details.reason == "run_failed"
+
+    # JSON of the wrong shape is malformed too.
+    model.add_malformed("Again", bad_chunk=b'data: {"choices": "none of them"}\n\n')
+    run, [partial] = await run_once(engine, thread_id=run.thread_id)
+    assert run.status is RunStatus.failed and run.last_error is not None
+    assert "malformed response" in run.last_error.message and partial.text == "Again"
+
+
+async def test_an_endless_answer_is_stopped_at_the_run_timeout_and_the_thread_goes_on(
+    start_runtime: StartRuntime, model: ScriptedModel
+) -> None:
+    engine = (await start_runtime(ASSISTANTS_RUN_TIMEOUT=1)).engine
+    model.add_endless(0.01)
+    run, [partial] = await run_once(engine)
+
+    assert run.status is RunStatus.expired
+    assert run.last_error is not None and "ASSISTANTS_RUN_TIMEOUT" in run.last_error.message
+    assert partial.status is MessageStatus.incomplete and partial.text.startswith("and so on")
+    assert partial.incomplete_details is not None and partial.incomplete_details.reason == "run_expired"
+    # The provider's stream was closed, and the thread takes the next run.
+    assert model.wait_for(lambda m: m.disconnects >= 1)
+    model.add_text("A short answer.")
+    run, [answer] = await run_once(engine, thread_id=run.thread_id)
+    assert run.status is RunStatus.completed and answer.text == "A short answer."
