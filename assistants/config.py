@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     """How long a run may wait in `requires_action` for tool outputs before it expires."""
     run_timeout_seconds: float = Field(default=600.0, alias="ASSISTANTS_RUN_TIMEOUT", gt=0)
     """Longest a run may work at a stretch (model calls and tools) before it is stopped as `expired`."""
+    max_runs_per_user: int = Field(default=8, alias="ASSISTANTS_MAX_RUNS_PER_USER", ge=1)
+    """Runs one user may have active (queued, in progress, waiting for tools) at once."""
     max_tool_rounds: int = Field(default=16, alias="ASSISTANTS_MAX_TOOL_ROUNDS", ge=1)
     """Bound on model-tool round trips in one run, to end runaway runs."""
     tool_timeout_seconds: float = Field(default=30.0, alias="ASSISTANTS_TOOL_TIMEOUT", gt=0)

@@ -17,7 +17,7 @@ from typing import Any
 
 from .config import Settings
 from .events import Event, EventBus, Subscription
-from .exceptions import InvalidRequestError, NotFoundError
+from .exceptions import InvalidRequestError, NotFoundError, TooManyRequestsError
 from .ids import new_id, now
 from .providers import ChatProvider
 from .runs import RunExecutor
@@ -468,6 +468,13 @@ class Engine:
         active = await tx.active_run(thread.id)
         if active is not None:
             raise InvalidRequestError(f"Thread {thread.id} already has an active run {active.id}.")
+        limit = self.settings.max_runs_per_user
+        if await tx.count_active_runs(owner) >= limit:
+            raise TooManyRequestsError(
+                f"You already have {limit} runs in progress, the most one user may run at once "
+                "(ASSISTANTS_MAX_RUNS_PER_USER). Wait for one to finish, or cancel one, and try again.",
+                code="too_many_runs",
+            )
         session = session_of(thread)
         instructions = body.instructions if body.instructions is not None else (assistant.instructions or "")
         if body.additional_instructions:

@@ -9,7 +9,8 @@
     │   ├── InvalidRequestError     400, names the offending field in `param`
     │   │   └── MetadataError       400, a metadata key or value breaks OpenAI's limits
     │   ├── AuthenticationError     401, missing or unknown API key
-    │   └── NotFoundError           404, no such object for this user
+    │   ├── NotFoundError           404, no such object for this user
+    │   └── TooManyRequestsError    429, a per-user limit (concurrent runs, failed logins) is reached
     ├── ProviderError               the provider: the upstream model call failed
     │   ├── ProviderRateLimitError  429 upstream; retried, then `rate_limit_exceeded`
     │   └── ProviderConnectionError unreachable or timed out; retried, then `server_error`
@@ -77,6 +78,13 @@ class RequestError(AssistantsError):
 
 class InvalidRequestError(RequestError):
     """A field is missing, malformed or out of range; `param` names it."""
+
+
+class TooManyRequestsError(RequestError):
+    """A per-user limit is reached; the message says which and when to try again."""
+
+    status_code = 429
+    error_type = "rate_limit_exceeded"
 
 
 class MetadataError(InvalidRequestError):

@@ -16,7 +16,7 @@ from assistants.store import schema as store_schema
 from assistants.store.migrate import alembic_config, current_revision, upgrade
 from assistants.types import Assistant, Thread
 
-HEAD = "0006"
+HEAD = "0007"
 OBJECT_TABLES = {"assistants", "threads", "messages", "runs", "run_steps", "files"}
 VECTOR_STORE_TABLES = {"vector_stores", "vector_store_files", "vector_store_file_batches"}
 SEARCH_VECTOR_TABLES = {"search_vectors", "search_generations"}
@@ -401,5 +401,29 @@ async def test_upgrade_from_0005_adds_chunk_vectors_and_downgrade_removes_only_t
         assert await table_names(store) == all_tables(store) - SEARCH_VECTOR_TABLES
         await upgrade(store.engine)
         assert await current_revision(store.engine) == HEAD
+    finally:
+        await store.close()
+
+
+async def test_upgrade_from_0006_indexes_active_runs_by_owner_and_downgrade_removes_it(store_url: str) -> None:
+    store = SqlStore.from_url(store_url)
+    try:
+        await upgrade(store.engine, "0006")
+        await write_and_read_back(store)
+        assert "ix_runs_active_owner" not in await index_names(store, "runs")
+
+        await upgrade(store.engine)
+
+        assert "ix_runs_active_owner" in await index_names(store, "runs")
+        async with store.read() as tx:
+            assert await tx.count_active_runs("user_1") == 0
+        assert await schema_differences(store) == []
+
+        def run(connection: Connection) -> None:
+            command.downgrade(alembic_config(connection), "0006")
+
+        async with store.engine.begin() as conn:
+            await conn.run_sync(run)
+        assert "ix_runs_active_owner" not in await index_names(store, "runs")
     finally:
         await store.close()

@@ -76,6 +76,8 @@ runs = _object_table(
         sqlite_where=sa.text("active"),
         postgresql_where=sa.text("active"),
     ),
+    # Counting a user's active runs (the per-user limit) reads only the active ones.
+    sa.Index("ix_runs_active_owner", "owner_id", sqlite_where=sa.text("active"), postgresql_where=sa.text("active")),
 )
 run_steps = _object_table(
     "run_steps",

@@ -343,6 +343,12 @@ class StoreTx:
         row = (await self.conn.execute(sa.select(table.c.data).where(table.c.thread_id == thread_id, table.c.active))).first()
         return None if row is None else Run.model_validate(row[0])
 
+    async def count_active_runs(self, owner: str) -> int:
+        """How many runs of the owner are active (queued, in progress, waiting for tools, cancelling)."""
+        table = schema.runs
+        query = sa.select(sa.func.count()).select_from(table).where(table.c.owner_id == owner, table.c.active)
+        return int((await self.conn.execute(query)).scalar_one())
+
     async def expired_runs(self, now: int) -> builtins.list[tuple[str, Run]]:
         """Runs still waiting for tool outputs past their `expires_at`, with their owners."""
         table = schema.runs

@@ -1,0 +1,72 @@
+"""Per-user limits: concurrent runs (engine and `/v1`), with messages that say what to do."""
+
+from __future__ import annotations
+
+import asyncio
+
+import openai
+import pytest
+
+from assistants.engine import Engine
+from assistants.exceptions import TooManyRequestsError
+from assistants.types import Run, RunStatus
+from assistants.types.requests import AssistantCreate, MessageCreate, RunCreate, ThreadCreate
+from tests.conftest import StartRuntime
+from tests.scripted_model import ScriptedModel
+from tests.server import start_server
+
+
+async def start_run(engine: Engine, owner: str, assistant_id: str) -> Run:
+    thread = await engine.create_thread(owner, ThreadCreate())
+    await engine.create_message(owner, thread.id, MessageCreate(role="user", content="Take your time."))
+    return await engine.create_run(owner, thread.id, RunCreate(assistant_id=assistant_id))
+
+
+async def test_a_user_may_run_only_so_many_runs_at_once(start_runtime: StartRuntime, model: ScriptedModel) -> None:
+    engine = (await start_runtime(ASSISTANTS_MAX_RUNS_PER_USER=2)).engine
+    alice = await engine.create_assistant("user_alice", AssistantCreate(model="scripted-model"))
+    bob = await engine.create_assistant("user_bob", AssistantCreate(model="scripted-model"))
+    model.add_hang(30)
+    model.add_hang(30)
+    first = await start_run(engine, "user_alice", alice.id)
+    second = await start_run(engine, "user_alice", alice.id)
+
+    with pytest.raises(TooManyRequestsError, match="already have 2 runs in progress.*ASSISTANTS_MAX_RUNS_PER_USER") as refused:
+        await start_run(engine, "user_alice", alice.id)
+    assert refused.value.status_code == 429 and refused.value.code == "too_many_runs"
+    # Another user is not held back by Alice's runs.
+    model.add_text("Bob's answer.")
+    bobs = await start_run(engine, "user_bob", bob.id)
+    async with asyncio.timeout(20):
+        await engine.wait_for_run(bobs.id)
+    assert (await engine.get_run("user_bob", bobs.thread_id, bobs.id)).status is RunStatus.completed
+
+    # Once one of Alice's runs ends, she may start another.
+    await engine.cancel_run("user_alice", first.thread_id, first.id)
+    async with asyncio.timeout(20):
+        await engine.wait_for_run(first.id)
+    model.add_text("Done.")
+    third = await start_run(engine, "user_alice", alice.id)
+    async with asyncio.timeout(20):
+        await engine.wait_for_run(third.id)
+    assert (await engine.get_run("user_alice", third.thread_id, third.id)).status is RunStatus.completed
+    await engine.cancel_run("user_alice", second.thread_id, second.id)
+
+
+def test_the_api_answers_429_in_the_openai_error_shape(model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory) -> None:
+    srv = start_server(
+        tmp_path_factory.mktemp("limits"), model_url=model.base_url, extra_env={"ASSISTANTS_MAX_RUNS_PER_USER": "1"}
+    )
+    try:
+        client = openai.OpenAI(base_url=srv.api_url, api_key=srv.key_for("limited"), max_retries=0, _strict_response_validation=True)
+        assistant = client.beta.assistants.create(model="scripted-model")
+        model.add_hang(30)
+        busy = client.beta.threads.create_and_run(assistant_id=assistant.id, thread={"messages": [{"role": "user", "content": "Hi"}]})
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.beta.threads.create_and_run(assistant_id=assistant.id, thread={"messages": [{"role": "user", "content": "Hi"}]})
+        error = refused.value.body
+        assert isinstance(error, dict)
+        assert error["code"] == "too_many_runs" and "ASSISTANTS_MAX_RUNS_PER_USER" in error["message"]
+        client.beta.threads.runs.cancel(run_id=busy.id, thread_id=busy.thread_id)
+    finally:
+        srv.stop()
