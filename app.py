@@ -6,9 +6,11 @@ front of Chainlit's routes.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import chainlit as cl
+from chainlit.config import APP_ROOT
 from chainlit.server import app as chainlit_app
 
 from assistants.api import mount_first, mount_v1
@@ -19,6 +21,7 @@ from assistants.ui.data_layer import EngineDataLayer
 from assistants.ui.routes import build_chat_router
 
 auth.ensure_auth_secret(runtime.settings)
+auth.ensure_login_messages(Path(APP_ROOT) / ".chainlit" / "translations")
 data_layer = EngineDataLayer(runtime)
 mount_v1(chainlit_app, runtime)
 mount_first(chainlit_app, build_chat_router(runtime, data_layer))

@@ -353,6 +353,28 @@ def test_login_wrong_password_then_right_password_shows_default_starters(
     expect(starters.get_by_text("Write an email")).to_have_count(0)  # the Writer profile's starter
 
 
+def test_repeated_failed_logins_are_refused_for_a_while_with_a_message(chat_server: Server, page: Page) -> None:
+    name, password = new_user(chat_server, "guessed")
+    with httpx.Client(base_url=chat_server.url, timeout=30) as http:
+        for _ in range(5):
+            assert http.post("/login", data={"username": name, "password": "guess"}).status_code == 401
+        # Now even the right password is refused, with how long to wait.
+        refused = http.post("/login", data={"username": name, "password": password})
+        assert refused.status_code == 429 and not refused.cookies.get("access_token")
+        assert refused.json()["detail"] == "Too many failed sign-ins. Wait a few minutes, then try again."
+        assert 0 < int(refused.headers["retry-after"]) <= 15 * 60
+    # The login page says so in words.
+    submit_login(page, chat_server, name, password)
+    expect(page.get_by_text("Too many failed sign-ins. Wait a few minutes, then try again.", exact=True)).to_be_visible()
+    expect(page.locator("#chat-input")).to_have_count(0)
+    # Other users sign in as usual.
+    other, other_password = new_user(chat_server, "unaffected")
+    page.locator("#email").fill(other)
+    page.locator("#password").fill(other_password)
+    page.keyboard.press("Enter")
+    wait_ready(page)
+
+
 # 2. Streaming ----------------------------------------------------------------------------------
 
 

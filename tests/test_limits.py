@@ -1,4 +1,4 @@
-"""Per-user limits: concurrent runs (engine and `/v1`), with messages that say what to do."""
+"""Per-user limits: concurrent runs (engine and `/v1`) and failed logins, with messages that say what to do."""
 
 from __future__ import annotations
 
@@ -11,6 +11,12 @@ from assistants.engine import Engine
 from assistants.exceptions import TooManyRequestsError
 from assistants.types import Run, RunStatus
 from assistants.types.requests import AssistantCreate, MessageCreate, RunCreate, ThreadCreate
+from assistants.ui.auth import (
+    FAILURES_PER_ADDRESS,
+    FAILURES_PER_NAME,
+    THROTTLE_WINDOW_SECONDS,
+    LoginThrottle,
+)
 from tests.conftest import StartRuntime
 from tests.scripted_model import ScriptedModel
 from tests.server import start_server
@@ -70,3 +76,31 @@ def test_the_api_answers_429_in_the_openai_error_shape(model: ScriptedModel, tmp
         client.beta.threads.runs.cancel(run_id=busy.id, thread_id=busy.thread_id)
     finally:
         srv.stop()
+
+
+def test_login_throttle_counts_per_name_and_per_address_within_the_window() -> None:
+    clock = [1000.0]
+    throttle = LoginThrottle(clock=lambda: clock[0])
+    for _ in range(FAILURES_PER_NAME - 1):
+        throttle.failed("Alice", "10.0.0.1")
+    assert throttle.retry_after("alice", "10.0.0.1") is None
+    throttle.failed("alice", "10.0.0.2")
+    # Names are counted without regard to case, across addresses.
+    assert throttle.retry_after("ALICE", "10.0.0.9") == THROTTLE_WINDOW_SECONDS
+    clock[0] += 60
+    assert throttle.retry_after("alice", "10.0.0.9") == THROTTLE_WINDOW_SECONDS - 60
+    # The oldest failure ages out of the window, and the name may try again.
+    clock[0] = 1000.0 + THROTTLE_WINDOW_SECONDS + 1
+    assert throttle.retry_after("alice", "10.0.0.9") is None
+    # A success clears the name's count.
+    for _ in range(FAILURES_PER_NAME - 1):
+        throttle.failed("bob", "10.0.0.3")
+    throttle.succeeded("Bob")
+    throttle.failed("bob", "10.0.0.3")
+    assert throttle.retry_after("bob", "10.0.0.3") is None
+
+    # One address trying many names is refused too, whatever name it tries next.
+    for n in range(FAILURES_PER_ADDRESS):
+        throttle.failed(f"user{n}", "10.6.6.6")
+    assert throttle.retry_after("someone-new", "10.6.6.6") is not None
+    assert throttle.retry_after("someone-new", "10.0.0.4") is None

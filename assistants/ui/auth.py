@@ -1,10 +1,14 @@
-"""Password login for the chat, against the users in the engine's database."""
+"""Password login for the chat, against the users in the engine's database, with throttling."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
+import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from ..config import Settings
@@ -46,3 +50,74 @@ async def check_login(runtime: Runtime, username: str, password: str) -> str | N
     """The user's id when the name and password match."""
     await runtime.start()
     return await runtime.accounts.check_password(username, password)
+
+
+THROTTLE_WINDOW_SECONDS = 15 * 60
+"""Failed logins count against a name (and an address) for this long."""
+FAILURES_PER_NAME = 5
+"""Failed logins for one user name within the window before further tries are refused."""
+FAILURES_PER_ADDRESS = 20
+"""Failed logins from one client address within the window (any names) before it is refused."""
+TOO_MANY_ATTEMPTS_TEXT = "Too many failed sign-ins. Wait a few minutes, then try again."
+LOGIN_PAGE_KEY = "too many requests"
+"""Chainlit's login page looks its error up among `auth.login.errors` by the response's status
+text, lower-cased: for HTTP 429 that is "Too Many Requests"."""
+
+
+class LoginThrottle:
+    """Counts failed logins per user name and per client address, in this process's memory.
+
+    A name with `FAILURES_PER_NAME` failures in the last `THROTTLE_WINDOW_SECONDS` (or an address
+    with `FAILURES_PER_ADDRESS`) is refused until the oldest of them ages out; a successful login
+    clears the name's count. Each server process counts on its own.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._names: dict[str, deque[float]] = {}
+        self._addresses: dict[str, deque[float]] = {}
+
+    def retry_after(self, name: str, address: str) -> int | None:
+        """Seconds until a try is allowed again, or None when it is allowed now."""
+        now = self._clock()
+        waits = [
+            self._wait(self._names, name.casefold(), FAILURES_PER_NAME, now),
+            self._wait(self._addresses, address, FAILURES_PER_ADDRESS, now),
+        ]
+        longest = max((w for w in waits if w is not None), default=None)
+        return None if longest is None else max(1, int(longest + 0.999))
+
+    def failed(self, name: str, address: str) -> None:
+        now = self._clock()
+        for table, key in ((self._names, name.casefold()), (self._addresses, address)):
+            table.setdefault(key, deque()).append(now)
+
+    def succeeded(self, name: str) -> None:
+        self._names.pop(name.casefold(), None)
+
+    @staticmethod
+    def _wait(table: dict[str, deque[float]], key: str, limit: int, now: float) -> float | None:
+        failures = table.get(key)
+        if failures is None:
+            return None
+        while failures and failures[0] <= now - THROTTLE_WINDOW_SECONDS:
+            failures.popleft()
+        if not failures:
+            del table[key]
+            return None
+        if len(failures) < limit:
+            return None
+        return failures[-limit] + THROTTLE_WINDOW_SECONDS - now
+
+
+def ensure_login_messages(translations: Path) -> None:
+    """Teach the login page our refusal: add it under `auth.login.errors` in each language."""
+    for path in sorted(translations.glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            errors = data["auth"]["login"]["errors"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(errors, dict) and LOGIN_PAGE_KEY not in errors:
+            errors[LOGIN_PAGE_KEY] = TOO_MANY_ATTEMPTS_TEXT
+            path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

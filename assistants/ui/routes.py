@@ -12,14 +12,17 @@ import mimetypes
 from typing import Annotated, Any
 
 from chainlit.auth import get_current_user
+from chainlit.server import login as chainlit_login
 from chainlit.types import DeleteFeedbackRequest, UpdateFeedbackRequest
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import OAuth2PasswordRequestForm
 
 from ..api._http import content_disposition
 from ..exceptions import NotFoundError
 from ..runtime import Runtime
 from ..tools.file_search import Citation
+from .auth import TOO_MANY_ATTEMPTS_TEXT, LoginThrottle
 from .data_layer import EngineDataLayer
 from .render import CITATION_ROUTE, FILE_ROUTE
 
@@ -27,8 +30,25 @@ CurrentUser = Annotated[Any, Depends(get_current_user)]
 INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 
 
-def build_chat_router(runtime: Runtime, data_layer: EngineDataLayer) -> APIRouter:
+def build_chat_router(runtime: Runtime, data_layer: EngineDataLayer, throttle: LoginThrottle | None = None) -> APIRouter:
     router = APIRouter()
+    throttle = throttle or LoginThrottle()
+
+    @router.post("/login")
+    async def login(request: Request, response: Response, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> Any:
+        """Chainlit's password login, refused for a while after repeated failures (HTTP 429)."""
+        address = request.client.host if request.client else "unknown"
+        wait = throttle.retry_after(form.username, address)
+        if wait is not None:
+            raise HTTPException(status_code=429, detail=TOO_MANY_ATTEMPTS_TEXT, headers={"retry-after": str(wait)})
+        try:
+            result = await chainlit_login(request, response, form)
+        except HTTPException as exc:
+            if exc.status_code == 401:
+                throttle.failed(form.username, address)
+            raise
+        throttle.succeeded(form.username)
+        return result
 
     async def owner_of(user: Any) -> str:
         if user is None:
