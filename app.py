@@ -19,12 +19,14 @@ from assistants.runtime import runtime
 from assistants.ui import auth, chat
 from assistants.ui.data_layer import EngineDataLayer
 from assistants.ui.routes import build_chat_router
+from assistants.ui.security import protect_pages
 
 auth.ensure_auth_secret(runtime.settings)
 auth.ensure_login_messages(Path(APP_ROOT) / ".chainlit" / "translations")
 data_layer = EngineDataLayer(runtime)
 mount_v1(chainlit_app, runtime)
 mount_first(chainlit_app, build_chat_router(runtime, data_layer))
+protect_pages(chainlit_app)
 
 
 @cl.data_layer

