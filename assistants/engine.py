@@ -26,6 +26,7 @@ from .runs._steps import with_outputs
 from .search import SqlChunkIndex
 from .search.embed import Embedder
 from .store import ActiveRunConflict, FileStore, ListParams, Page, SqlStore, StoreTx
+from .store.sniff import clean_filename, image_type
 from .tools import FunctionRegistry
 from .tools.code_interpreter import CodeInterpreter
 from .tools.file_search import Citation, FileSearch, find_citation
@@ -681,7 +682,14 @@ class Engine:
                 f"Invalid 'file': {len(content)} bytes is over the limit of {self.settings.max_file_bytes} bytes.",
                 param="file",
             )
-        return await self.files.save(self.store, owner, filename=filename, purpose=purpose, content=content)
+        if purpose == "vision" and image_type(content) is None:
+            raise InvalidRequestError(
+                "Invalid 'file': a file for 'vision' must be a PNG, JPEG, GIF or WebP image, and this one's "
+                "content is not.",
+                param="file",
+            )
+        # Only the name's last part is kept, printable and bounded; the bytes are stored by id.
+        return await self.files.save(self.store, owner, filename=clean_filename(filename), purpose=purpose, content=content)
 
     async def get_file(self, owner: str, file_id: str) -> File:
         async with self.store.read() as tx:

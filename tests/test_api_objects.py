@@ -421,9 +421,34 @@ def test_file_upload_errors_write_nothing(server: Server, client: openai.OpenAI)
     assert count_files(client) == before
 
 
+def test_file_names_keep_only_their_last_printable_part(client: openai.OpenAI) -> None:
+    cases = {
+        "../../etc/passwd": "passwd",
+        "..\\..\\windows\\win.ini": "win.ini",
+        "invoice\u202etxt.exe": "invoicetxt.exe",
+        "..": "upload",
+        "x" * 300 + ".csv": "x" * 251 + ".csv",
+    }
+    for sent, kept in cases.items():
+        file = client.files.create(file=(sent, b"data", "text/plain"), purpose="assistants")
+        assert file.filename == kept, sent
+        assert client.files.retrieve(file.id).filename == kept
+
+
+def test_vision_files_must_be_images(server: Server, client: openai.OpenAI) -> None:
+    before = count_files(client)
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+    assert client.files.create(file=("dot.png", png, "image/png"), purpose="vision").purpose == "vision"
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.files.create(file=("dot.png", b"<svg onload=alert(1)>", "image/png"), purpose="vision")
+    error = sdk_error(refused.value)
+    assert error["param"] == "file" and "PNG, JPEG, GIF or WebP" in error["message"]
+    assert count_files(client) == before + 1
+
+
 def test_file_list_by_purpose_pages_within_the_filter(client: openai.OpenAI) -> None:
     """`purpose=` filters the list itself: a page is `limit` matching files, never a filtered-down page."""
-    vision = client.files.create(file=("pic.png", b"\x89PNG fake", "image/png"), purpose="vision")
+    vision = client.files.create(file=("pic.png", b"\x89PNG\r\n\x1a\n fake", "image/png"), purpose="vision")
     newer = [
         client.files.create(file=(f"n{i}.txt", b"n", "text/plain"), purpose="assistants").id
         for i in range(3)

@@ -149,6 +149,33 @@ async def check_store_uploads(tmp_path: Path) -> None:
         )
         assert prepared.rejected == ["gone.csv: the upload did not arrive; try again."]
         assert sorted(await stored_names()) == sorted(names[:MAX_FILES])
+
+        # Content that is not what its name and type claim is refused, saying what it is.
+        disguised = [
+            FakeElement("photo.png", make("photo.png", b"<svg onload=alert(1)>"), "image/png"),
+            FakeElement("notes.txt", make("notes.txt", b"MZ\x90\x00 program"), "text/plain"),
+            FakeElement("data.csv", make("data.csv", b"a,b\x00\x01\x02"), "text/csv"),
+            FakeElement("paper.pdf", make("paper.pdf", b"\x89PNG\r\n\x1a\n...."), "application/pdf"),
+            FakeElement("latin.md", make("latin.md", "caf\u00e9".encode("latin-1")), "text/markdown"),
+        ]
+        prepared = await store_uploads(engine, owner, "odd ones", disguised)
+        assert prepared.accepted == []
+        assert prepared.rejected == [
+            "photo.png: the content is not a PNG image, so it was not attached.",
+            "notes.txt: the content is not text: it is a Windows program, so it was not attached.",
+            "data.csv: the content is not text (it holds binary data), so it was not attached.",
+            "paper.pdf: the content is not a PDF document (it is a PNG image), so it was not attached.",
+            "latin.md: the content is not UTF-8 text, so it was not attached.",
+        ]
+        # Real content of those types passes, and a path in the name is dropped.
+        real = [
+            FakeElement("../../secret/photo.png", make("real.png", b"\x89PNG\r\n\x1a\n" + bytes(16)), "image/png"),
+            FakeElement("caf\u00e9.md", make("cafe.md", "# caf\u00e9\n".encode()), "text/markdown"),
+        ]
+        prepared = await store_uploads(engine, owner, "good ones", real)
+        assert prepared.rejected == []
+        assert [name for _, name in prepared.accepted] == ["photo.png", "caf\u00e9.md"]
+        assert sorted(await stored_names()) == sorted([*names[:MAX_FILES], "photo.png", "caf\u00e9.md"])
     finally:
         await runtime.close()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine import Engine
+from ..store.sniff import clean_filename, content_mismatch
 from ..types.objects import Attachment, ImageFile, ImageFileContent
 from ..types.requests import MessageRequestContent, TextRequestContent
 
@@ -76,7 +77,7 @@ async def store_uploads(
     content: list[MessageRequestContent] = [TextRequestContent(text=text)] if text else []
     prepared = PreparedUpload(content=content, attachments=[])
     for index, element in enumerate(elements):
-        name = getattr(element, "name", None) or "upload"
+        name = clean_filename(getattr(element, "name", None))
         path = getattr(element, "path", None)
         if index >= MAX_FILES:
             prepared.rejected.append(f"{name}: only {MAX_FILES} files can be sent with one message.")
@@ -94,6 +95,10 @@ async def store_uploads(
             prepared.rejected.append(f"{name}: this type of file ({mime}) is not accepted. Accepted: {allowed}.")
             continue
         data = await asyncio.to_thread(Path(path).read_bytes)
+        mismatch = content_mismatch(mime if mime in ACCEPT else _mime_of(name, None), data)
+        if mismatch is not None:
+            prepared.rejected.append(f"{name}: {mismatch}, so it was not attached.")
+            continue
         purpose = "vision" if mime in IMAGE_MIME else "assistants"
         stored = await engine.create_file(owner, filename=name, purpose=purpose, content=data)
         prepared.accepted.append((stored.id, name))
