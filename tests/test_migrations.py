@@ -16,7 +16,7 @@ from assistants.store import schema as store_schema
 from assistants.store.migrate import alembic_config, current_revision, upgrade
 from assistants.types import Assistant, Thread
 
-HEAD = "0007"
+HEAD = "0008"
 OBJECT_TABLES = {"assistants", "threads", "messages", "runs", "run_steps", "files"}
 VECTOR_STORE_TABLES = {"vector_stores", "vector_store_files", "vector_store_file_batches"}
 SEARCH_VECTOR_TABLES = {"search_vectors", "search_generations"}
@@ -244,6 +244,7 @@ async def search_machinery(store: SqlStore) -> set[str]:
 
 
 SQLITE_MACHINERY = SQLITE_FTS_TABLES | {
+    store_schema.SEARCH_FTS_CONTENT_VIEW,
     "search_chunks_fts_insert",
     "search_chunks_fts_delete",
     "search_chunks_fts_update",
@@ -368,9 +369,11 @@ async def test_downgrade_from_0005_leaves_0004_intact(store_url: str) -> None:
 
         assert await current_revision(store.engine) == "0004"
         assert await table_names(store) == all_tables(store) - VECTOR_STORE_TABLES - SEARCH_VECTOR_TABLES
-        assert len(await SqlChunkIndex(store).search("user_1", ["vs_1"], "kettle")) == 1
+        # The chunks survive; searching needs head's FTS5 layout (0008), which the upgrade rebuilds.
+        assert await SqlChunkIndex(store).count("vs_1") == 1
         await upgrade(store.engine)
         assert await current_revision(store.engine) == HEAD
+        assert len(await SqlChunkIndex(store).search("user_1", ["vs_1"], "kettle")) == 1
     finally:
         await store.close()
 
@@ -425,5 +428,38 @@ async def test_upgrade_from_0006_indexes_active_runs_by_owner_and_downgrade_remo
         async with store.engine.begin() as conn:
             await conn.run_sync(run)
         assert "ix_runs_active_owner" not in await index_names(store, "runs")
+    finally:
+        await store.close()
+
+
+async def test_upgrade_from_0007_scopes_the_full_text_index_and_keeps_chunks_searchable(store_url: str) -> None:
+    """0007 -> 0008 rebuilds SQLite's FTS5 index with a scope token per chunk; chunks stay found."""
+    from assistants.search.index import SqlChunkIndex
+
+    store = SqlStore.from_url(store_url)
+    try:
+        await upgrade(store.engine, "0007")
+        await insert_chunk(store, "Old kettles boil.")
+
+        await upgrade(store.engine)
+
+        index = SqlChunkIndex(store)
+        assert [hit.text for hit in await index.search("user_1", ["vs_1"], "kettle")] == ["Old kettles boil."]
+        # Scoped: another owner, or another store, finds nothing.
+        assert await index.search("user_2", ["vs_1"], "kettle") == []
+        assert await index.search("user_1", ["vs_2"], "kettle") == []
+        sqlite = store.engine.dialect.name == "sqlite"
+        assert await search_machinery(store) == (SQLITE_MACHINERY if sqlite else POSTGRES_MACHINERY)
+        assert await schema_differences(store) == []
+
+        def run(connection: Connection) -> None:
+            command.downgrade(alembic_config(connection), "0007")
+
+        async with store.engine.begin() as conn:
+            await conn.run_sync(run)
+        assert await current_revision(store.engine) == "0007"
+        assert await SqlChunkIndex(store).count("vs_1") == 1
+        await upgrade(store.engine)
+        assert [hit.text for hit in await SqlChunkIndex(store).search("user_1", ["vs_1"], "kettle")] == ["Old kettles boil."]
     finally:
         await store.close()

@@ -6,7 +6,9 @@ sees the asking owner's chunks, even when given another owner's vector store id.
 
 User text never reaches a query language as written. `query_terms` keeps only the words (runs of
 letters and digits), drops English stop words and duplicates, and the backends join the words
-with OR: FTS5 gets `"w1" OR "w2"`, PostgreSQL gets `to_tsquery('english', 'w1 | w2')`. Quotes,
+with OR: FTS5 gets `{scope}: ("<owner+store token>") AND {text}: ("w1" OR "w2")` (the scope
+token, indexed per chunk since migration 0008, makes FTS5 rank only the asker's rows), PostgreSQL
+gets `to_tsquery('english', 'w1 | w2')`. Quotes,
 `NEAR(`, `*`, `-`, `:` or parentheses in the user's text are separators, never operators, and a
 query with no words left returns no hits instead of an error.
 
@@ -177,6 +179,21 @@ def fts5_query(terms: Sequence[str]) -> str:
     return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
 
 
+def scope_token(owner: str, vector_store_id: str) -> str:
+    """The FTS5 token naming an (owner, store) pair, as migration 0008's triggers index it in `scope`.
+
+    Hex digits never hold an `x`, so the token is unique to the pair; it is one unicode61 token,
+    and ending in a digit keeps the porter stemmer from changing it.
+    """
+    return owner.encode().hex() + "x" + vector_store_id.encode().hex() + "x0"
+
+
+def fts5_scoped_query(owner: str, vector_store_ids: Sequence[str], terms: Sequence[str]) -> str:
+    """An FTS5 MATCH expression for any of `terms` in the `text` of the owner's chunks in those stores."""
+    scopes = " OR ".join('"' + scope_token(owner, store) + '"' for store in dict.fromkeys(vector_store_ids))
+    return "{scope}: (" + scopes + ") AND {text}: (" + fts5_query(terms) + ")"
+
+
 def tsquery_text(terms: Sequence[str]) -> str:
     """A `to_tsquery` input that matches any of `terms`; each term must be a `query_terms` word."""
     return " | ".join(terms)
@@ -189,12 +206,20 @@ def new_chunk_id() -> str:
 
 _COLUMNS = "c.id, c.vector_store_id, c.file_id, c.chunk_index, c.text, c.char_start, c.char_end"
 
+# FTS5 matches only the asker's (owner, store) scope tokens, ranks those rows (bm25 weighs the
+# `scope` column 0) and keeps the best before any chunk row is read; the owner and store are
+# checked again on the rows read.
 _SQLITE_SEARCH = f"""
-SELECT {_COLUMNS}, -bm25(search_chunks_fts) AS rank
-FROM search_chunks_fts JOIN search_chunks AS c ON c.seq = search_chunks_fts.rowid
-WHERE search_chunks_fts MATCH :query AND c.owner_id = :owner AND c.vector_store_id IN :stores {{files}}
-ORDER BY rank DESC, c.seq
-LIMIT :limit
+SELECT {_COLUMNS}, t.rank
+FROM (
+    SELECT f.rowid AS seq, -bm25(search_chunks_fts, 1.0, 0.0) AS rank
+    FROM search_chunks_fts AS f {{files_join}}
+    WHERE search_chunks_fts MATCH :query {{files}}
+    ORDER BY rank DESC, f.rowid
+    LIMIT :limit
+) AS t JOIN search_chunks AS c ON c.seq = t.seq
+WHERE c.owner_id = :owner AND c.vector_store_id IN :stores
+ORDER BY t.rank DESC, c.seq
 """
 
 _POSTGRES_SEARCH = f"""
@@ -207,8 +232,13 @@ LIMIT :limit
 
 
 def _search_statement(dialect: str, with_files: bool) -> sa.TextClause:
-    template = _SQLITE_SEARCH if dialect == "sqlite" else _POSTGRES_SEARCH
-    sql = template.format(files="AND c.file_id IN :files" if with_files else "")
+    if dialect == "sqlite":
+        sql = _SQLITE_SEARCH.format(
+            files_join="JOIN search_chunks AS fc ON fc.seq = f.rowid" if with_files else "",
+            files="AND fc.file_id IN :files" if with_files else "",
+        )
+    else:
+        sql = _POSTGRES_SEARCH.format(files="AND c.file_id IN :files" if with_files else "")
     params: list[sa.BindParameter[Any]] = [sa.bindparam("stores", expanding=True)]
     if with_files:
         params.append(sa.bindparam("files", expanding=True))
@@ -418,7 +448,7 @@ class SqlChunkIndex:
     async def _full_text(
         self, owner: str, vector_store_ids: Sequence[str], terms: list[str], limit: int, file_ids: Sequence[str] | None
     ) -> list[Hit]:
-        text = fts5_query(terms) if self.dialect == "sqlite" else tsquery_text(terms)
+        text = fts5_scoped_query(owner, vector_store_ids, terms) if self.dialect == "sqlite" else tsquery_text(terms)
         params: dict[str, Any] = {"query": text, "owner": owner, "stores": list(vector_store_ids), "limit": limit}
         if file_ids is not None:
             params["files"] = list(file_ids)

@@ -167,6 +167,7 @@ SEARCH_FTS_TABLE = "search_chunks_fts"
 SEARCH_FTS_SHADOW_TABLES = frozenset(
     f"{SEARCH_FTS_TABLE}_{suffix}" for suffix in ("data", "idx", "docsize", "config")
 )
+SEARCH_FTS_CONTENT_VIEW = "search_chunks_fts_content"  # migration 0008: the FTS5 table's content
 SEARCH_TSV_COLUMN = "tsv"
 SEARCH_TSV_INDEX = "ix_search_chunks_tsv"
 
@@ -174,7 +175,7 @@ SEARCH_TSV_INDEX = "ix_search_chunks_tsv"
 def outside_metadata(name: str | None, type_: str) -> bool:
     """Whether a reflected object is dialect-specific search machinery that this metadata omits."""
     if type_ == "table":
-        return name == SEARCH_FTS_TABLE or name in SEARCH_FTS_SHADOW_TABLES
+        return name in (SEARCH_FTS_TABLE, SEARCH_FTS_CONTENT_VIEW) or name in SEARCH_FTS_SHADOW_TABLES
     if type_ == "column":
         return name == SEARCH_TSV_COLUMN
     if type_ == "index":
