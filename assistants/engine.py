@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .config import Settings
+from .event_log import EventLog, PostgresWakeups
 from .events import Event, EventBus, Subscription
 from .exceptions import InvalidRequestError, NotFoundError, TooManyRequestsError
 from .ids import new_id, now
@@ -104,6 +105,9 @@ class Engine:
         self.provider = provider
         self.registry = registry
         self.code = code
+        self.events = EventLog(store, self.bus)
+        """Every run event in order, for cursors and other processes (`GET /v1/assistants/{id}/events`)."""
+        self._wakeups = PostgresWakeups(store, self.events.wake) if store.engine.dialect.name == "postgresql" else None
         self.vector_stores = VectorStores(store, self.files, SqlChunkIndex(store, embedder, cache_bytes=settings.search_cache_mb * 1024 * 1024))
         """Vector stores, their files and search; ingestion runs in its own background workers."""
         self.executor = RunExecutor(
@@ -126,6 +130,9 @@ class Engine:
     async def start(self) -> None:
         """Recover runs a previous process left active, start the expiry sweeper, the code interpreter
         and vector store ingestion (which resumes files a previous process left `in_progress`)."""
+        await self.events.start()
+        if self._wakeups is not None:
+            await self._wakeups.start()
         await self.recover()
         await self.vector_stores.start()
         if self.code is not None:
@@ -144,6 +151,9 @@ class Engine:
         await self.vector_stores.close()
         if self.code is not None:
             await self.code.close()
+        if self._wakeups is not None:
+            await self._wakeups.close()
+        await self.events.close()
 
     async def recover(self) -> None:
         """Runs active in the database but not in this process were cut off by a crash or restart.
@@ -198,6 +208,7 @@ class Engine:
                 if time.monotonic() - purged_at >= PURGE_SECONDS:
                     purged_at = time.monotonic()
                     await self.vector_stores.purge_expired()
+                    await self.events.forget_old()
             except Exception:
                 log.exception("the expiry sweep failed; it will try again")
 

@@ -16,11 +16,11 @@ from assistants.store import schema as store_schema
 from assistants.store.migrate import alembic_config, current_revision, upgrade
 from assistants.types import Assistant, Thread
 
-HEAD = "0008"
+HEAD = "0009"
 OBJECT_TABLES = {"assistants", "threads", "messages", "runs", "run_steps", "files"}
 VECTOR_STORE_TABLES = {"vector_stores", "vector_store_files", "vector_store_file_batches"}
 SEARCH_VECTOR_TABLES = {"search_vectors", "search_generations"}
-ALL_TABLES = OBJECT_TABLES | VECTOR_STORE_TABLES | {"users", "api_keys", "search_chunks"} | SEARCH_VECTOR_TABLES
+ALL_TABLES = OBJECT_TABLES | VECTOR_STORE_TABLES | {"users", "api_keys", "search_chunks", "run_events"} | SEARCH_VECTOR_TABLES
 # SQLite lists the FTS5 table of migration 0004 and its shadow tables among the tables.
 SQLITE_FTS_TABLES = {store_schema.SEARCH_FTS_TABLE} | store_schema.SEARCH_FTS_SHADOW_TABLES
 
@@ -312,7 +312,7 @@ async def test_downgrade_from_0004_removes_the_chunk_index_cleanly(store_url: st
 
         assert await current_revision(store.engine) == "0003"
         assert await search_machinery(store) == set()
-        assert await table_names(store) == ALL_TABLES - {"search_chunks"} - SEARCH_VECTOR_TABLES - VECTOR_STORE_TABLES | {"alembic_version"}
+        assert await table_names(store) == ALL_TABLES - {"search_chunks", "run_events"} - SEARCH_VECTOR_TABLES - VECTOR_STORE_TABLES | {"alembic_version"}
         # And back up again: the full-text objects are recreated without leftovers in the way.
         await upgrade(store.engine)
         assert await search_machinery(store) != set()
@@ -368,7 +368,7 @@ async def test_downgrade_from_0005_leaves_0004_intact(store_url: str) -> None:
             await conn.run_sync(run)
 
         assert await current_revision(store.engine) == "0004"
-        assert await table_names(store) == all_tables(store) - VECTOR_STORE_TABLES - SEARCH_VECTOR_TABLES
+        assert await table_names(store) == all_tables(store) - VECTOR_STORE_TABLES - SEARCH_VECTOR_TABLES - {"run_events"}
         # The chunks survive; searching needs head's FTS5 layout (0008), which the upgrade rebuilds.
         assert await SqlChunkIndex(store).count("vs_1") == 1
         await upgrade(store.engine)
@@ -401,7 +401,7 @@ async def test_upgrade_from_0005_adds_chunk_vectors_and_downgrade_removes_only_t
         async with store.engine.begin() as conn:
             await conn.run_sync(run)
         assert await current_revision(store.engine) == "0005"
-        assert await table_names(store) == all_tables(store) - SEARCH_VECTOR_TABLES
+        assert await table_names(store) == all_tables(store) - SEARCH_VECTOR_TABLES - {"run_events"}
         await upgrade(store.engine)
         assert await current_revision(store.engine) == HEAD
     finally:
@@ -461,5 +461,27 @@ async def test_upgrade_from_0007_scopes_the_full_text_index_and_keeps_chunks_sea
         assert await SqlChunkIndex(store).count("vs_1") == 1
         await upgrade(store.engine)
         assert [hit.text for hit in await SqlChunkIndex(store).search("user_1", ["vs_1"], "kettle")] == ["Old kettles boil."]
+    finally:
+        await store.close()
+
+
+async def test_upgrade_from_0008_adds_the_run_event_log_and_downgrade_removes_only_it(store_url: str) -> None:
+    store = SqlStore.from_url(store_url)
+    try:
+        await upgrade(store.engine, "0008")
+        await write_and_read_back(store)
+        assert "run_events" not in await table_names(store)
+
+        await upgrade(store.engine)
+
+        assert {"ix_run_events_assistant_seq", "ix_run_events_created_at"} <= await index_names(store, "run_events")
+        assert await schema_differences(store) == []
+
+        def run(connection: Connection) -> None:
+            command.downgrade(alembic_config(connection), "0008")
+
+        async with store.engine.begin() as conn:
+            await conn.run_sync(run)
+        assert await table_names(store) == all_tables(store) - {"run_events"}
     finally:
         await store.close()

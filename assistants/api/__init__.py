@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from ..runtime import Runtime
+from .events import build_events_router
 from .routes import build_router
 from .vector_stores import build_vector_store_router
 
@@ -14,6 +15,7 @@ def mount_v1(app: FastAPI, runtime: Runtime) -> None:
     mount_first(app, build_router(runtime))
     # In front of the main router, whose last route answers every unknown `/v1` URL with a 404.
     mount_first(app, build_vector_store_router(runtime))
+    mount_first(app, build_events_router(runtime))
 
 
 def mount_first(app: FastAPI, router: APIRouter) -> None:

@@ -160,6 +160,22 @@ search_generations = sa.Table(
     sa.Column("generation", sa.BigInteger(), nullable=False),
 )
 
+# Every run event, in order (`seq`), so other processes and reconnecting clients can follow an
+# assistant's runs from a cursor (assistants/event_log.py).
+run_events = sa.Table(
+    "run_events",
+    metadata,
+    sa.Column("seq", SeqType, primary_key=True, autoincrement=True),
+    sa.Column("assistant_id", sa.String(64), nullable=False),
+    sa.Column("thread_id", sa.String(64), nullable=True),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Column("event", sa.String(64), nullable=False),
+    sa.Column("data", JSONType, nullable=False),
+    sa.Column("created_at", sa.BigInteger(), nullable=False),
+    sa.Index("ix_run_events_assistant_seq", "assistant_id", "seq"),
+    sa.Index("ix_run_events_created_at", "created_at"),
+)
+
 # The full-text machinery differs by dialect and is created by migration 0004 in raw SQL, outside
 # this metadata: on SQLite an FTS5 table (with its shadow tables) and the triggers that feed it, on
 # PostgreSQL a generated `tsvector` column and its GIN index. Schema comparisons skip these names.

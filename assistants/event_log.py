@@ -1,0 +1,205 @@
+"""The run event log: every event of every run, kept in order in the database.
+
+The in-process `EventBus` reaches subscribers in this process only, and only while they are
+connected. The log makes the same events durable and shareable: a background writer appends what
+the bus publishes to `run_events` in small batches (each event gets a sequence number, `seq`), and
+readers follow an assistant's events from a cursor (`GET /v1/assistants/{id}/events`), so a client
+that reconnects with the last `seq` it saw misses nothing, and a process that did not run the run
+can still stream it.
+
+Readers wait for new rows without polling: the writer wakes this process's readers after each
+batch, and on PostgreSQL it also sends `NOTIFY assistants_events` in the batch's transaction;
+every process listens on that channel (`PostgresWakeups`) and wakes its own readers, so events
+written by another instance arrive within milliseconds. Rows older than `RETENTION_SECONDS` are
+deleted by the engine's sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from .events import Event, EventBus, Subscription
+from .ids import now
+from .store import SqlStore, schema
+
+log = logging.getLogger(__name__)
+
+BATCH_LIMIT = 500
+"""At most this many events go into the database in one transaction."""
+RETENTION_SECONDS = 7 * 86_400
+"""Events are kept this long; a cursor older than that resumes at the oldest event kept."""
+CHANNEL = "assistants_events"
+"""The PostgreSQL notification channel that announces new events to every process."""
+WRITE_LOCK = 0x61737369
+"""The advisory lock the event writers of all processes take turns on (PostgreSQL)."""
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    seq: int
+    event: str
+    data: dict[str, Any]
+
+
+class EventLog:
+    """Writes the bus's events to `run_events` and lets readers follow them from a cursor."""
+
+    def __init__(self, store: SqlStore, bus: EventBus) -> None:
+        self.store = store
+        self.bus = bus
+        self._subscription: Subscription | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+        self._postgres = store.engine.dialect.name == "postgresql"
+
+    async def start(self) -> None:
+        self._subscription = self.bus.subscribe()
+        self._writer = asyncio.create_task(self._write_forever(), name="run event log writer")
+
+    async def close(self) -> None:
+        """Write what is still queued, then stop."""
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        if self._subscription is not None:
+            await self._flush_queued()
+            self._subscription.close()
+            self._subscription = None
+
+    def wake(self) -> None:
+        """Tell this process's readers that new events may be in the table."""
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    @property
+    def changed(self) -> asyncio.Event:
+        """Set at the next wake-up; take it before reading, then wait on it."""
+        return self._changed
+
+    async def _write_forever(self) -> None:
+        assert self._subscription is not None
+        queue = self._subscription.queue
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < BATCH_LIMIT and not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                await self._write(batch)
+            except Exception:
+                log.exception("could not write %d run events to the log; they are lost to late readers", len(batch))
+
+    async def _flush_queued(self) -> None:
+        assert self._subscription is not None
+        queue = self._subscription.queue
+        batch: list[Event] = []
+        while not queue.empty():
+            batch.append(queue.get_nowait())
+        for start in range(0, len(batch), BATCH_LIMIT):
+            with contextlib.suppress(Exception):
+                await self._write(batch[start : start + BATCH_LIMIT])
+
+    async def _write(self, batch: list[Event]) -> None:
+        rows = [
+            {
+                "assistant_id": event.assistant_id,
+                "thread_id": event.thread_id,
+                "run_id": event.run_id,
+                "event": event.event,
+                "data": event.data,
+                "created_at": now(),
+            }
+            for event in batch
+            if event.assistant_id is not None
+        ]
+        if not rows:
+            return
+        async with self.store.transaction() as tx:
+            if self._postgres:
+                # Writers of all processes take turns, so sequence numbers commit in order and a
+                # reader that has seen `seq` n can never later find a smaller one appear.
+                await tx.conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK})
+            await tx.conn.execute(schema.run_events.insert(), rows)
+            if self._postgres:
+                # Delivered at commit, to every process listening (this one included).
+                await tx.conn.execute(sa.text(f"NOTIFY {CHANNEL}"))
+        self.wake()
+
+    async def read(self, assistant_id: str, after: int, limit: int = BATCH_LIMIT) -> list[LoggedEvent]:
+        """The assistant's events with `seq` greater than `after`, oldest first."""
+        table = schema.run_events
+        query = (
+            sa.select(table.c.seq, table.c.event, table.c.data)
+            .where(table.c.assistant_id == assistant_id, table.c.seq > after)
+            .order_by(table.c.seq)
+            .limit(limit)
+        )
+        async with self.store.read() as tx:
+            rows = (await tx.conn.execute(query)).all()
+        return [LoggedEvent(int(row.seq), str(row.event), dict(row.data)) for row in rows]
+
+    async def last_seq(self) -> int:
+        """The newest event's `seq` (0 when there is none): a cursor that starts from now."""
+        table = schema.run_events
+        async with self.store.read() as tx:
+            return int((await tx.conn.execute(sa.select(sa.func.coalesce(sa.func.max(table.c.seq), 0)))).scalar_one())
+
+    async def forget_old(self, seconds: int = RETENTION_SECONDS) -> int:
+        """Delete events older than `seconds`; returns how many went."""
+        table = schema.run_events
+        async with self.store.transaction() as tx:
+            result = await tx.conn.execute(table.delete().where(table.c.created_at < now() - seconds))
+        return int(result.rowcount or 0)
+
+
+class PostgresWakeups:
+    """Listens on PostgreSQL's `assistants_events` channel and wakes this process's readers.
+
+    One dedicated connection (not from the pool); if it drops, it is opened again, and readers are
+    woken then too, so nothing written meanwhile waits for the next event.
+    """
+
+    RECONNECT_SECONDS = 2.0
+
+    def __init__(self, store: SqlStore, wake: Callable[[], None]) -> None:
+        self.url = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._wake = wake
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen_forever(), name="event log listener")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _listen_forever(self) -> None:
+        import asyncpg
+
+        while True:
+            try:
+                connection = await asyncpg.connect(self.url)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("cannot listen for run events (%s); retrying", exc)
+                await asyncio.sleep(self.RECONNECT_SECONDS)
+                continue
+            try:
+                lost = asyncio.Event()
+                connection.add_termination_listener(lambda *_, lost=lost: lost.set())
+                await connection.add_listener(CHANNEL, lambda *_: self._wake())
+                self._wake()
+                await lost.wait()
+                log.warning("lost the run event listener's connection; reconnecting")
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(connection.close())

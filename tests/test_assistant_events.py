@@ -1,0 +1,155 @@
+"""`GET /v1/assistants/{id}/events`: an assistant's run events from the durable log, with a cursor.
+
+Real servers, real HTTP: the stream is read as a client would (`id:` / `event:` / `data:` frames),
+a reconnect with `Last-Event-ID` resumes exactly after the last event seen, and on PostgreSQL a
+second server process sharing the database streams the runs the first one executes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import create_pg_database, drop_pg_database, sdk_client
+from tests.scripted_model import ScriptedModel
+from tests.server import Server, start_server
+
+
+@dataclass
+class Frame:
+    id: int
+    event: str
+    data: dict[str, Any]
+
+
+def frames(response: httpx.Response) -> Iterator[Frame]:
+    """The event frames of an SSE response (comments skipped), as they arrive."""
+    fields: dict[str, str] = {}
+    for line in response.iter_lines():
+        if line == "":
+            if "event" in fields:
+                yield Frame(int(fields["id"]), fields["event"], json.loads(fields["data"]))
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            fields[name] = value
+
+
+def follow(server: Server, user: str, assistant_id: str, **headers: str) -> Any:
+    # Keep-alive comments come every 15 s, so a read that waits 10 s fails if the server missed a
+    # wake-up (on PostgreSQL: another process's NOTIFY) and only noticed new events by timing out.
+    client = httpx.Client(base_url=server.api_url, timeout=httpx.Timeout(30, read=10))
+    request = client.build_request(
+        "GET", f"/assistants/{assistant_id}/events", headers={"authorization": f"Bearer {server.key_for(user)}", **headers}
+    )
+    response = client.send(request, stream=True)
+    assert response.status_code == 200, response.read()
+    assert response.headers["content-type"].startswith("text/event-stream")
+    return client, response
+
+
+def until_run_ends(stream: Iterator[Frame]) -> list[Frame]:
+    seen = []
+    for frame in stream:
+        seen.append(frame)
+        if frame.event in ("thread.run.completed", "thread.run.failed"):
+            return seen
+    raise AssertionError(f"the stream ended early: {[f.event for f in seen]}")
+
+
+def test_an_assistants_events_stream_live_and_resume_after_the_last_id(server: Server, model: ScriptedModel) -> None:
+    client = sdk_client(server, "watcher")
+    assistant = client.beta.assistants.create(model="scripted-model")
+    http, response = follow(server, "watcher", assistant.id)
+    try:
+        stream = frames(response)
+        model.add_text("One two three four.")
+        run = client.beta.threads.create_and_run_poll(
+            assistant_id=assistant.id, thread={"messages": [{"role": "user", "content": "Count"}]}, poll_interval_ms=50
+        )
+        assert run.status == "completed"
+        seen = until_run_ends(stream)
+    finally:
+        response.close()
+        http.close()
+
+    names = [f.event for f in seen]
+    assert names[:4] == ["thread.created", "thread.run.created", "thread.run.queued", "thread.run.in_progress"]
+    assert "thread.message.delta" in names and names[-1] == "thread.run.completed"
+    assert [f.id for f in seen] == sorted({f.id for f in seen}), "ids increase, one per event"
+    assert "".join(
+        part["text"]["value"] for f in seen if f.event == "thread.message.delta" for part in f.data["delta"]["content"]
+    ) == "One two three four."
+    assert seen[-1].data["id"] == run.id and seen[-1].data["status"] == "completed"
+
+    # A reconnect with the id of an event seen resumes right after it, with nothing missed.
+    middle = seen[len(seen) // 2]
+    http, response = follow(server, "watcher", assistant.id, **{"Last-Event-ID": str(middle.id)})
+    try:
+        resumed = until_run_ends(frames(response))
+    finally:
+        response.close()
+        http.close()
+    assert [(f.id, f.event) for f in resumed] == [(f.id, f.event) for f in seen if f.id > middle.id]
+
+
+def test_event_stream_errors(server: Server, model: ScriptedModel) -> None:
+    client = sdk_client(server, "watcher")
+    other = sdk_client(server, "intruder")
+    assistant = client.beta.assistants.create(model="scripted-model")
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.get(f"/assistants/{assistant.id}/events?after=yesterday", cast_to=object)
+    assert refused.value.body["param"] == "after"  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError):
+        other.get(f"/assistants/{assistant.id}/events", cast_to=object)
+    assert httpx.get(f"{server.api_url}/assistants/{assistant.id}/events", timeout=10).status_code == 401
+
+
+@pytest.fixture(scope="module")
+def two_servers(scripted_model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
+    """Two server processes on one PostgreSQL database, as behind a load balancer."""
+    url = asyncio.run(create_pg_database())
+    first = second = None
+    try:
+        extra = {"ASSISTANTS_DATABASE_URL": url}
+        first = start_server(tmp_path_factory.mktemp("instance-a"), model_url=scripted_model.base_url, extra_env=extra)
+        second = start_server(tmp_path_factory.mktemp("instance-b"), model_url=scripted_model.base_url, extra_env=extra)
+        second.keys = first.keys  # One database: the users and keys made through A work on B.
+        yield first, second
+    finally:
+        for srv in (second, first):
+            if srv is not None:
+                srv.stop()
+        asyncio.run(drop_pg_database(url))
+
+
+def test_a_run_on_one_instance_streams_from_another(two_servers: tuple[Server, Server], model: ScriptedModel) -> None:
+    a, b = two_servers
+    on_a = sdk_client(a, "shared")
+    on_b = sdk_client(b, "shared")
+    assistant = on_a.beta.assistants.create(model="scripted-model")
+    http, response = follow(b, "shared", assistant.id)
+    try:
+        stream = frames(response)
+        model.add_text("Made on A, seen on B.")
+        run = on_a.beta.threads.create_and_run_poll(
+            assistant_id=assistant.id, thread={"messages": [{"role": "user", "content": "Hi"}]}, poll_interval_ms=50
+        )
+        seen = until_run_ends(stream)
+    finally:
+        response.close()
+        http.close()
+    assert seen[-1].data["id"] == run.id
+    assert "".join(
+        part["text"]["value"] for f in seen if f.event == "thread.message.delta" for part in f.data["delta"]["content"]
+    ) == "Made on A, seen on B."
+    # The thread and its answer are B's to read too.
+    [answer] = [m for m in on_b.beta.threads.messages.list(thread_id=run.thread_id).data if m.role == "assistant"]
+    assert answer.content[0].type == "text" and answer.content[0].text.value == "Made on A, seen on B."
