@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     """How long a run may wait in `requires_action` for tool outputs before it expires."""
     run_timeout_seconds: float = Field(default=600.0, alias="ASSISTANTS_RUN_TIMEOUT", gt=0)
     """Longest a run may work at a stretch (model calls and tools) before it is stopped as `expired`."""
+    run_lease_seconds: int = Field(default=30, alias="ASSISTANTS_RUN_LEASE_SECONDS", ge=3)
+    """A process renews its claim on the runs it executes this often (a third of it); a run whose
+    claim ran out (its process stopped) is ended by another process, or at the next start."""
     max_runs_per_user: int = Field(default=8, alias="ASSISTANTS_MAX_RUNS_PER_USER", ge=1)
     """Runs one user may have active (queued, in progress, waiting for tools) at once."""
     max_tool_rounds: int = Field(default=16, alias="ASSISTANTS_MAX_TOOL_ROUNDS", ge=1)

@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import sqlalchemy as sa
+
 from .config import Settings
-from .event_log import EventLog, PostgresWakeups
+from .event_log import CANCEL_CHANNEL, CHANNEL, EventLog, PostgresWakeups
 from .events import Event, EventBus, Subscription
 from .exceptions import InvalidRequestError, NotFoundError, TooManyRequestsError
 from .ids import new_id, now
@@ -107,7 +110,14 @@ class Engine:
         self.code = code
         self.events = EventLog(store, self.bus)
         """Every run event in order, for cursors and other processes (`GET /v1/assistants/{id}/events`)."""
-        self._wakeups = PostgresWakeups(store, self.events.wake) if store.engine.dialect.name == "postgresql" else None
+        self.worker_id = "worker_" + secrets.token_hex(8)
+        """This process's name on the runs it executes (their lease)."""
+        self._postgres = store.engine.dialect.name == "postgresql"
+        self._wakeups = (
+            PostgresWakeups(store, {CHANNEL: lambda _payload: self.events.wake(), CANCEL_CHANNEL: self._cancel_here})
+            if self._postgres
+            else None
+        )
         self.vector_stores = VectorStores(store, self.files, SqlChunkIndex(store, embedder, cache_bytes=settings.search_cache_mb * 1024 * 1024))
         """Vector stores, their files and search; ingestion runs in its own background workers."""
         self.executor = RunExecutor(
@@ -156,17 +166,37 @@ class Engine:
         await self.events.close()
 
     async def recover(self) -> None:
-        """Runs active in the database but not in this process were cut off by a crash or restart.
+        """Runs left working by a process that stopped (this one's previous life included) are ended
+        with a message saying so, so that no run is ever stuck."""
+        await self.end_abandoned_runs()
 
-        Those waiting for tool outputs keep waiting (the outputs can still come); the others are
-        failed with a message saying so, so that no run is ever stuck.
+    async def end_abandoned_runs(self) -> list[str]:
+        """End runs whose executing process stopped (their lease ran out); returns their ids.
+
+        Runs waiting for tool outputs keep waiting (the outputs can still come); runs another live
+        process executes hold a current lease and are left alone.
         """
         async with self.store.read() as tx:
-            unfinished = await tx.unfinished_runs()
-        for owner, run in unfinished:
-            if run.id in self._tasks or run.status is RunStatus.requires_action:
+            abandoned = await tx.abandoned_runs(now())
+        ended: list[str] = []
+        for owner, run in abandoned:
+            if run.id in self._tasks:
                 continue
-            await self._force_end(owner, run, "The server restarted while this run was in progress. Run it again.")
+            await self._force_end(
+                owner, run, "The server process running this run stopped before it finished (a crash or restart). Run it again."
+            )
+            ended.append(run.id)
+        return ended
+
+    async def _renew_leases(self) -> None:
+        async with self.store.transaction() as tx:
+            await tx.lease_runs(list(self._tasks), self.worker_id, now() + self.settings.run_lease_seconds)
+
+    def _cancel_here(self, run_id: str) -> None:
+        """Another process was asked to cancel a run: cancel it if this process executes it."""
+        task = self._tasks.get(run_id)
+        if task is not None:
+            task.cancel()
 
     async def _force_end(self, owner: str, run: Run, message: str) -> None:
         """End a run no task is executing: `cancelled` if it was being cancelled, else `failed`.
@@ -175,6 +205,8 @@ class Engine:
         """
         async with self.store.transaction() as tx:
             stored = await tx.get(Run, run.id, owner=owner)
+            if stored.status not in (RunStatus.queued, RunStatus.in_progress, RunStatus.cancelling):
+                return  # It ended (or paused) meanwhile.
             if stored.status is RunStatus.cancelling:
                 ended = transition(stored, RunStatus.cancelled)
             else:
@@ -202,8 +234,10 @@ class Engine:
     async def _sweep_forever(self) -> None:
         purged_at = 0.0
         while True:
-            await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
+            await asyncio.sleep(min(EXPIRY_SWEEP_SECONDS, self.settings.run_lease_seconds / 3))
             try:
+                await self._renew_leases()
+                await self.end_abandoned_runs()
                 await self.expire_runs()
                 if time.monotonic() - purged_at >= PURGE_SECONDS:
                     purged_at = time.monotonic()
@@ -533,6 +567,8 @@ class Engine:
         except ActiveRunConflict as exc:
             # Another request won the race between our check and our insert.
             raise InvalidRequestError(f"Thread {thread.id} already has an active run.") from exc
+        # This process starts executing it as soon as the transaction commits.
+        await tx.lease_runs([run.id], self.worker_id, now() + self.settings.run_lease_seconds)
         return run
 
     def _announce_and_start(self, owner: str, run: Run) -> None:
@@ -592,13 +628,21 @@ class Engine:
             if run.status not in (RunStatus.queued, RunStatus.in_progress, RunStatus.requires_action):
                 raise InvalidRequestError(f"Cannot cancel run with status '{run.status.value}'.", param="run_id")
             task = self._tasks.get(run_id)
+            elsewhere = task is None and run.status is not RunStatus.requires_action and await tx.run_leased(run_id, now())
             cancelling = transition(run, RunStatus.cancelling)
             await tx.save(cancelling)
+            if elsewhere and self._postgres:
+                # Another live process executes it: ask it (at commit) to cancel its task.
+                await tx.conn.execute(sa.text("SELECT pg_notify(:channel, :run)"), {"channel": CANCEL_CHANNEL, "run": run_id})
         self._publish("thread.run.cancelling", cancelling.wire(), cancelling)
         if task is not None:
             task.cancel()
             return cancelling
-        # Nothing is executing (the run waits for tool outputs): finish the cancellation here.
+        if elsewhere:
+            # That process ends it `cancelled`; should it stop first, its lease runs out and the
+            # sweep of any process ends it.
+            return cancelling
+        # Nothing is executing (the run waits for tool outputs, or its process stopped): finish here.
         async with self.store.transaction() as tx:
             cancelled = transition(cancelling, RunStatus.cancelled)
             await tx.save(cancelled)
@@ -651,6 +695,7 @@ class Engine:
                 completed_steps.append(done)
             queued = transition(stored, RunStatus.queued, expires_at=now() + self.settings.run_expiry_seconds)
             await tx.save(queued)
+            await tx.lease_runs([run_id], self.worker_id, now() + self.settings.run_lease_seconds)
         for step in completed_steps:
             self._publish("thread.run.step.completed", step.wire(), queued)
         self._publish("thread.run.queued", queued.wire(), queued)

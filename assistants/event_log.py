@@ -37,6 +37,8 @@ RETENTION_SECONDS = 7 * 86_400
 """Events are kept this long; a cursor older than that resumes at the oldest event kept."""
 CHANNEL = "assistants_events"
 """The PostgreSQL notification channel that announces new events to every process."""
+CANCEL_CHANNEL = "assistants_cancel"
+"""The PostgreSQL notification channel that asks the process executing a run to cancel it."""
 WRITE_LOCK = 0x61737369
 """The advisory lock the event writers of all processes take turns on (PostgreSQL)."""
 
@@ -161,17 +163,19 @@ class EventLog:
 
 
 class PostgresWakeups:
-    """Listens on PostgreSQL's `assistants_events` channel and wakes this process's readers.
+    """Listens on PostgreSQL notification channels and calls a handler with each payload.
 
-    One dedicated connection (not from the pool); if it drops, it is opened again, and readers are
-    woken then too, so nothing written meanwhile waits for the next event.
+    `assistants_events` wakes this process's event readers; `assistants_cancel` carries the id of
+    a run another process was asked to cancel. One dedicated connection (not from the pool); if it
+    drops, it is opened again, and every handler is called then with an empty payload, so nothing
+    sent meanwhile waits for the next notification.
     """
 
     RECONNECT_SECONDS = 2.0
 
-    def __init__(self, store: SqlStore, wake: Callable[[], None]) -> None:
+    def __init__(self, store: SqlStore, handlers: dict[str, Callable[[str], None]]) -> None:
         self.url = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self._wake = wake
+        self._handlers = handlers
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -196,8 +200,10 @@ class PostgresWakeups:
             try:
                 lost = asyncio.Event()
                 connection.add_termination_listener(lambda *_, lost=lost: lost.set())
-                await connection.add_listener(CHANNEL, lambda *_: self._wake())
-                self._wake()
+                for channel, handler in self._handlers.items():
+                    await connection.add_listener(channel, lambda _c, _p, _ch, payload, h=handler: h(payload))
+                for handler in self._handlers.values():
+                    handler("")
                 await lost.wait()
                 log.warning("lost the run event listener's connection; reconnecting")
             finally:

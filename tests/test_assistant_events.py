@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -153,3 +154,84 @@ def test_a_run_on_one_instance_streams_from_another(two_servers: tuple[Server, S
     # The thread and its answer are B's to read too.
     [answer] = [m for m in on_b.beta.threads.messages.list(thread_id=run.thread_id).data if m.role == "assistant"]
     assert answer.content[0].type == "text" and answer.content[0].text.value == "Made on A, seen on B."
+
+
+def wait_for_status(client: openai.OpenAI, thread_id: str, run_id: str, statuses: set[str], seconds: float = 30) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        run = client.beta.threads.runs.retrieve(run_id=run_id, thread_id=thread_id)
+        if run.status in statuses:
+            return run
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} is still {run.status}, not one of {statuses}")
+
+
+def test_instances_cancel_each_others_runs_restart_safely_and_take_over_after_a_crash(
+    scripted_model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    model = scripted_model
+    model.reset()
+    url = asyncio.run(create_pg_database())
+    env = {"ASSISTANTS_DATABASE_URL": url, "ASSISTANTS_RUN_LEASE_SECONDS": "3"}
+    started: list[Server] = []
+
+    def start(name: str) -> Server:
+        srv = start_server(tmp_path_factory.mktemp(name), model_url=model.base_url, extra_env=env)
+        started.append(srv)
+        return srv
+
+    try:
+        a, b = start("lease-a"), start("lease-b")
+        b.keys = a.keys
+        on_a, on_b = sdk_client(a, "crew"), sdk_client(b, "crew")
+        assistant = on_a.beta.assistants.create(model="scripted-model")
+
+        # 1. A run executing on A is cancelled through B: A stops it and closes the provider stream.
+        model.add_hang(60)
+        run = on_a.beta.threads.create_and_run(assistant_id=assistant.id, thread={"messages": [{"role": "user", "content": "1"}]})
+        wait_for_status(on_b, run.thread_id, run.id, {"in_progress"})
+        # The answer has begun streaming (its message step exists) before the cancel comes.
+        deadline = time.monotonic() + 30
+        while not on_b.beta.threads.runs.steps.list(run_id=run.id, thread_id=run.thread_id).data:
+            assert time.monotonic() < deadline, "the run never started answering"
+            time.sleep(0.1)
+        assert on_b.beta.threads.runs.cancel(run_id=run.id, thread_id=run.thread_id).status == "cancelling"
+        assert wait_for_status(on_b, run.thread_id, run.id, {"cancelled"}).status == "cancelled"
+        assert model.wait_for(lambda m: m.disconnects >= 1)
+
+        # 2. Restarting B while A executes a run leaves A's run alone.
+        model.add_text("slow but sure", delay=0.5, chunk_size=4)
+        run = on_a.beta.threads.create_and_run(assistant_id=assistant.id, thread={"messages": [{"role": "user", "content": "2"}]})
+        wait_for_status(on_a, run.thread_id, run.id, {"in_progress"})
+        b.stop()
+        b = start("lease-b2")
+        b.keys = a.keys
+        on_b = sdk_client(b, "crew")
+        assert wait_for_status(on_b, run.thread_id, run.id, {"completed", "failed"}).status == "completed"
+
+        # 3. A is killed mid-answer: once its lease runs out, B ends the run, keeping the partial
+        # answer marked, and the thread runs again on B.
+        model.add_text("These words are the last ones A ever streams before it dies", delay=0.3)
+        run = on_a.beta.threads.create_and_run(assistant_id=assistant.id, thread={"messages": [{"role": "user", "content": "3"}]})
+        wait_for_status(on_b, run.thread_id, run.id, {"in_progress"})
+        time.sleep(1.0)
+        a.process.kill()
+        a.process.wait()
+        failed = wait_for_status(on_b, run.thread_id, run.id, {"failed"})
+        assert failed.last_error is not None and "stopped before it finished" in failed.last_error.message
+        model.add_text("B answers now.")
+        again = on_b.beta.threads.runs.create_and_poll(thread_id=run.thread_id, assistant_id=assistant.id, poll_interval_ms=50)
+        assert again.status == "completed"
+        texts = [
+            (m.status, m.content[0].text.value if m.content and m.content[0].type == "text" else "")
+            for m in on_b.beta.threads.messages.list(thread_id=run.thread_id, order="asc").data
+            if m.role == "assistant"
+        ]
+        assert texts[-1] == ("completed", "B answers now.")
+        # What A had stored of its answer is kept, marked incomplete.
+        assert [status for status, _ in texts[:-1]] == ["incomplete"]
+    finally:
+        for srv in started:
+            if srv.process.poll() is None:
+                srv.stop()
+        asyncio.run(drop_pg_database(url))

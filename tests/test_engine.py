@@ -619,7 +619,7 @@ async def test_a_run_cut_off_by_a_restart_is_failed_and_the_thread_runs_again(
     assert recovered.status is S.failed
     assert recovered.last_error is not None
     assert recovered.last_error.code == "server_error"
-    assert "restarted" in recovered.last_error.message
+    assert "stopped before it finished (a crash or restart)" in recovered.last_error.message
     assert recovered.failed_at is not None
     steps = await engine.list_steps(alice, session.id, crashed.id, ListParams())
     assert [s.status for s in steps.data] == [StepStatus.failed]

@@ -16,7 +16,7 @@ from assistants.store import schema as store_schema
 from assistants.store.migrate import alembic_config, current_revision, upgrade
 from assistants.types import Assistant, Thread
 
-HEAD = "0009"
+HEAD = "0010"
 OBJECT_TABLES = {"assistants", "threads", "messages", "runs", "run_steps", "files"}
 VECTOR_STORE_TABLES = {"vector_stores", "vector_store_files", "vector_store_file_batches"}
 SEARCH_VECTOR_TABLES = {"search_vectors", "search_generations"}
@@ -483,5 +483,31 @@ async def test_upgrade_from_0008_adds_the_run_event_log_and_downgrade_removes_on
         async with store.engine.begin() as conn:
             await conn.run_sync(run)
         assert await table_names(store) == all_tables(store) - {"run_events"}
+    finally:
+        await store.close()
+
+
+async def test_upgrade_from_0009_adds_run_leases_and_downgrade_removes_them(store_url: str) -> None:
+    store = SqlStore.from_url(store_url)
+    try:
+        await upgrade(store.engine, "0009")
+        await write_and_read_back(store)
+
+        await upgrade(store.engine)
+
+        async with store.read() as tx:
+            assert await tx.abandoned_runs(0) == []
+        assert await schema_differences(store) == []
+
+        def run(connection: Connection) -> None:
+            command.downgrade(alembic_config(connection), "0009")
+
+        async with store.engine.begin() as conn:
+            await conn.run_sync(run)
+        async with store.engine.connect() as conn:
+            columns = await conn.run_sync(lambda c: {col["name"] for col in sa.inspect(c).get_columns("runs")})
+        assert not {"worker_id", "lease_until"} & columns
+        # The partial unique index (one active run per thread) is still there.
+        assert "uq_runs_one_active_per_thread" in await index_names(store, "runs")
     finally:
         await store.close()

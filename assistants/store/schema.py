@@ -66,6 +66,10 @@ runs = _object_table(
     sa.Column("status", sa.String(32), nullable=False),
     sa.Column("active", sa.Boolean(), nullable=False),
     sa.Column("expires_at", sa.BigInteger(), nullable=True),
+    # Which server process executes the run, and until when its claim holds unless renewed: a run
+    # whose lease has run out was left by a process that stopped (migration 0010).
+    sa.Column("worker_id", sa.String(64), nullable=True),
+    sa.Column("lease_until", sa.BigInteger(), nullable=True),
     sa.Index("ix_runs_thread_seq", "thread_id", "seq"),
     # One active run per thread, enforced by the database itself so that two processes racing to
     # start a run cannot both win.

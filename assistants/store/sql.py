@@ -370,6 +370,33 @@ class StoreTx:
         query = sa.select(table.c.owner_id, table.c.data).where(table.c.active)
         return [(str(row[0]), Run.model_validate(row[1])) for row in (await self.conn.execute(query)).all()]
 
+    async def lease_runs(self, run_ids: builtins.list[str], worker_id: str, until: int) -> None:
+        """Claim (or renew the claim on) runs this process executes, until Unix time `until`."""
+        if not run_ids:
+            return
+        table = schema.runs
+        await self.conn.execute(
+            table.update().where(table.c.id.in_(run_ids)).values(worker_id=worker_id, lease_until=until)
+        )
+
+    async def run_leased(self, run_id: str, now: int) -> bool:
+        """Whether some process holds a current lease on the run (it is executing it)."""
+        table = schema.runs
+        query = sa.select(table.c.lease_until).where(table.c.id == run_id)
+        until = (await self.conn.execute(query)).scalar_one_or_none()
+        return until is not None and until >= now
+
+    async def abandoned_runs(self, now: int) -> builtins.list[tuple[str, Run]]:
+        """Runs still working (queued, in progress, cancelling) whose executing process's lease ran
+        out, or that no process ever claimed: their process stopped."""
+        table = schema.runs
+        query = sa.select(table.c.owner_id, table.c.data).where(
+            table.c.active,
+            table.c.status.in_(("queued", "in_progress", "cancelling")),
+            sa.or_(table.c.lease_until.is_(None), table.c.lease_until < now),
+        )
+        return [(str(row[0]), Run.model_validate(row[1])) for row in (await self.conn.execute(query)).all()]
+
     async def file_path(self, file_id: str, *, owner: str | None) -> str:
         """Where a file's bytes are kept."""
         table = schema.files
