@@ -6,6 +6,7 @@ Every write happens before its event is published, so a subscriber that reacts t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -42,6 +43,9 @@ from ..types.objects import (
 )
 from ._status import EVENT_FOR_STATUS, end_step, transition
 from ._stream import AccumulatedCall
+
+CHECKPOINT_SECONDS = 1.0
+"""An answer being streamed is stored at least this often (a crash keeps what was shown)."""
 
 ToolOutputs = Mapping[str, "str | list[CodeOutput] | FileSearchCall"]
 """Outputs by call id: a string for a function call, the outputs list for a code-interpreter call,
@@ -87,6 +91,8 @@ class RunRecorder:
         self.tool_step: RunStep | None = None
         self.partial_text = ""
         """The text streamed so far into the open message, kept if the run ends early."""
+        self._checkpointed = time.monotonic()
+        """When the open message's text was last stored (see `checkpoint_message`)."""
         self.cited: dict[int, str] = {}
         """File ids of this run's file-search results by citation number (for `file_citation` annotations)."""
         self.written: dict[str, str] = {}
@@ -168,6 +174,16 @@ class RunRecorder:
                 "delta": {"content": [{"index": 0, "type": "text", "text": value}]},
             },
         )
+
+    async def checkpoint_message(self) -> None:
+        """Store the text streamed so far, at most every `CHECKPOINT_SECONDS`, so that a process
+        killed mid-answer leaves the words already shown in the database."""
+        if self.message is None or time.monotonic() - self._checkpointed < CHECKPOINT_SECONDS:
+            return
+        self._checkpointed = time.monotonic()
+        content = [TextContent(text=TextValue(value=self.partial_text, annotations=[]))] if self.partial_text else []
+        async with self.store.transaction() as tx:
+            await tx.save(self.message.model_copy(update={"content": content}))
 
     async def finish_message(self, text: str, *, usage: Usage | None, incomplete_reason: str | None = None) -> None:
         """Store the message's final text as completed, or as incomplete with the reason."""

@@ -328,6 +328,7 @@ class RunExecutor:
                     first = False
                 recorder.partial_text = accumulated.text or accumulated.refusal
                 recorder.message_delta(chunk.content or chunk.refusal or "", first)
+                await recorder.checkpoint_message()
             for delta in chunk.tool_calls:
                 if recorder.tool_step is None:
                     await recorder.start_tool_step()
