@@ -6,12 +6,16 @@ database) with its background ingestion worker. The file is synthetic English-li
 clock runs from adding the file to the store until the store reports it `completed`, which covers
 reading it, extracting the text, chunking it by tokens (800/400 by default, so every character is
 indexed about twice) and inserting the chunks into the full-text index. Also timed on their own:
-extraction + chunking, and the index insert of the same chunks. No embeddings. Prints a Markdown
-table; asserts nothing. Usage::
+extraction + chunking, and the index insert of the same chunks. No embeddings. ``--text FILE``
+uses real text instead (repeated up to the size), e.g. the English of Debian's licence files:
+made-up words cost more tokens a byte than English does. Prints a Markdown table; asserts
+nothing. Usage::
 
     .venv/bin/python bench/search_ingest.py
     .venv/bin/python bench/search_ingest.py --megabytes 5
     .venv/bin/python bench/search_ingest.py --postgres postgresql+asyncpg://user@host/db
+    cat /usr/share/common-licenses/* $(find /usr/share/doc -name copyright) > /tmp/english.txt
+    .venv/bin/python bench/search_ingest.py --text /tmp/english.txt
 """
 
 from __future__ import annotations
@@ -37,8 +41,12 @@ from bench.search_query import corpus  # noqa: E402
 OWNER = "user_bench_ingest"
 
 
-def document(megabytes: float) -> bytes:
-    """Paragraphs of synthetic text, about `megabytes` MB."""
+def document(megabytes: float, source: str | None = None) -> bytes:
+    """About `megabytes` MB of text: `source`'s, repeated as needed, or synthetic paragraphs."""
+    if source is not None:
+        text = Path(source).read_text(encoding="utf-8", errors="replace")
+        size = int(megabytes * 1e6)
+        return ((text + "\n\n") * (size // max(len(text), 1) + 1))[:size].encode()
     rng = random.Random(7)
     texts = corpus(rng, max(1, int(megabytes * 1e6 / 900)))
     return "\n\n".join(texts).encode()
@@ -56,7 +64,7 @@ async def run(args: argparse.Namespace, data_dir: Path) -> str:
     engine = await runtime.start()
     backend = "PostgreSQL" if args.postgres else "SQLite (WAL) in a temporary folder"
     try:
-        content = document(args.megabytes)
+        content = document(args.megabytes, args.text)
         megabytes = len(content) / 1e6
         file = await engine.create_file(OWNER, filename="corpus.txt", purpose="assistants", content=content)
 
@@ -82,7 +90,7 @@ async def run(args: argparse.Namespace, data_dir: Path) -> str:
         return "\n".join(
             [
                 f"File search ingestion on {backend}; {machine()}.",
-                f"One {megabytes:.1f} MB plain-text file, 800/400-token chunks ({len(rows):,} chunks, "
+                f"One {megabytes:.1f} MB plain-text file ({'from ' + Path(args.text).name if args.text else 'synthetic'}), 800/400-token chunks ({len(rows):,} chunks, "
                 f"{indexed:.1f} MB of chunk text with the overlap), no embeddings.",
                 "",
                 "| stage | seconds | MB/s of file text |",
@@ -99,6 +107,7 @@ async def run(args: argparse.Namespace, data_dir: Path) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--megabytes", type=float, default=20.0, help="size of the file (default 20)")
+    parser.add_argument("--text", metavar="FILE", default=None, help="real text to use instead of synthetic words")
     parser.add_argument("--postgres", metavar="URL", default=None,
                         help="postgresql+asyncpg://... to measure on PostgreSQL instead of SQLite")
     args = parser.parse_args(argv)

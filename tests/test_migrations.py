@@ -16,7 +16,7 @@ from assistants.store import schema as store_schema
 from assistants.store.migrate import alembic_config, current_revision, upgrade
 from assistants.types import Assistant, Thread
 
-HEAD = "0010"
+HEAD = "0011"
 OBJECT_TABLES = {"assistants", "threads", "messages", "runs", "run_steps", "files"}
 VECTOR_STORE_TABLES = {"vector_stores", "vector_store_files", "vector_store_file_batches"}
 SEARCH_VECTOR_TABLES = {"search_vectors", "search_generations"}
@@ -245,8 +245,7 @@ async def search_machinery(store: SqlStore) -> set[str]:
 
 SQLITE_MACHINERY = SQLITE_FTS_TABLES | {
     store_schema.SEARCH_FTS_CONTENT_VIEW,
-    "search_chunks_fts_insert",
-    "search_chunks_fts_delete",
+    # Migration 0011 took the insert and delete triggers out: `SqlChunkIndex` writes the index.
     "search_chunks_fts_update",
 }
 POSTGRES_MACHINERY = {"tsv", "ix_search_chunks_tsv"}
@@ -509,5 +508,38 @@ async def test_upgrade_from_0009_adds_run_leases_and_downgrade_removes_them(stor
         assert not {"worker_id", "lease_until"} & columns
         # The partial unique index (one active run per thread) is still there.
         assert "uq_runs_one_active_per_thread" in await index_names(store, "runs")
+    finally:
+        await store.close()
+
+
+async def test_upgrade_from_0010_keeps_the_index_whole_and_downgrade_brings_the_triggers_back(store_url: str) -> None:
+    """0010 -> 0011: chunks indexed by the old triggers stay found, and new ones are indexed and removed."""
+    from assistants.search.index import ChunkRow, SqlChunkIndex
+
+    store = SqlStore.from_url(store_url)
+    try:
+        await upgrade(store.engine, "0010")
+        await insert_chunk(store, "Old kettles boil.")
+
+        await upgrade(store.engine)
+
+        index = SqlChunkIndex(store)
+        assert [hit.text for hit in await index.search("user_1", ["vs_1"], "kettle")] == ["Old kettles boil."]
+        await index.add("user_1", "vs_1", "file-2", [ChunkRow(index=0, text="New kettles whistle.", start=0, end=20, tokens=4)])
+        assert sorted(hit.text for hit in await index.search("user_1", ["vs_1"], "kettle")) == ["New kettles whistle.", "Old kettles boil."]
+        assert await index.remove_file("vs_1", "file-1") == 1
+        assert [hit.text for hit in await index.search("user_1", ["vs_1"], "kettle")] == ["New kettles whistle."]
+        sqlite = store.engine.dialect.name == "sqlite"
+        assert await search_machinery(store) == (SQLITE_MACHINERY if sqlite else POSTGRES_MACHINERY)
+
+        def run(connection: Connection) -> None:
+            command.downgrade(alembic_config(connection), "0010")
+
+        async with store.engine.begin() as conn:
+            await conn.run_sync(run)
+        if sqlite:
+            assert {"search_chunks_fts_insert", "search_chunks_fts_delete"} <= await search_machinery(store)
+        await upgrade(store.engine)
+        assert [hit.text for hit in await SqlChunkIndex(store).search("user_1", ["vs_1"], "kettle")] == ["New kettles whistle."]
     finally:
         await store.close()

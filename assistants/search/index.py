@@ -245,6 +245,22 @@ def _search_statement(dialect: str, with_files: bool) -> sa.TextClause:
     return sa.text(sql).bindparams(*params)
 
 
+# SQLite's FTS5 index is written by one statement per file in the transaction that writes the
+# chunks (migration 0011): row triggers would make FTS5 flush its pending terms for every row.
+_SCOPE_SQL = "hex(owner_id) || 'x' || hex(vector_store_id) || 'x0'"
+_FTS_ADD = sa.text(
+    f"INSERT INTO search_chunks_fts(rowid, text, scope) SELECT seq, text, {_SCOPE_SQL} "
+    "FROM search_chunks WHERE vector_store_id = :store AND file_id = :file"
+)
+_FTS_REMOVE_FILE = sa.text(
+    f"INSERT INTO search_chunks_fts(search_chunks_fts, rowid, text, scope) SELECT 'delete', seq, text, {_SCOPE_SQL} "
+    "FROM search_chunks WHERE vector_store_id = :store AND file_id = :file"
+)
+_FTS_REMOVE_STORE = sa.text(
+    f"INSERT INTO search_chunks_fts(search_chunks_fts, rowid, text, scope) SELECT 'delete', seq, text, {_SCOPE_SQL} "
+    "FROM search_chunks WHERE vector_store_id = :store"
+)
+
 _BUMP_GENERATION = sa.text(
     "INSERT INTO search_generations (vector_store_id, generation) VALUES (:store, 1) "
     "ON CONFLICT (vector_store_id) DO UPDATE SET generation = search_generations.generation + 1"
@@ -365,6 +381,8 @@ class SqlChunkIndex:
             await self._delete(tx.conn, vector_store_id, file_id)
             if rows:
                 await tx.conn.execute(table.insert(), rows)
+                if tx.conn.dialect.name == "sqlite":
+                    await tx.conn.execute(_FTS_ADD, {"store": vector_store_id, "file": file_id})
             if vector_rows:
                 await tx.conn.execute(vectors.insert(), vector_rows)
 
@@ -373,6 +391,9 @@ class SqlChunkIndex:
         """Delete a file's (or, without `file_id`, a whole store's) chunks and vectors, and bump the
         store's generation: every change to a store's chunks goes through here."""
         await conn.execute(_BUMP_GENERATION, {"store": vector_store_id})
+        if conn.dialect.name == "sqlite":
+            # FTS5's rows go first, while the chunks they were made from can still be read.
+            await conn.execute(_FTS_REMOVE_FILE if file_id is not None else _FTS_REMOVE_STORE, {"store": vector_store_id, "file": file_id})
         removed = 0
         for table in (schema.search_chunks, schema.search_vectors):
             where = [table.c.vector_store_id == vector_store_id]
