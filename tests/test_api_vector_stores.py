@@ -48,9 +48,9 @@ def upload(client: openai.OpenAI, name: str, content: bytes) -> str:
     return client.files.create(file=(name, content), purpose="assistants").id
 
 
-def wait_until(check: Callable[[], Any], what: str) -> Any:
-    """Poll `check` until it returns something truthy; fail after `POLL_SECONDS`."""
-    deadline = time.monotonic() + POLL_SECONDS
+def wait_until(check: Callable[[], Any], what: str, seconds: float = POLL_SECONDS) -> Any:
+    """Poll `check` until it returns something truthy; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         result = check()
         if result:

@@ -21,6 +21,7 @@ import pytest
 from tests.conftest import create_pg_database, drop_pg_database, sdk_client
 from tests.scripted_model import ScriptedModel
 from tests.server import Server, start_server
+from tests.test_api_vector_stores import wait_until
 
 
 @dataclass
@@ -65,29 +66,38 @@ def until_run_ends(stream: Iterator[Frame]) -> list[Frame]:
     raise AssertionError(f"the stream ended early: {[f.event for f in seen]}")
 
 
-def test_an_assistants_events_stream_live_and_resume_after_the_last_id(server: Server, model: ScriptedModel) -> None:
-    client = sdk_client(server, "watcher")
-    assistant = client.beta.assistants.create(model="scripted-model")
-    http, response = follow(server, "watcher", assistant.id)
+def run_while_following(watched: Server, user: str, client: openai.OpenAI, assistant_id: str) -> tuple[Any, list[Frame]]:
+    """Follow the assistant's events on `watched` while `client` runs it on a new thread."""
+    http, response = follow(watched, user, assistant_id)
     try:
         stream = frames(response)
-        model.add_text("One two three four.")
         run = client.beta.threads.create_and_run_poll(
-            assistant_id=assistant.id, thread={"messages": [{"role": "user", "content": "Count"}]}, poll_interval_ms=50
+            assistant_id=assistant_id, thread={"messages": [{"role": "user", "content": "Go"}]}, poll_interval_ms=50
         )
-        assert run.status == "completed"
-        seen = until_run_ends(stream)
+        return run, until_run_ends(stream)
     finally:
         response.close()
         http.close()
+
+
+def streamed_text(seen: list[Frame]) -> str:
+    return "".join(
+        part["text"]["value"] for f in seen if f.event == "thread.message.delta" for part in f.data["delta"]["content"]
+    )
+
+
+def test_an_assistants_events_stream_live_and_resume_after_the_last_id(server: Server, model: ScriptedModel) -> None:
+    client = sdk_client(server, "watcher")
+    assistant = client.beta.assistants.create(model="scripted-model")
+    model.add_text("One two three four.")
+    run, seen = run_while_following(server, "watcher", client, assistant.id)
+    assert run.status == "completed"
 
     names = [f.event for f in seen]
     assert names[:4] == ["thread.created", "thread.run.created", "thread.run.queued", "thread.run.in_progress"]
     assert "thread.message.delta" in names and names[-1] == "thread.run.completed"
     assert [f.id for f in seen] == sorted({f.id for f in seen}), "ids increase, one per event"
-    assert "".join(
-        part["text"]["value"] for f in seen if f.event == "thread.message.delta" for part in f.data["delta"]["content"]
-    ) == "One two three four."
+    assert streamed_text(seen) == "One two three four."
     assert seen[-1].data["id"] == run.id and seen[-1].data["status"] == "completed"
 
     # A reconnect with the id of an event seen resumes right after it, with nothing missed.
@@ -136,34 +146,20 @@ def test_a_run_on_one_instance_streams_from_another(two_servers: tuple[Server, S
     on_a = sdk_client(a, "shared")
     on_b = sdk_client(b, "shared")
     assistant = on_a.beta.assistants.create(model="scripted-model")
-    http, response = follow(b, "shared", assistant.id)
-    try:
-        stream = frames(response)
-        model.add_text("Made on A, seen on B.")
-        run = on_a.beta.threads.create_and_run_poll(
-            assistant_id=assistant.id, thread={"messages": [{"role": "user", "content": "Hi"}]}, poll_interval_ms=50
-        )
-        seen = until_run_ends(stream)
-    finally:
-        response.close()
-        http.close()
+    model.add_text("Made on A, seen on B.")
+    run, seen = run_while_following(b, "shared", on_a, assistant.id)
     assert seen[-1].data["id"] == run.id
-    assert "".join(
-        part["text"]["value"] for f in seen if f.event == "thread.message.delta" for part in f.data["delta"]["content"]
-    ) == "Made on A, seen on B."
+    assert streamed_text(seen) == "Made on A, seen on B."
     # The thread and its answer are B's to read too.
     [answer] = [m for m in on_b.beta.threads.messages.list(thread_id=run.thread_id).data if m.role == "assistant"]
     assert answer.content[0].type == "text" and answer.content[0].text.value == "Made on A, seen on B."
 
 
-def wait_for_status(client: openai.OpenAI, thread_id: str, run_id: str, statuses: set[str], seconds: float = 30) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        run = client.beta.threads.runs.retrieve(run_id=run_id, thread_id=thread_id)
-        if run.status in statuses:
-            return run
-        time.sleep(0.1)
-    raise AssertionError(f"run {run_id} is still {run.status}, not one of {statuses}")
+def wait_for_status(client: openai.OpenAI, thread_id: str, run_id: str, statuses: set[str]) -> Any:
+    return wait_until(
+        lambda: (run := client.beta.threads.runs.retrieve(run_id=run_id, thread_id=thread_id)).status in statuses and run,
+        f"run {run_id} to be {' or '.join(sorted(statuses))}",
+    )
 
 
 def test_instances_cancel_each_others_runs_restart_safely_and_take_over_after_a_crash(

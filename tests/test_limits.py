@@ -28,6 +28,13 @@ async def start_run(engine: Engine, owner: str, assistant_id: str) -> Run:
     return await engine.create_run(owner, thread.id, RunCreate(assistant_id=assistant_id))
 
 
+async def finished(engine: Engine, owner: str, run: Run) -> RunStatus:
+    """The run's status once its task has ended."""
+    async with asyncio.timeout(20):
+        await engine.wait_for_run(run.id)
+    return (await engine.get_run(owner, run.thread_id, run.id)).status
+
+
 async def test_a_user_may_run_only_so_many_runs_at_once(start_runtime: StartRuntime, model: ScriptedModel) -> None:
     engine = (await start_runtime(ASSISTANTS_MAX_RUNS_PER_USER=2)).engine
     alice = await engine.create_assistant("user_alice", AssistantCreate(model="scripted-model"))
@@ -42,20 +49,14 @@ async def test_a_user_may_run_only_so_many_runs_at_once(start_runtime: StartRunt
     assert refused.value.status_code == 429 and refused.value.code == "too_many_runs"
     # Another user is not held back by Alice's runs.
     model.add_text("Bob's answer.")
-    bobs = await start_run(engine, "user_bob", bob.id)
-    async with asyncio.timeout(20):
-        await engine.wait_for_run(bobs.id)
-    assert (await engine.get_run("user_bob", bobs.thread_id, bobs.id)).status is RunStatus.completed
+    assert await finished(engine, "user_bob", await start_run(engine, "user_bob", bob.id)) is RunStatus.completed
 
     # Once one of Alice's runs ends, she may start another.
     await engine.cancel_run("user_alice", first.thread_id, first.id)
     async with asyncio.timeout(20):
         await engine.wait_for_run(first.id)
     model.add_text("Done.")
-    third = await start_run(engine, "user_alice", alice.id)
-    async with asyncio.timeout(20):
-        await engine.wait_for_run(third.id)
-    assert (await engine.get_run("user_alice", third.thread_id, third.id)).status is RunStatus.completed
+    assert await finished(engine, "user_alice", await start_run(engine, "user_alice", alice.id)) is RunStatus.completed
     await engine.cancel_run("user_alice", second.thread_id, second.id)
 
 
