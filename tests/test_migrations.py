@@ -16,7 +16,7 @@ from assistants.store import schema as store_schema
 from assistants.store.migrate import alembic_config, current_revision, upgrade
 from assistants.types import Assistant, Thread
 
-HEAD = "0011"
+HEAD = "0012"
 OBJECT_TABLES = {"assistants", "threads", "messages", "runs", "run_steps", "files"}
 VECTOR_STORE_TABLES = {"vector_stores", "vector_store_files", "vector_store_file_batches"}
 SEARCH_VECTOR_TABLES = {"search_vectors", "search_generations"}
@@ -541,5 +541,40 @@ async def test_upgrade_from_0010_keeps_the_index_whole_and_downgrade_brings_the_
             assert {"search_chunks_fts_insert", "search_chunks_fts_delete"} <= await search_machinery(store)
         await upgrade(store.engine)
         assert [hit.text for hit in await SqlChunkIndex(store).search("user_1", ["vs_1"], "kettle")] == ["New kettles whistle."]
+    finally:
+        await store.close()
+
+
+async def test_upgrade_from_0011_stops_chat_sessions_own_stores_from_expiring(store_url: str) -> None:
+    """Stores made for a session's attachments before expiry was enforced lose their 7-day policy."""
+    from assistants.types import Session, VectorStore
+    from assistants.types.objects import ExpiresAfter
+
+    store = SqlStore.from_url(store_url)
+    try:
+        await upgrade(store.engine, "0011")
+        session = Session(id=new_id("thread"), created_at=1, user="user_1", assistant_id="asst_1", title="Chat")
+        plain = Thread(id=new_id("thread"), created_at=1)
+        week = ExpiresAfter(anchor="last_active_at", days=7)
+        stores = {
+            "session": VectorStore(id=new_id("vector_store"), created_at=1, name=f"Files of {session.id}", expires_after=week, expires_at=10),
+            "chosen": VectorStore(id=new_id("vector_store"), created_at=1, name="Team docs", expires_after=week, expires_at=10),
+            "plain": VectorStore(id=new_id("vector_store"), created_at=1, name=f"Files of {plain.id}", expires_after=week, expires_at=10),
+        }
+        session = session.model_copy(update={"tool_resources": {"file_search": {"vector_store_ids": [stores["session"].id, stores["chosen"].id]}}})
+        plain = plain.model_copy(update={"tool_resources": {"file_search": {"vector_store_ids": [stores["plain"].id]}}})
+        async with store.transaction() as tx:
+            await tx.insert(session, owner="user_1")
+            await tx.insert(plain, owner="user_1")
+            for vector_store in stores.values():
+                await tx.insert(vector_store, owner="user_1")
+
+        await upgrade(store.engine)
+
+        async with store.read() as tx:
+            after = {name: await tx.get(VectorStore, s.id, owner="user_1") for name, s in stores.items()}
+        assert (after["session"].expires_after, after["session"].expires_at) == (None, None)
+        # A store the user chose, and another thread's own store, keep their policy.
+        assert after["chosen"].expires_after == week and after["plain"].expires_after == week
     finally:
         await store.close()
