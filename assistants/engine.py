@@ -134,6 +134,7 @@ class Engine:
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._leaser: asyncio.Task[None] | None = None
 
     # Lifecycle ---------------------------------------------------------------------------------
 
@@ -148,13 +149,15 @@ class Engine:
         if self.code is not None:
             await self.code.start()
         self._sweeper = asyncio.create_task(self._sweep_forever())
+        self._leaser = asyncio.create_task(self._lease_forever())
 
     async def close(self) -> None:
         """Stop the sweeper and cancel running runs (they end `cancelled`, nothing is left active)."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for background in (self._sweeper, self._leaser):
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
@@ -182,15 +185,28 @@ class Engine:
         for owner, run in abandoned:
             if run.id in self._tasks:
                 continue
-            await self._force_end(
+            if await self._force_end(
                 owner, run, "The server process running this run stopped before it finished (a crash or restart). Run it again."
-            )
-            ended.append(run.id)
+            ):
+                ended.append(run.id)
         return ended
 
-    async def _renew_leases(self) -> None:
-        async with self.store.transaction() as tx:
-            await tx.lease_runs(list(self._tasks), self.worker_id, now() + self.settings.run_lease_seconds)
+    async def _lease_forever(self) -> None:
+        """Renew the leases of the runs this process executes, on its own clock so that slow sweep
+        work never lets them lapse; and cancel any of them stored as `cancelling` (a cancel whose
+        notification was lost)."""
+        while True:
+            await asyncio.sleep(self.settings.run_lease_seconds / 3)
+            try:
+                running = list(self._tasks)
+                async with self.store.transaction() as tx:
+                    await tx.lease_runs(running, self.worker_id, now() + self.settings.run_lease_seconds)
+                    statuses = await tx.run_statuses(running)
+                for run_id, status in statuses.items():
+                    if status == RunStatus.cancelling.value:
+                        self._cancel_here(run_id)
+            except Exception:
+                log.exception("renewing run leases failed; it will try again")
 
     def _cancel_here(self, run_id: str) -> None:
         """Another process was asked to cancel a run: cancel it if this process executes it."""
@@ -198,15 +214,18 @@ class Engine:
         if task is not None:
             task.cancel()
 
-    async def _force_end(self, owner: str, run: Run, message: str) -> None:
+    async def _force_end(self, owner: str, run: Run, message: str) -> bool:
         """End a run no task is executing: `cancelled` if it was being cancelled, else `failed`.
 
         Its open steps fail with it, and a half-written answer is kept as `incomplete`.
         """
         async with self.store.transaction() as tx:
+            _, until = await tx.run_lease(run.id, lock=True)
             stored = await tx.get(Run, run.id, owner=owner)
             if stored.status not in (RunStatus.queued, RunStatus.in_progress, RunStatus.cancelling):
-                return  # It ended (or paused) meanwhile.
+                return False  # It ended (or paused) meanwhile, perhaps by another process's sweep.
+            if until is not None and until >= now():
+                return False  # Its process renewed the lease meanwhile: it is alive.
             if stored.status is RunStatus.cancelling:
                 ended = transition(stored, RunStatus.cancelled)
             else:
@@ -230,13 +249,13 @@ class Engine:
                             )
                         )
         self._publish(f"thread.run.{ended.status.value}", ended.wire(), ended)
+        return True
 
     async def _sweep_forever(self) -> None:
         purged_at = 0.0
         while True:
             await asyncio.sleep(min(EXPIRY_SWEEP_SECONDS, self.settings.run_lease_seconds / 3))
             try:
-                await self._renew_leases()
                 await self.end_abandoned_runs()
                 await self.expire_runs()
                 if time.monotonic() - purged_at >= PURGE_SECONDS:
@@ -628,7 +647,11 @@ class Engine:
             if run.status not in (RunStatus.queued, RunStatus.in_progress, RunStatus.requires_action):
                 raise InvalidRequestError(f"Cannot cancel run with status '{run.status.value}'.", param="run_id")
             task = self._tasks.get(run_id)
-            elsewhere = task is None and run.status is not RunStatus.requires_action and await tx.run_leased(run_id, now())
+            worker, until = await tx.run_lease(run_id)
+            # Executing (or about to be) under a live lease: by another process, or by this one
+            # whose task has not started yet (it ends the run `cancelled` when it starts).
+            executing = task is None and run.status is not RunStatus.requires_action and until is not None and until >= now()
+            elsewhere = executing and worker != self.worker_id
             cancelling = transition(run, RunStatus.cancelling)
             await tx.save(cancelling)
             if elsewhere and self._postgres:
@@ -638,9 +661,10 @@ class Engine:
         if task is not None:
             task.cancel()
             return cancelling
-        if elsewhere:
-            # That process ends it `cancelled`; should it stop first, its lease runs out and the
-            # sweep of any process ends it.
+        if executing:
+            # That task ends it `cancelled`; should its process stop first, the lease runs out and
+            # the sweep of any process ends it. A lost notification is caught by the executing
+            # process's lease loop, which cancels its runs stored as `cancelling`.
             return cancelling
         # Nothing is executing (the run waits for tool outputs, or its process stopped): finish here.
         async with self.store.transaction() as tx:

@@ -157,8 +157,12 @@ class EventLog:
     async def forget_old(self, seconds: int = RETENTION_SECONDS) -> int:
         """Delete events older than `seconds`; returns how many went."""
         table = schema.run_events
+        newest = sa.select(sa.func.max(table.c.seq)).scalar_subquery()
+        # The newest row always stays: SQLite numbers new rows from the largest one left, so an
+        # emptied table would hand out ids that followers have already seen.
+        query = table.delete().where(table.c.created_at < now() - seconds, table.c.seq < newest)
         async with self.store.transaction() as tx:
-            result = await tx.conn.execute(table.delete().where(table.c.created_at < now() - seconds))
+            result = await tx.conn.execute(query)
         return int(result.rowcount or 0)
 
 
@@ -167,11 +171,13 @@ class PostgresWakeups:
 
     `assistants_events` wakes this process's event readers; `assistants_cancel` carries the id of
     a run another process was asked to cancel. One dedicated connection (not from the pool); if it
-    drops, it is opened again, and every handler is called then with an empty payload, so nothing
-    sent meanwhile waits for the next notification.
+    drops (or stops answering a ping), it is opened again, and every handler is called then with an
+    empty payload, so readers catch up on what was written meanwhile (cancels missed meanwhile are
+    caught by the engine's lease loop).
     """
 
     RECONNECT_SECONDS = 2.0
+    PING_SECONDS = 10.0
 
     def __init__(self, store: SqlStore, handlers: dict[str, Callable[[str], None]]) -> None:
         self.url = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -188,24 +194,32 @@ class PostgresWakeups:
                 await self._task
 
     async def _listen_forever(self) -> None:
-        import asyncpg
-
         while True:
             try:
-                connection = await asyncpg.connect(self.url)
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("cannot listen for run events (%s); retrying", exc)
-                await asyncio.sleep(self.RECONNECT_SECONDS)
-                continue
-            try:
-                lost = asyncio.Event()
-                connection.add_termination_listener(lambda *_, lost=lost: lost.set())
-                for channel, handler in self._handlers.items():
-                    await connection.add_listener(channel, lambda _c, _p, _ch, payload, h=handler: h(payload))
-                for handler in self._handlers.values():
-                    handler("")
-                await lost.wait()
-                log.warning("lost the run event listener's connection; reconnecting")
-            finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(connection.close())
+                await self._listen_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Any failure of the connection: open a new one.
+                log.warning("the run event listener failed (%s); reconnecting", exc)
+            await asyncio.sleep(self.RECONNECT_SECONDS)
+
+    async def _listen_once(self) -> None:
+        """Listen on one connection until it fails; a half-open one is caught by a ping."""
+        import asyncpg
+
+        connection = await asyncpg.connect(self.url, timeout=10)
+        try:
+            lost = asyncio.Event()
+            connection.add_termination_listener(lambda *_: lost.set())
+            for channel, handler in self._handlers.items():
+                await connection.add_listener(channel, lambda _c, _p, _ch, payload, h=handler: h(payload))
+            for handler in self._handlers.values():
+                handler("")
+            while not lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), self.PING_SECONDS)
+                if not lost.is_set():
+                    await connection.fetchval("SELECT 1", timeout=self.PING_SECONDS)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(connection.close(timeout=5))

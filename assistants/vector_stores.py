@@ -255,6 +255,8 @@ class VectorStores:
         async with self.store.transaction() as tx:
             store = await tx.get(VectorStore, vector_store_id, owner=owner)
             stamp = now()
+            if store.expired(stamp):
+                return  # Expired stays expired (its chunks may be gone already).
             after = store.expires_after
             expires_at = stamp + after.days * DAY_SECONDS if after else None
             await tx.save(store.model_copy(update={"last_active_at": stamp, "expires_at": expires_at}))

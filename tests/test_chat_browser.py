@@ -162,7 +162,7 @@ async def check_store_uploads(tmp_path: Path) -> None:
         assert prepared.accepted == []
         assert prepared.rejected == [
             "photo.png: the content is not a PNG image, so it was not attached.",
-            "notes.txt: the content is not text: it is a Windows program, so it was not attached.",
+            "notes.txt: the content is not text (it holds binary data), so it was not attached.",
             "data.csv: the content is not text (it holds binary data), so it was not attached.",
             "paper.pdf: the content is not a PDF document (it is a PNG image), so it was not attached.",
             "latin.md: the content is not UTF-8 text, so it was not attached.",
@@ -170,12 +170,13 @@ async def check_store_uploads(tmp_path: Path) -> None:
         # Real content of those types passes, and a path in the name is dropped.
         real = [
             FakeElement("../../secret/photo.png", make("real.png", b"\x89PNG\r\n\x1a\n" + bytes(16)), "image/png"),
+            FakeElement("mz.txt", make("mz.txt", b"MZ is how this note begins.\n"), "text/plain"),
             FakeElement("caf\u00e9.md", make("cafe.md", "# caf\u00e9\n".encode()), "text/markdown"),
         ]
         prepared = await store_uploads(engine, owner, "good ones", real)
         assert prepared.rejected == []
-        assert [name for _, name in prepared.accepted] == ["photo.png", "caf\u00e9.md"]
-        assert sorted(await stored_names()) == sorted([*names[:MAX_FILES], "photo.png", "caf\u00e9.md"])
+        assert [name for _, name in prepared.accepted] == ["photo.png", "mz.txt", "caf\u00e9.md"]
+        assert sorted(await stored_names()) == sorted([*names[:MAX_FILES], "photo.png", "mz.txt", "caf\u00e9.md"])
     finally:
         await runtime.close()
 

@@ -83,9 +83,9 @@ def test_login_throttle_counts_per_name_and_per_address_within_the_window() -> N
     clock = [1000.0]
     throttle = LoginThrottle(clock=lambda: clock[0])
     for _ in range(FAILURES_PER_NAME - 1):
-        throttle.failed("Alice", "10.0.0.1")
+        throttle.attempt("Alice", "10.0.0.1")
     assert throttle.retry_after("alice", "10.0.0.1") is None
-    throttle.failed("alice", "10.0.0.2")
+    throttle.attempt("alice", "10.0.0.2")
     # Names are counted without regard to case, across addresses.
     assert throttle.retry_after("ALICE", "10.0.0.9") == THROTTLE_WINDOW_SECONDS
     clock[0] += 60
@@ -93,15 +93,17 @@ def test_login_throttle_counts_per_name_and_per_address_within_the_window() -> N
     # The oldest failure ages out of the window, and the name may try again.
     clock[0] = 1000.0 + THROTTLE_WINDOW_SECONDS + 1
     assert throttle.retry_after("alice", "10.0.0.9") is None
-    # A success clears the name's count.
+    # A success clears the name's count, and does not count against its address.
     for _ in range(FAILURES_PER_NAME - 1):
-        throttle.failed("bob", "10.0.0.3")
-    throttle.succeeded("Bob")
-    throttle.failed("bob", "10.0.0.3")
+        throttle.attempt("bob", "10.0.0.3")
+    stamp = throttle.attempt("Bob", "10.0.0.3")
+    throttle.succeeded("Bob", "10.0.0.3", stamp)
+    throttle.attempt("bob", "10.0.0.3")
     assert throttle.retry_after("bob", "10.0.0.3") is None
+    assert len(throttle._addresses["10.0.0.3"]) == FAILURES_PER_NAME
 
     # One address trying many names is refused too, whatever name it tries next.
     for n in range(FAILURES_PER_ADDRESS):
-        throttle.failed(f"user{n}", "10.6.6.6")
+        throttle.attempt(f"user{n}", "10.6.6.6")
     assert throttle.retry_after("someone-new", "10.6.6.6") is not None
     assert throttle.retry_after("someone-new", "10.0.0.4") is None

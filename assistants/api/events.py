@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
@@ -51,7 +52,7 @@ def _cursor(request: Request) -> int | None:
     for raw, param in ((request.query_params.get("after"), "after"), (request.headers.get("last-event-id"), "Last-Event-ID")):
         if raw is None or raw == "":
             continue
-        if not raw.isdigit():
+        if not re.fullmatch(r"[0-9]{1,18}", raw):
             raise InvalidRequestError(f"Invalid '{param}': {raw!r}; it must be an event id (a whole number ≥ 0).", param=param)
         return int(raw)
     return None

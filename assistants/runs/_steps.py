@@ -183,7 +183,9 @@ class RunRecorder:
         self._checkpointed = time.monotonic()
         content = [TextContent(text=TextValue(value=self.partial_text, annotations=[]))] if self.partial_text else []
         async with self.store.transaction() as tx:
-            await tx.save(self.message.model_copy(update={"content": content}))
+            # Only the text changes: metadata a client set on the message meanwhile is kept.
+            stored = await tx.get(Message, self.message.id, owner=None)
+            await tx.save(stored.model_copy(update={"content": content}))
 
     async def finish_message(self, text: str, *, usage: Usage | None, incomplete_reason: str | None = None) -> None:
         """Store the message's final text as completed, or as incomplete with the reason."""

@@ -97,6 +97,9 @@ class RunExecutor:
         deadline = asyncio.timeout(self.settings.run_timeout_seconds)
         try:
             async with deadline:
+                if run.status is RunStatus.cancelling:
+                    # A cancel came (from any process) before this task started.
+                    raise asyncio.CancelledError
                 if run.status is RunStatus.queued:
                     await recorder.move(RunStatus.in_progress)
                 await self._loop(recorder)
@@ -106,6 +109,11 @@ class RunExecutor:
             if not deadline.expired():  # Not the run's deadline: some call inside timed out.
                 await self._internal_error(recorder)
                 return
+            async with self.store.read() as tx:
+                if (await tx.get(Run, run_id, owner=None)).status is RunStatus.cancelling:
+                    # A cancel raced the deadline: the user asked first.
+                    await self._end(recorder, RunStatus.cancelled, "run_cancelled")
+                    return
             # A provider streaming without end, or tools that never finish: the partial answer
             # stays (marked expired) and the thread is free again.
             seconds = self.settings.run_timeout_seconds
@@ -145,9 +153,11 @@ class RunExecutor:
         # The partial answer is kept: it is stored as `incomplete`, never dropped.
         if recorder.message is not None:
             await recorder.finish_message(recorder.partial_text, usage=None, incomplete_reason=message_reason)
-        step_status = {RunStatus.cancelled: StepStatus.cancelled, RunStatus.failed: StepStatus.failed}.get(
-            status, StepStatus.completed
-        )
+        step_status = {
+            RunStatus.cancelled: StepStatus.cancelled,
+            RunStatus.failed: StepStatus.failed,
+            RunStatus.expired: StepStatus.expired,
+        }.get(status, StepStatus.completed)
         if recorder.tool_step is not None:
             await recorder.finish_tool_step(
                 recorder.tool_step, recorder.partial_outputs, status=step_status, error=changes.get("last_error")

@@ -379,12 +379,23 @@ class StoreTx:
             table.update().where(table.c.id.in_(run_ids)).values(worker_id=worker_id, lease_until=until)
         )
 
-    async def run_leased(self, run_id: str, now: int) -> bool:
-        """Whether some process holds a current lease on the run (it is executing it)."""
+    async def run_lease(self, run_id: str, *, lock: bool = False) -> tuple[str | None, int | None]:
+        """`(worker_id, lease_until)` of a run; `lock` holds its row until the transaction ends
+        (PostgreSQL; SQLite transactions that write are serialized anyway)."""
         table = schema.runs
-        query = sa.select(table.c.lease_until).where(table.c.id == run_id)
-        until = (await self.conn.execute(query)).scalar_one_or_none()
-        return until is not None and until >= now
+        query = sa.select(table.c.worker_id, table.c.lease_until).where(table.c.id == run_id)
+        if lock and self.conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = (await self.conn.execute(query)).first()
+        return (None, None) if row is None else (row.worker_id, row.lease_until)
+
+    async def run_statuses(self, run_ids: builtins.list[str]) -> dict[str, str]:
+        """The stored status of each of these runs."""
+        if not run_ids:
+            return {}
+        table = schema.runs
+        query = sa.select(table.c.id, table.c.status).where(table.c.id.in_(run_ids))
+        return {str(row.id): str(row.status) for row in (await self.conn.execute(query)).all()}
 
     async def abandoned_runs(self, now: int) -> builtins.list[tuple[str, Run]]:
         """Runs still working (queued, in progress, cancelling) whose executing process's lease ran

@@ -59,6 +59,8 @@ FAILURES_PER_NAME = 5
 FAILURES_PER_ADDRESS = 20
 """Failed logins from one client address within the window (any names) before it is refused."""
 TOO_MANY_ATTEMPTS_TEXT = "Too many failed sign-ins. Wait a few minutes, then try again."
+MAX_TRACKED = 100_000
+"""Names and addresses counted at most; past it, those without a recent failure are forgotten."""
 LOGIN_PAGE_KEY = "too many requests"
 """Chainlit's login page looks its error up among `auth.login.errors` by the response's status
 text, lower-cased: for HTTP 429 that is "Too Many Requests"."""
@@ -87,13 +89,27 @@ class LoginThrottle:
         longest = max((w for w in waits if w is not None), default=None)
         return None if longest is None else max(1, int(longest + 0.999))
 
-    def failed(self, name: str, address: str) -> None:
+    def attempt(self, name: str, address: str) -> float:
+        """Count a try as failed before its password is checked (so parallel tries all count);
+        returns its stamp for `succeeded`."""
         now = self._clock()
+        if len(self._names) + len(self._addresses) > MAX_TRACKED:
+            self._forget_stale(now)
         for table, key in ((self._names, name.casefold()), (self._addresses, address)):
             table.setdefault(key, deque()).append(now)
+        return now
 
-    def succeeded(self, name: str) -> None:
+    def succeeded(self, name: str, address: str, stamp: float) -> None:
+        """The try was right: the name's failures are cleared and the try no longer counts."""
         self._names.pop(name.casefold(), None)
+        failures = self._addresses.get(address)
+        if failures is not None and stamp in failures:
+            failures.remove(stamp)
+
+    def _forget_stale(self, now: float) -> None:
+        for table in (self._names, self._addresses):
+            for key in [k for k, failures in table.items() if not failures or failures[-1] <= now - THROTTLE_WINDOW_SECONDS]:
+                del table[key]
 
     @staticmethod
     def _wait(table: dict[str, deque[float]], key: str, limit: int, now: float) -> float | None:
@@ -120,4 +136,7 @@ def ensure_login_messages(translations: Path) -> None:
             continue
         if isinstance(errors, dict) and LOGIN_PAGE_KEY not in errors:
             errors[LOGIN_PAGE_KEY] = TOO_MANY_ATTEMPTS_TEXT
-            path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+            try:
+                path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+            except OSError:
+                continue  # A read-only deployment: the page shows Chainlit's generic refusal.

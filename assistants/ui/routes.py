@@ -41,13 +41,10 @@ def build_chat_router(runtime: Runtime, data_layer: EngineDataLayer, throttle: L
         wait = throttle.retry_after(form.username, address)
         if wait is not None:
             raise HTTPException(status_code=429, detail=TOO_MANY_ATTEMPTS_TEXT, headers={"retry-after": str(wait)})
-        try:
-            result = await chainlit_login(request, response, form)
-        except HTTPException as exc:
-            if exc.status_code == 401:
-                throttle.failed(form.username, address)
-            raise
-        throttle.succeeded(form.username)
+        # Counted before the (slow) password check, so tries sent in parallel cannot all slip in.
+        stamp = throttle.attempt(form.username, address)
+        result = await chainlit_login(request, response, form)
+        throttle.succeeded(form.username, address, stamp)
         return result
 
     async def owner_of(user: Any) -> str:
