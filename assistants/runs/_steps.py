@@ -6,6 +6,7 @@ Every write happens before its event is published, so a subscriber that reacts t
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
@@ -93,6 +94,7 @@ class RunRecorder:
         """The text streamed so far into the open message, kept if the run ends early."""
         self._checkpointed = time.monotonic()
         """When the open message's text was last stored (see `checkpoint_message`)."""
+        self._checkpoint: asyncio.Task[None] | None = None
         self.cited: dict[int, str] = {}
         """File ids of this run's file-search results by citation number (for `file_citation` annotations)."""
         self.written: dict[str, str] = {}
@@ -177,20 +179,37 @@ class RunRecorder:
 
     async def checkpoint_message(self) -> None:
         """Store the text streamed so far, at most every `CHECKPOINT_SECONDS`, so that a process
-        killed mid-answer leaves the words already shown in the database."""
+        killed mid-answer leaves the words already shown in the database.
+
+        The write runs beside the stream, never in its way (on SQLite a long ingestion can hold
+        the write lock for seconds); while one is still under way the next is skipped.
+        """
         if self.message is None or time.monotonic() - self._checkpointed < CHECKPOINT_SECONDS:
             return
+        if self._checkpoint is not None and not self._checkpoint.done():
+            return
         self._checkpointed = time.monotonic()
-        content = [TextContent(text=TextValue(value=self.partial_text, annotations=[]))] if self.partial_text else []
+        self._checkpoint = asyncio.create_task(self._store_partial(self.message.id, self.partial_text))
+
+    async def _store_partial(self, message_id: str, text: str) -> None:
+        content = [TextContent(text=TextValue(value=text, annotations=[]))] if text else []
         async with self.store.transaction() as tx:
-            # Only the text changes: metadata a client set on the message meanwhile is kept.
-            stored = await tx.get(Message, self.message.id, owner=None)
-            await tx.save(stored.model_copy(update={"content": content}))
+            stored = await tx.get(Message, message_id, owner=None)
+            if stored.status is MessageStatus.in_progress:
+                # Only the text changes: metadata a client set on the message meanwhile is kept.
+                await tx.save(stored.model_copy(update={"content": content}))
+
+    async def _settle_checkpoint(self) -> None:
+        """Let a checkpoint still being written finish first, so it can never land after the end."""
+        if self._checkpoint is not None:
+            await asyncio.gather(self._checkpoint, return_exceptions=True)
+            self._checkpoint = None
 
     async def finish_message(self, text: str, *, usage: Usage | None, incomplete_reason: str | None = None) -> None:
         """Store the message's final text as completed, or as incomplete with the reason."""
         if self.message is None or self.message_step is None:
             return
+        await self._settle_checkpoint()
         stamp = now()
         annotations = file_path_annotations(text, self.written) if self.written else []
         if self.cited:
