@@ -167,7 +167,10 @@ def running(chunks: int, delay: float, profile: Path | None = None) -> Iterator[
         try:
             model, model_url = start_model(chunks, delay)
             print(f"scripted model at {model_url}", file=sys.stderr)
-            extra = profiling_env(Path(tmp), profile) if profile is not None else None
+            # One user runs every slot: lift the per-user limit on concurrent runs above 100.
+            extra = {"ASSISTANTS_MAX_RUNS_PER_USER": "1000"}
+            if profile is not None:
+                extra.update(profiling_env(Path(tmp), profile))
             server = start_server(Path(tmp), model_url=model_url, extra_env=extra)
             print(f"server at {server.api_url} (log: {server.log_path})", file=sys.stderr)
             yield model_url, server, model.pid
