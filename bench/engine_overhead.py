@@ -93,12 +93,12 @@ def _stop_pid(pid: int) -> None:
         os.waitpid(pid, 0)
 
 
-def start_model(chunks: int, delay: float) -> tuple[subprocess.Popen[str], str]:
+def start_model(chunks: int, delay: float, *more: str) -> tuple[subprocess.Popen[str], str]:
     """Run ``python -m tests.scripted_model`` on a free port; returns it and its base URL."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.scripted_model", "--port", str(port),
-         "--chunks", str(chunks), "--delay", str(delay)],
+         "--chunks", str(chunks), "--delay", str(delay), *more],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

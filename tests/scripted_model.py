@@ -140,7 +140,19 @@ class EndlessReply:
     delay: float = 0.01
 
 
-Script = TextReply | ToolCallsReply | ErrorReply | HangReply | StreamBreakReply | SlowStartReply | MalformedReply | EndlessReply
+@dataclass(frozen=True)
+class StampReply:
+    """Stream ``count`` chunks, each the wall-clock time it was sent (``"1795800000.123456 "``),
+    one every ``delay`` seconds: a load benchmark reads how long each took to reach it."""
+
+    count: int
+    delay: float = 0.0
+
+
+Script = (
+    TextReply | ToolCallsReply | ErrorReply | HangReply | StreamBreakReply | SlowStartReply | MalformedReply
+    | EndlessReply | StampReply
+)
 Responder = Callable[[dict[str, Any]], Script | str]
 
 
@@ -593,6 +605,12 @@ class ScriptedModel:
             while True:
                 await asyncio.sleep(script.delay)
                 yield chunk({"content": next(words)})
+        elif isinstance(script, StampReply):
+            for _ in range(script.count):
+                if script.delay:
+                    await asyncio.sleep(script.delay)
+                yield chunk({"content": f"{time.time():.6f} "})
+            plan = _Plan([{"content": "x"}] * script.count, "")
         else:
             assert not isinstance(script, ErrorReply | SlowStartReply)
             plan = _plan(script)
@@ -611,6 +629,8 @@ class ScriptedModel:
         if isinstance(script, EndlessReply):
             # A whole (unstreamed) answer that never ends is one that never comes.
             script = HangReply(3600)
+        if isinstance(script, StampReply):
+            script = TextReply(f"{time.time():.6f} " * script.count)
         if isinstance(script, StreamBreakReply):
             # Without a stream there is nothing to break halfway, so fail the way a provider would.
             return _error_response(500, "The scripted provider broke off the response.")
@@ -640,9 +660,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds between streamed chunks")
     parser.add_argument("--chunks", type=int, default=0, help="emit the echo reply in N chunks (default: per word)")
+    parser.add_argument("--stamps", type=int, default=0,
+                        help="reply with N chunks, each the time it was sent (for load benchmarks)")
     args = parser.parse_args(argv)
 
     def respond(body: dict[str, Any]) -> Script:
+        if args.stamps:
+            return StampReply(args.stamps, args.delay)
         text = echo_text(body)
         return TextReply(text, split_evenly(text, args.chunks) if args.chunks > 0 else None, args.delay)
 

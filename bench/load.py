@@ -1,0 +1,168 @@
+"""Load: many sessions streaming runs through `/v1` SSE at once, for a fixed time.
+
+Starts the scripted model as its own process, replying to every request with ``--tokens`` chunks,
+each carrying the wall-clock time it was sent, one every ``--delay`` seconds; and the real server
+(``chainlit run app.py``) against it, on SQLite or on ``--postgres URL``. Then ``--sessions``
+clients (one asyncio process, plain httpx, no SDK) each loop for ``--seconds``: add a message,
+``POST /v1/threads/{id}/runs`` with ``stream: true``, read the SSE stream to its end. Measured:
+
+- errors (failed requests, runs that did not complete);
+- relay latency per token: when the client read a `thread.message.delta` minus when the model
+  sent that chunk (one clock, one machine);
+- throughput: deltas received per second, all sessions together;
+- the server's memory (RSS) before the load, at its end, and after ``--settle`` idle seconds, and
+  its CPU time during the load.
+
+The three processes share the machine's cores, so the client's own parsing is part of the
+figures. Only `/v1` is loaded; Chainlit's socket is not. Prints a Markdown table; asserts nothing.
+Usage::
+
+    .venv/bin/python bench/load.py                       # 200 sessions, 60 s, SQLite
+    .venv/bin/python bench/load.py --sessions 20 --seconds 10
+    .venv/bin/python bench/load.py --postgres postgresql+asyncpg://user@host/db
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+from bench._common import cpu_seconds, machine, percentile  # noqa: E402
+from bench.engine_overhead import Slot, _stop_process, add_message, make_slots, start_model  # noqa: E402
+from tests.server import start_server  # noqa: E402
+
+END_EVENTS = ("thread.run.completed", "thread.run.failed", "thread.run.incomplete", "thread.run.cancelled", "thread.run.expired")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.tokens = 0
+        self.runs = 0
+        self.errors: list[str] = []
+
+
+async def one_run(http: httpx.AsyncClient, slot: Slot, tally: Tally) -> None:
+    await add_message(http, slot)
+    ended = None
+    body = {"assistant_id": slot.assistant_id, "stream": True}
+    async with http.stream("POST", f"/threads/{slot.thread_id}/runs", json=body) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"{response.status_code} {(await response.aread())[:200]!r}")
+        event = ""
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+                if event in END_EVENTS:
+                    ended = event
+            elif line.startswith("data: ") and event == "thread.message.delta":
+                now = time.time()
+                # The delta's text is the stamp the model sent: `..."value":"1795800000.123456 "...`.
+                marker = line.find('"value":"')
+                if marker >= 0:
+                    stamp = line[marker + 9 : line.index('"', marker + 9)].strip()
+                    if stamp:
+                        tally.latencies.append(now - float(stamp))
+                        tally.tokens += 1
+    if ended != "thread.run.completed":
+        raise RuntimeError(f"the run ended with {ended or 'no end event'}")
+    tally.runs += 1
+
+
+async def session(http: httpx.AsyncClient, slot: Slot, deadline: float, tally: Tally) -> None:
+    while time.monotonic() < deadline:
+        try:
+            await one_run(http, slot, tally)
+        except Exception as exc:
+            tally.errors.append(f"{type(exc).__name__}: {exc}"[:300])
+            await asyncio.sleep(0.5)
+
+
+async def load(api_url: str, key: str, server_pid: int, args: argparse.Namespace) -> str:
+    limits = httpx.Limits(max_connections=args.sessions + 10, max_keepalive_connections=args.sessions + 10)
+    async with httpx.AsyncClient(
+        base_url=api_url, headers={"Authorization": f"Bearer {key}"}, timeout=120, limits=limits
+    ) as http:
+        slots = await make_slots(http, args.sessions)
+        await asyncio.sleep(2)
+        before = rss_mb(server_pid)
+        cpu_before = cpu_seconds(server_pid)
+        tally = Tally()
+        began = time.monotonic()
+        deadline = began + args.seconds
+        await asyncio.gather(*(session(http, slot, deadline, tally) for slot in slots))
+        elapsed = time.monotonic() - began
+        cpu = cpu_seconds(server_pid) - cpu_before
+        at_end = rss_mb(server_pid)
+    await asyncio.sleep(args.settle)
+    after = rss_mb(server_pid)
+    lat = tally.latencies or [float("nan")]
+    lines = [
+        f"| {args.sessions} | {elapsed:.0f} s | {tally.runs:,} | {len(tally.errors)} | {tally.tokens / elapsed:,.0f} "
+        f"| {percentile(lat, 50) * 1000:.1f} | {percentile(lat, 99) * 1000:.1f} | {cpu / elapsed:.2f} "
+        f"| {before:.0f} / {at_end:.0f} / {after:.0f} |",
+    ]
+    if tally.errors:
+        lines += ["", "First errors:", *(f"- {e}" for e in tally.errors[:5])]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--tokens", type=int, default=100, help="chunks per reply")
+    parser.add_argument("--delay", type=float, default=0.01, help="seconds between a reply's chunks")
+    parser.add_argument("--settle", type=float, default=15.0, help="idle seconds before the last memory reading")
+    parser.add_argument("--postgres", metavar="URL", default=None, help="a blank PostgreSQL database to use")
+    args = parser.parse_args(argv)
+    model, model_url = start_model(0, args.delay, "--stamps", str(args.tokens))
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
+            extra = {"ASSISTANTS_MAX_RUNS_PER_USER": str(args.sessions + 10), "ASSISTANTS_CODE_WARM_KERNELS": "0"}
+            if args.postgres:
+                extra["ASSISTANTS_DATABASE_URL"] = args.postgres
+            server = start_server(Path(tmp), model_url=model_url, extra_env=extra)
+            try:
+                key = server.key_for("loader")
+                table = asyncio.run(load(server.api_url, key, server.process.pid, args))
+            finally:
+                server.stop()
+    finally:
+        _stop_process(model)
+    backend = "PostgreSQL" if args.postgres else "SQLite"
+    print(
+        "\n".join(
+            [
+                f"Load through /v1 SSE on {backend}; {machine()}; {time.strftime('%Y-%m-%d')}.",
+                f"Each reply: {args.tokens} chunks, one every {args.delay * 1000:.0f} ms.",
+                "",
+                "| sessions | time | runs | errors | tokens/s | relay p50 ms | relay p99 ms | server CPU (cores) "
+                "| server RSS MB before / end / settled |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+                table,
+            ]
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
