@@ -91,9 +91,7 @@ class EventLog:
         assert self._subscription is not None
         queue = self._subscription.queue
         while True:
-            batch = [await queue.get()]
-            while len(batch) < BATCH_LIMIT and not queue.empty():
-                batch.append(queue.get_nowait())
+            batch = _take([await queue.get()], queue)
             try:
                 await self._write(batch)
             except Exception:
@@ -102,12 +100,9 @@ class EventLog:
     async def _flush_queued(self) -> None:
         assert self._subscription is not None
         queue = self._subscription.queue
-        batch: list[Event] = []
         while not queue.empty():
-            batch.append(queue.get_nowait())
-        for start in range(0, len(batch), BATCH_LIMIT):
             with contextlib.suppress(Exception):
-                await self._write(batch[start : start + BATCH_LIMIT])
+                await self._write(_take([], queue))
 
     async def _write(self, batch: list[Event]) -> None:
         rows = [
@@ -164,6 +159,13 @@ class EventLog:
         async with self.store.transaction() as tx:
             result = await tx.conn.execute(query)
         return int(result.rowcount or 0)
+
+
+def _take(batch: list[Event], queue: asyncio.Queue[Event]) -> list[Event]:
+    """`batch` topped up with what the queue holds right now, up to `BATCH_LIMIT` events."""
+    while len(batch) < BATCH_LIMIT and not queue.empty():
+        batch.append(queue.get_nowait())
+    return batch
 
 
 class PostgresWakeups:

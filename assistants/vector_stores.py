@@ -426,14 +426,13 @@ class VectorStores:
 
     async def search(self, owner: str, vector_store_id: str, body: VectorStoreSearch) -> dict[str, Any]:
         """The best chunks of the store for the query, as the search results page."""
-        async with self.store.read() as tx:
-            await self._usable(tx, owner, vector_store_id)
-        wanted = parse_filter(body.filters) if body.filters is not None else None
         queries = [body.query] if isinstance(body.query, str) else body.query
         threshold = body.ranking_options.score_threshold if body.ranking_options else 0.0
-        # Only `completed` files are searched: a file being cancelled or removed may still have
-        # chunks in the index for a moment, until its ingestion notices and takes them out.
         async with self.store.read() as tx:
+            await self._usable(tx, owner, vector_store_id)
+            wanted = parse_filter(body.filters) if body.filters is not None else None
+            # Only `completed` files are searched: a file being cancelled or removed may still have
+            # chunks in the index for a moment, until its ingestion notices and takes them out.
             completed = {f.id: f for _, f in await tx.vector_store_files_where(vector_store_id=vector_store_id, status="completed")}
         if wanted is not None:
             completed = {file_id: f for file_id, f in completed.items() if wanted.matches(f.attributes or {})}

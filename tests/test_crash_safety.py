@@ -26,20 +26,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*deprecated.*:DeprecationWarnin
 ENV = {"ASSISTANTS_RUN_LEASE_SECONDS": "3", "ASSISTANTS_CODE_WARM_KERNELS": "0"}
 
 
-def processes_mentioning(text: str) -> set[int]:
-    """Pids of live processes whose command line mentions `text` (a server's own data folder)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if text.encode() in (entry / "cmdline").read_bytes():
-                found.add(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
 def descendants(pids: set[int]) -> set[int]:
     """The processes under these ones (kernels run inside bubblewrap's process)."""
     children: dict[int, list[int]] = {}

@@ -252,14 +252,12 @@ _FTS_ADD = sa.text(
     f"INSERT INTO search_chunks_fts(rowid, text, scope) SELECT seq, text, {_SCOPE_SQL} "
     "FROM search_chunks WHERE vector_store_id = :store AND file_id = :file"
 )
-_FTS_REMOVE_FILE = sa.text(
-    f"INSERT INTO search_chunks_fts(search_chunks_fts, rowid, text, scope) SELECT 'delete', seq, text, {_SCOPE_SQL} "
-    "FROM search_chunks WHERE vector_store_id = :store AND file_id = :file"
-)
-_FTS_REMOVE_STORE = sa.text(
+_FTS_REMOVE_STORE_SQL = (
     f"INSERT INTO search_chunks_fts(search_chunks_fts, rowid, text, scope) SELECT 'delete', seq, text, {_SCOPE_SQL} "
     "FROM search_chunks WHERE vector_store_id = :store"
 )
+_FTS_REMOVE_STORE = sa.text(_FTS_REMOVE_STORE_SQL)
+_FTS_REMOVE_FILE = sa.text(_FTS_REMOVE_STORE_SQL + " AND file_id = :file")
 
 _BUMP_GENERATION = sa.text(
     "INSERT INTO search_generations (vector_store_id, generation) VALUES (:store, 1) "

@@ -69,17 +69,15 @@ def clean_filename(name: str | None) -> str:
 def content_mismatch(mime: str, data: bytes) -> str | None:
     """Why `data` is not a `mime` file, or None when its first bytes fit the type."""
     label = LABELS.get(mime)
-    if mime in MAGIC:
-        if not data.startswith(MAGIC[mime]):
-            return f"the content is not {label}{_looks_like(data)}"
-        return None
-    if mime == "image/webp":
-        return None if data[:4] == b"RIFF" and data[8:12] == b"WEBP" else f"the content is not {label}{_looks_like(data)}"
+    if mime in MAGIC or mime == "image/webp":
+        fits = data.startswith(MAGIC[mime]) if mime in MAGIC else data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+        what = _signature(data)
+        return None if fits else f"the content is not {label}" + (f" (it is {what})" if what else "")
     if mime in TEXT_TYPES:
         head = data[:SNIFF_BYTES]
-        for signature, what in BINARY_SIGNATURES.items():
-            if head.startswith(signature):
-                return f"the content is not text: it is {what}"
+        what = _signature(head)
+        if what is not None:
+            return f"the content is not text: it is {what}"
         if b"\x00" in head:
             return "the content is not text (it holds binary data)"
         try:
@@ -90,14 +88,13 @@ def content_mismatch(mime: str, data: bytes) -> str | None:
     return None
 
 
-def _looks_like(data: bytes) -> str:
-    for signature, what in BINARY_SIGNATURES.items():
-        if data.startswith(signature):
-            return f" (it is {what})"
-    return ""
+def _signature(data: bytes) -> str | None:
+    """What the bytes' known signature says they are ("a zip archive"), or None."""
+    return next((what for signature, what in BINARY_SIGNATURES.items() if data.startswith(signature)), None)
 
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+"""The raster image types: the ones the chat shows inline and sends to models as images."""
 
 
 def image_type(data: bytes) -> str | None:

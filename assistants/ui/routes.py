@@ -21,13 +21,13 @@ from fastapi.security import OAuth2PasswordRequestForm
 from ..api._http import content_disposition
 from ..exceptions import NotFoundError
 from ..runtime import Runtime
+from ..store.sniff import IMAGE_TYPES
 from ..tools.file_search import Citation
 from .auth import TOO_MANY_ATTEMPTS_TEXT, LoginThrottle
 from .data_layer import EngineDataLayer
 from .render import CITATION_ROUTE, FILE_ROUTE
 
 CurrentUser = Annotated[Any, Depends(get_current_user)]
-INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 
 
 def build_chat_router(runtime: Runtime, data_layer: EngineDataLayer, throttle: LoginThrottle | None = None) -> APIRouter:
@@ -66,7 +66,7 @@ def build_chat_router(runtime: Runtime, data_layer: EngineDataLayer, throttle: L
         media_type = mimetypes.guess_type(file.filename)[0] or "application/octet-stream"
         # Files can be written by model-written code: only raster images open in the page (an SVG
         # or HTML file could carry script), and the CSP forbids scripts in anything served here.
-        disposition = "inline" if media_type in INLINE_TYPES else "attachment"
+        disposition = "inline" if media_type in IMAGE_TYPES else "attachment"
         return Response(
             content,
             media_type=media_type,

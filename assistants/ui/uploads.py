@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine import Engine
-from ..store.sniff import clean_filename, content_mismatch
+from ..store.sniff import IMAGE_TYPES, clean_filename, content_mismatch
 from ..types.objects import Attachment, ImageFile, ImageFileContent
 from ..types.requests import MessageRequestContent, TextRequestContent
 
@@ -31,7 +31,6 @@ ACCEPT: dict[str, tuple[str, ...]] = {
 """What the composer accepts (the same list is in .chainlit/config.toml for the browser)."""
 MAX_FILES = 5
 MAX_BYTES = 20 * 1024 * 1024
-IMAGE_MIME = ("image/png", "image/jpeg", "image/gif", "image/webp")
 
 
 @dataclass
@@ -99,13 +98,13 @@ async def store_uploads(
         if mismatch is not None:
             prepared.rejected.append(f"{name}: {mismatch}, so it was not attached.")
             continue
-        purpose = "vision" if mime in IMAGE_MIME else "assistants"
+        purpose = "vision" if mime in IMAGE_TYPES else "assistants"
         stored = await engine.create_file(owner, filename=name, purpose=purpose, content=data)
         prepared.accepted.append((stored.id, name))
         # Documents also go to file search (into the session's own vector store); images do not.
-        file_routes = [*routes, {"type": "file_search"}] if searchable and mime not in IMAGE_MIME else routes
+        file_routes = [*routes, {"type": "file_search"}] if searchable and mime not in IMAGE_TYPES else routes
         prepared.attachments.append(Attachment(file_id=stored.id, tools=file_routes))
-        if mime in IMAGE_MIME:
+        if mime in IMAGE_TYPES:
             prepared.content.append(ImageFileContent(image_file=ImageFile(file_id=stored.id)))
     if not prepared.content:
         names = ", ".join(n for _, n in prepared.accepted) or "the attached files"
