@@ -12,11 +12,13 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
 
 from ..events import Event, Subscription
 from ..exceptions import AuthenticationError, InvalidRequestError, RequestError
 from ..runtime import Runtime
 from ..store import ListParams, Page
+from ..types.objects import FILE_SEARCH_CONTENT
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +33,51 @@ class OpenAIRoute(APIRoute):
 
         async def handle(request: Request) -> Response:
             try:
+                _refuse_nul_in_url(request)
                 return await handler(request)
             except RequestError as exc:
                 return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+            except HTTPException as exc:
+                # Starlette's own refusals (a malformed multipart body, say) in OpenAI's error shape.
+                kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+                error = {"message": str(exc.detail), "type": kind, "param": None, "code": None}
+                return JSONResponse({"error": error}, status_code=exc.status_code, headers=exc.headers)
 
         return handle
+
+
+NUL = "\x00"
+"""No text may hold it: PostgreSQL cannot store it, and no real id, name or message needs it."""
+
+
+def _refuse_nul_in_url(request: Request) -> None:
+    for name, value in request.path_params.items():
+        if NUL in str(value):
+            raise InvalidRequestError(f"Invalid '{name}': it contains a NUL character.", param=name)
+    for key, value in request.query_params.multi_items():
+        if NUL in key or NUL in value:
+            name = key.replace(NUL, "\\0")
+            raise InvalidRequestError(f"Invalid query parameter '{name}': it contains a NUL character.", param=name)
+
+
+def _nul_at(value: Any, path: str) -> str | None:
+    """The path of the first string (or key) in a parsed JSON body that holds a NUL character."""
+    if isinstance(value, str):
+        return path if NUL in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{path}.{key}" if path else key
+            if NUL in key:
+                return here.replace(NUL, "\\0")
+            found = _nul_at(item, here)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _nul_at(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 _UNION_TAGS = frozenset(
@@ -95,8 +137,16 @@ async def parse_body(request: Request, model: type[M], *, allow_empty: bool = Fa
         raise InvalidRequestError(
             f"We could not parse the JSON body of your request ({exc.msg} at position {exc.pos}).", param="body"
         ) from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidRequestError(
+            f"The request body is not UTF-8 text (byte {exc.start} cannot be decoded); send JSON encoded as UTF-8.",
+            param="body",
+        ) from exc
     if not isinstance(data, dict):
         raise InvalidRequestError("The request body must be a JSON object.", param="body")
+    where = _nul_at(data, "")
+    if where is not None:
+        raise InvalidRequestError(f"Invalid '{where}': text may not contain NUL characters (\\u0000).", param=where)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -120,6 +170,18 @@ def list_params(request: Request) -> ListParams:
         after=query.get("after") or None,
         before=query.get("before") or None,
     )
+
+
+def wants_passages(request: Request) -> bool:
+    """Whether `include[]` asks for file-search passages (the only value it takes); refuses others."""
+    include = request.query_params.getlist("include[]")
+    for value in include:
+        if value != FILE_SEARCH_CONTENT:
+            raise InvalidRequestError(
+                f"Invalid 'include[]': {value!r}; the only supported value is {FILE_SEARCH_CONTENT!r}.",
+                param="include[]",
+            )
+    return bool(include)
 
 
 def metadata_query(request: Request) -> dict[str, str]:

@@ -10,7 +10,6 @@ from fastapi.responses import JSONResponse
 from ..exceptions import InvalidRequestError
 from ..ids import new_id
 from ..runtime import Runtime
-from ..types.objects import FILE_SEARCH_CONTENT
 from ..types.requests import (
     AssistantCreate,
     AssistantUpdate,
@@ -33,7 +32,9 @@ from ._http import (
     page_body,
     parse_body,
     sse_response,
+    wants_passages,
 )
+from .openapi import contract_json
 
 FILE_PURPOSES = {"assistants", "assistants_output", "vision", "user_data", "batch", "fine-tune"}
 
@@ -215,15 +216,17 @@ def build_router(runtime: Runtime) -> APIRouter:
     @router.get("/threads/{thread_id}/runs/{run_id}/steps")
     async def list_steps(request: Request, thread_id: str, run_id: str) -> Any:
         owner = await user(request)
+        passages = wants_passages(request)
         body = page_body(await engine().list_steps(owner, thread_id, run_id, list_params(request)))
         for step in body["data"]:
-            _passages(step, request)
+            _passages(step, passages)
         return body
 
     @router.get("/threads/{thread_id}/runs/{run_id}/steps/{step_id}")
     async def get_step(request: Request, thread_id: str, run_id: str, step_id: str) -> Any:
         owner = await user(request)
-        return _passages((await engine().get_step(owner, thread_id, run_id, step_id)).wire(), request)
+        passages = wants_passages(request)
+        return _passages((await engine().get_step(owner, thread_id, run_id, step_id)).wire(), passages)
 
     # Files -------------------------------------------------------------------------------------
 
@@ -231,6 +234,15 @@ def build_router(runtime: Runtime) -> APIRouter:
     async def create_file(request: Request) -> Any:
         owner = await user(request)
         form = await request.form(max_part_size=runtime.settings.max_file_bytes)
+        for field in form:
+            if field == "expires_after" or field.startswith("expires_after["):
+                raise InvalidRequestError(
+                    "File expiry ('expires_after') is not supported by this server: files are kept until you "
+                    "delete them. Send the file without it.",
+                    param="expires_after",
+                )
+            if field not in ("file", "purpose"):
+                raise InvalidRequestError(f"Unrecognized request argument supplied: {field!r}.", param=field)
         upload = form.get("file")
         purpose = form.get("purpose")
         if upload is None or isinstance(upload, str):
@@ -280,6 +292,11 @@ def build_router(runtime: Runtime) -> APIRouter:
         ids = await engine().provider.list_models()
         return {"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": "provider"} for i in ids]}
 
+    @router.get("/openapi.json")
+    async def openapi_document() -> Response:
+        """The OpenAPI document of these routes (public: it describes the API, not anyone's data)."""
+        return Response(contract_json(), media_type="application/json")
+
     @router.api_route("/{path:path}", methods=["GET", "POST", "DELETE", "PUT", "PATCH"])
     async def unknown(request: Request, path: str) -> Any:
         return JSONResponse(
@@ -290,9 +307,9 @@ def build_router(runtime: Runtime) -> APIRouter:
     return router
 
 
-def _passages(step: dict[str, Any], request: Request) -> dict[str, Any]:
+def _passages(step: dict[str, Any], wanted: bool) -> dict[str, Any]:
     """File-search passages appear only when `include[]` asks for them, as on the hosted API."""
-    if FILE_SEARCH_CONTENT in request.query_params.getlist("include[]"):
+    if wanted:
         return step
     for call in (step.get("step_details") or {}).get("tool_calls") or []:
         if call.get("type") == "file_search":

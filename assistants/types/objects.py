@@ -23,15 +23,24 @@ class WireModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+def unset_is_absent() -> Any:
+    """A field that is left out of the wire shape while unset, where the API's schema has no `null` for it."""
+    return Field(default=None, exclude_if=_is_none)
+
+
 # Tools ---------------------------------------------------------------------------------------
 
 
 class FunctionDefinition(WireModel):
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")]
     """The name the model calls the function by."""
-    description: str | None = None
+    description: str | None = unset_is_absent()
     """What the function does; the model reads it to decide when to call it."""
-    parameters: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = unset_is_absent()
     """JSON Schema of the arguments."""
     strict: bool | None = None
     """Whether the provider should enforce the schema exactly."""
@@ -48,7 +57,7 @@ class CodeInterpreterTool(WireModel):
 
 class FileSearchTool(WireModel):
     type: Literal["file_search"] = "file_search"
-    file_search: dict[str, Any] | None = None
+    file_search: dict[str, Any] | None = unset_is_absent()
 
 
 Tool = Annotated[FunctionTool | CodeInterpreterTool | FileSearchTool, Field(discriminator="type")]
@@ -60,7 +69,7 @@ class FunctionCallSpec(WireModel):
 
 class NamedToolChoice(WireModel):
     type: Literal["function", "code_interpreter", "file_search"]
-    function: FunctionCallSpec | None = None
+    function: FunctionCallSpec | None = unset_is_absent()
 
 
 ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
@@ -474,8 +483,8 @@ class File(BaseModel):
     filename: str
     purpose: str
     status: Literal["uploaded", "processed", "error"] = "processed"
-    status_details: str | None = None
-    expires_at: int | None = None
+    status_details: str | None = unset_is_absent()
+    expires_at: int | None = unset_is_absent()
 
     def wire(self) -> dict[str, Any]:
         """The object as the API shows it."""
@@ -488,7 +497,7 @@ class File(BaseModel):
 class ExpiresAfter(WireModel):
     """When an idle vector store expires: `days` after it was last active."""
 
-    anchor: Literal["last_active_at"] = "last_active_at"
+    anchor: Literal["last_active_at"]
     days: Annotated[int, Field(ge=1, le=365)]
 
 
@@ -534,7 +543,7 @@ class VectorStore(MetadataBacked):
     usage_bytes: int = 0
     file_counts: FileCounts = Field(default_factory=FileCounts)
     status: Literal["expired", "in_progress", "completed"] = "completed"
-    expires_after: ExpiresAfter | None = None
+    expires_after: ExpiresAfter | None = unset_is_absent()
     expires_at: int | None = None
     last_active_at: int | None = None
     description: str | None = None
