@@ -74,6 +74,7 @@ def start_server(tmp: Path, *, model_url: str | None, extra_env: dict[str, str] 
     env = {k: v for k, v in os.environ.items() if k != "CI"}  # Chainlit's --ci would fake the API key.
     env.pop("OPENAI_BASE_URL", None)
     env.pop("OPENAI_API_KEY", None)
+    env.pop("CHAINLIT_AUTH_SECRET", None)  # Generated into the data folder, as on a fresh install.
     env.update(
         ASSISTANTS_DATA_DIR=str(tmp / "data"),
         CHAINLIT_APP_ROOT=str(tmp / "app"),
@@ -117,3 +118,32 @@ def start_server(tmp: Path, *, model_url: str | None, extra_env: dict[str, str] 
         time.sleep(0.2)
     server.stop()
     raise RuntimeError(f"the server did not start in 60 s:\n{server.log()}")
+
+
+def start_instances(
+    tmp: Path, *, model_url: str | None, database_url: str, count: int = 2, extra_env: dict[str, str] | None = None
+) -> list[Server]:
+    """`count` server processes as behind a load balancer: one database and one shared data folder
+    (stored files, the generated login secret), each with its own app folder and log.
+
+    Each reaches the shared folder by a path of its own (`instance-N/data`, a link to it), as hosts
+    mounting one share do, so nothing can depend on the path another process used. They start one
+    after the other: the first runs the migrations and writes the secret the others read.
+    """
+    shared = tmp / "shared-data"
+    shared.mkdir(parents=True)
+    started: list[Server] = []
+    try:
+        for number in range(count):
+            folder = tmp / f"instance-{number}"
+            folder.mkdir()
+            (folder / "data").symlink_to(shared, target_is_directory=True)
+            env = {"ASSISTANTS_DATABASE_URL": database_url, **(extra_env or {})}
+            started.append(start_server(folder, model_url=model_url, extra_env=env))
+    except BaseException:
+        for srv in started:
+            srv.stop()
+        raise
+    for srv in started[1:]:
+        srv.keys = started[0].keys  # One database: the users and keys made through one work on all.
+    return started

@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import create_pg_database, drop_pg_database, sdk_client
 from tests.scripted_model import ScriptedModel
-from tests.server import Server, start_server
+from tests.server import Server, start_instances, start_server
 from tests.test_api_vector_stores import wait_until
 
 
@@ -127,17 +127,14 @@ def test_event_stream_errors(server: Server, model: ScriptedModel) -> None:
 def two_servers(scripted_model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
     """Two server processes on one PostgreSQL database, as behind a load balancer."""
     url = asyncio.run(create_pg_database())
-    first = second = None
     try:
-        extra = {"ASSISTANTS_DATABASE_URL": url}
-        first = start_server(tmp_path_factory.mktemp("instance-a"), model_url=scripted_model.base_url, extra_env=extra)
-        second = start_server(tmp_path_factory.mktemp("instance-b"), model_url=scripted_model.base_url, extra_env=extra)
-        second.keys = first.keys  # One database: the users and keys made through A work on B.
-        yield first, second
+        first, second = start_instances(tmp_path_factory.mktemp("instances"), model_url=scripted_model.base_url, database_url=url)
+        try:
+            yield first, second
+        finally:
+            second.stop()
+            first.stop()
     finally:
-        for srv in (second, first):
-            if srv is not None:
-                srv.stop()
         asyncio.run(drop_pg_database(url))
 
 

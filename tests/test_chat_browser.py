@@ -42,7 +42,7 @@ from assistants.store import ListParams
 from assistants.ui.uploads import MAX_BYTES, MAX_FILES, store_uploads
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.scripted_model import ScriptedModel
-from tests.server import Server, start_server
+from tests.server import Server, start_instances, start_server
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -691,15 +691,9 @@ def test_last_n_setting_limits_what_the_model_receives(
 # 6. Resuming a session -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_reopened_session_shows_messages_tool_step_file_and_settings(
-    backend: str, request: pytest.FixtureRequest, page: Page, model: ScriptedModel, tmp_path: Path
-) -> None:
-    srv: Server = request.getfixturevalue(
-        "chat_server" if backend == "sqlite" else "chat_server_pg"
-    )
-    name, password = new_user(srv, "resume")
-    login(page, srv, name, password)
+def have_a_conversation(page: Page, model: ScriptedModel, tmp_path: Path) -> tuple[str, bytes]:
+    """On a logged-in page: Last N = 2, then a `calculate` tool call answered "It is 42.", then a
+    CSV upload answered "Lyon noted.". Returns the session's id in the UI and the CSV's bytes."""
     set_last_n(page, 2)  # before the first message: kept for the session that message opens
 
     model.add_tool_calls([{"name": "calculate", "arguments": '{"expression": "6*7"}'}])
@@ -718,8 +712,12 @@ def test_reopened_session_shows_messages_tool_step_file_and_settings(
     expect(messages(page, "assistant_message").get_by_text("Lyon noted.")).to_be_visible()
     # Last N = 2 applied from the first run on: the third request saw only two messages.
     assert len(after_system(model.last_messages)) == 2
+    return session_ui_id, csv_bytes
 
-    # A fresh page: a new chat, with the session listed in the sidebar.
+
+def check_reopened_session(page: Page, srv: Server, model: ScriptedModel, session_ui_id: str, csv_bytes: bytes) -> str:
+    """Open `srv` in a fresh page and the session from the sidebar: its messages, tool step, file
+    and settings are all back, and a new message continues it. Returns the file's download URL."""
     page.goto(srv.url)
     wait_ready(page)
     expect(messages(page, "user_message")).to_have_count(0)
@@ -755,7 +753,8 @@ def test_reopened_session_shows_messages_tool_step_file_and_settings(
     expect(chip).to_contain_text("cities.csv")
     href = chip.get_attribute("href")
     assert href and re.search(r"/assistants/files/file[-_][A-Za-z0-9]+$", href), href
-    download = page.context.request.get(href if href.startswith("http") else srv.url + href)
+    download_url = href if href.startswith("http") else srv.url + href
+    download = page.context.request.get(download_url)
     assert download.status == 200, download.text()
     assert download.body() == csv_bytes
     assert "cities.csv" in download.headers.get("content-disposition", "")
@@ -767,15 +766,107 @@ def test_reopened_session_shows_messages_tool_step_file_and_settings(
     expect(dialog.locator("#context_mode")).to_have_text("Last N messages")
     expect(dialog.locator("#context_n [role=slider]")).to_have_attribute("aria-valuenow", "2")
 
-    # And the resumed session keeps working with them.
+    # And the resumed session keeps working with them: the model gets the last two messages of
+    # the same thread (the earlier answer included), not a new conversation nor the whole history.
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
     send(page, "Still there?")
     expect(
         messages(page, "assistant_message").get_by_text("echo: Still there?", exact=True)
     ).to_be_visible()
-    sent = after_system(model.last_messages)
-    assert len(sent) == 2 and sent[-1] == {"role": "user", "content": "Still there?"}
+    assert after_system(model.last_messages) == [
+        {"role": "assistant", "content": "Lyon noted."},
+        {"role": "user", "content": "Still there?"},
+    ]
+    return download_url
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_reopened_session_shows_messages_tool_step_file_and_settings(
+    backend: str, request: pytest.FixtureRequest, page: Page, model: ScriptedModel, tmp_path: Path
+) -> None:
+    srv: Server = request.getfixturevalue(
+        "chat_server" if backend == "sqlite" else "chat_server_pg"
+    )
+    name, password = new_user(srv, "resume")
+    login(page, srv, name, password)
+    session_ui_id, csv_bytes = have_a_conversation(page, model, tmp_path)
+    check_reopened_session(page, srv, model, session_ui_id, csv_bytes)
+
+
+@pytest.fixture
+def two_chat_servers(
+    scripted_model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, Server]]:
+    """Two chat servers as behind a load balancer: one PostgreSQL database, one data folder."""
+    url = run_async(create_pg_database())
+    try:
+        first, second = start_instances(
+            tmp_path_factory.mktemp("chat-instances"), model_url=scripted_model.base_url, database_url=url
+        )
+        try:
+            yield first, second
+        finally:
+            second.stop()
+            first.stop()
+    finally:
+        run_async(drop_pg_database(url))
+
+
+def test_a_session_started_on_one_instance_resumes_on_another(
+    two_chat_servers: tuple[Server, Server], new_context: NewContext, model: ScriptedModel, tmp_path: Path
+) -> None:
+    a, b = two_chat_servers
+    name, password = new_user(a, "roaming")
+    page = new_context().new_page()
+    login(page, a, name, password)
+    session_ui_id, csv_bytes = have_a_conversation(page, model, tmp_path)
+
+    # A goes away, with its path to the shared folder (another host would not have it), and the
+    # load balancer sends the user to B. The browser keeps its login cookie (cookies do not depend
+    # on the port, as they would not on a balanced host name) and B accepts it: no second login.
+    # Everything B shows comes from the database and the shared folder.
+    a.stop()
+    Path(a.env["ASSISTANTS_DATA_DIR"]).unlink()
+    download_url = check_reopened_session(page, b, model, session_ui_id, csv_bytes)
+    expect(page).to_have_url(re.compile(f"^{re.escape(b.url)}/thread/{session_ui_id}$"))
+
+    # B continued the engine thread A started: one thread holds the whole conversation.
+    key = {"Authorization": f"Bearer {b.cli('keys', 'create', name).strip().splitlines()[-1]}"}
+    found = httpx.get(f"{b.api_url}/threads", params={"metadata[ui_thread]": session_ui_id}, headers=key, timeout=10)
+    [engine_thread] = found.json()["data"]
+    stored = httpx.get(
+        f"{b.api_url}/threads/{engine_thread['id']}/messages", params={"order": "asc"}, headers=key, timeout=10
+    ).json()["data"]
+    assert [(m["role"], m["content"][0]["text"]["value"]) for m in stored] == [
+        ("user", "What is 6 times 7?"),
+        ("assistant", "It is 42."),
+        ("user", "Here is a table"),
+        ("assistant", "Lyon noted."),
+        ("user", "Still there?"),
+        ("assistant", "echo: Still there?"),
+    ]
+
+    # Another user on B cannot open the session by its URL, nor download its file.
+    other, other_password = new_user(b, "intruder")
+    other_page = new_context().new_page()
+    login(other_page, b, other, other_password)
+    expect_thread_refused(other_page, b, session_ui_id, "What is 6 times 7?", "It is 42.", "cities.csv")
+    response = other_page.context.request.get(download_url)
+    assert response.status == 404 and b"Lyon" not in response.body()
+
+
+def expect_thread_refused(page: Page, srv: Server, thread: str, *hidden: str) -> None:
+    """Opening another user's session by its URL is refused (Chainlit says so and sends the page
+    back to a new chat), and nothing of it shows."""
+    page.goto(f"{srv.url}/thread/{thread}")
+    expect(page.get_by_text("Couldn't resume chat")).to_be_visible()
+    expect(page).not_to_have_url(re.compile(thread))
+    body = page.locator("body")
+    for text in hidden:
+        expect(body).not_to_contain_text(text)
+    expect(messages(page, "user_message")).to_have_count(0)
+    expect(page.locator(f"#thread-{thread}")).to_have_count(0)
 
 
 # 7. Stopping -----------------------------------------------------------------------------------
@@ -861,16 +952,9 @@ def test_another_user_cannot_open_the_session_or_its_files(
     expect(bob_page.locator(f"#thread-{alice_thread}")).to_have_count(0)
     expect(bob_page.locator("#thread-history")).not_to_contain_text("Alice's private question")
 
-    bob_page.goto(f"{chat_server.url}/thread/{alice_thread}")
-    # The thread is refused (Chainlit says so and sends Bob back to a new chat); nothing of Alice's shows.
-    expect(bob_page.get_by_text("Couldn't resume chat")).to_be_visible()
-    expect(bob_page).not_to_have_url(re.compile(alice_thread))
-    body = bob_page.locator("body")
-    expect(body).not_to_contain_text("Alice's private question")
-    expect(body).not_to_contain_text("Your secret is safe.")
-    expect(body).not_to_contain_text("secret.csv")
-    expect(messages(bob_page, "user_message")).to_have_count(0)
-    expect(bob_page.locator(f"#thread-{alice_thread}")).to_have_count(0)
+    expect_thread_refused(
+        bob_page, chat_server, alice_thread, "Alice's private question", "Your secret is safe.", "secret.csv"
+    )
     # Chainlit refuses the socket for a foreign thread id and the page stays disconnected
     # ("Could not reach the server") until it is reloaded; after that Bob chats normally.
     bob_page.goto(chat_server.url)

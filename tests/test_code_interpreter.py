@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -247,7 +248,7 @@ from assistants.events import Event  # noqa: E402
 from assistants.store import ListParams  # noqa: E402
 from assistants.types import CodeInterpreterToolCall as StoredCodeCall  # noqa: E402
 from assistants.types import RunStatus  # noqa: E402
-from assistants.types.objects import CodeInterpreterTool, ToolCallsDetails  # noqa: E402
+from assistants.types.objects import Attachment, CodeInterpreterTool, ToolCallsDetails  # noqa: E402
 from assistants.types.requests import AssistantCreate, MessageCreate, RunCreate, ThreadCreate  # noqa: E402
 from tests.conftest import StartRuntime  # noqa: E402
 
@@ -342,3 +343,34 @@ async def test_cancel_interrupts_running_code_and_keeps_its_output(start_runtime
         events = [e async for e in engine.stream_run(alice, thread_id, RunCreate(assistant_id=assistant_id))]
     [(_, after)] = await stored_code_calls(engine, alice, thread_id, events[0].data["id"])
     assert "awake" in "".join(o.logs for o in after.code_interpreter.outputs if o.type == "logs")
+
+
+async def test_stored_files_are_found_where_the_data_folder_is_now(
+    start_runtime: StartRuntime, model: ScriptedModel, tmp_path: Path
+) -> None:
+    # The data folder as another host mounts it, or a backup restored elsewhere: the file rows
+    # still name the first path, and the bytes must be found under the new one.
+    first = await start_runtime()
+    engine, alice = first.engine, await first.accounts.ensure_user("alice")
+    csv = b"city,sales\nOslo,10\nLima,32\n"
+    file = await engine.create_file(alice, filename="sales.csv", purpose="assistants", content=csv)
+    assistant = await engine.create_assistant(alice, AssistantCreate(model="scripted-model", tools=[CodeInterpreterTool()]))
+    attachment = Attachment(file_id=file.id, tools=[{"type": "code_interpreter"}])
+    thread = await engine.create_thread(
+        alice, ThreadCreate(messages=[MessageCreate(role="user", content="Total sales?", attachments=[attachment])])
+    )
+    await first.close()
+    (tmp_path / "data").rename(tmp_path / "moved")
+
+    second = await start_runtime(ASSISTANTS_DATA_DIR=tmp_path / "moved")
+    engine = second.engine
+    assert (await engine.file_content(alice, file.id))[1] == csv
+    model.add_tool_calls([code_call("import pandas as pd\nprint(pd.read_csv('sales.csv').sales.sum())")])
+    model.add_text("42.")
+    async with asyncio.timeout(WAIT):
+        events = [e async for e in engine.stream_run(alice, thread.id, RunCreate(assistant_id=assistant.id))]
+    [(status, call)] = await stored_code_calls(engine, alice, thread.id, events[0].data["id"])
+    logs = "".join(o.logs for o in call.code_interpreter.outputs if o.type == "logs")
+    assert (status, logs.strip()) == ("completed", "42")
+    assert await engine.delete_file(alice, file.id)
+    assert not list((tmp_path / "moved" / "files").rglob(file.id))

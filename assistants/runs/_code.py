@@ -9,7 +9,6 @@ outputs (`CodeInterpreterToolCall.model_output`), so a resumed run sees exactly 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from ..kernels import KernelCapacityError, Output
 from ..store import FileStore, StoreTx
@@ -35,12 +34,12 @@ MAX_IMAGES = 10
 logger = logging.getLogger(__name__)
 
 
-async def input_files(tx: StoreTx, owner: str, run: Run) -> list[InputFile]:
+async def input_files(tx: StoreTx, files: FileStore, owner: str, run: Run) -> list[InputFile]:
     """Files meant for the code interpreter: the assistant's, the thread's, and message attachments."""
     ids = await resource_ids(tx, owner, run, "code_interpreter", "file_ids")
     ids.extend(await tx.attached_file_ids(run.thread_id, "code_interpreter"))
     stored = await tx.stored_files(ids, owner=owner)
-    return [InputFile(file_id=f.id, filename=f.filename, path=Path(path)) for f, path in stored]
+    return [InputFile(file_id=f.id, filename=f.filename, path=files.locate(path)) for f, path in stored]
 
 
 class CodeCalls:

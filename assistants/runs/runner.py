@@ -181,7 +181,7 @@ class RunExecutor:
             thread = await tx.get(Thread, run.thread_id, owner=None)
             steps = await tx.run_steps(run.id)
             tail, rounds = await rebuild_tail(tx, steps)
-            inputs = await input_files(tx, recorder.owner, run) if _offers_code(run) else []
+            inputs = await input_files(tx, self.files, recorder.owner, run) if _offers_code(run) else []
             stores = await file_search.store_ids(tx, recorder.owner, run) if _offers_search(run) else []
         usage = run.usage or Usage()
         # Citation numbers run on through the run, also across a pause for tool outputs.
