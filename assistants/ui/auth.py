@@ -24,9 +24,18 @@ def ensure_auth_secret(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     path: Path = settings.data_dir / SECRET_FILE
     if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Written whole under a private name, then linked into place: processes starting together on
+        # one shared folder either create it or find it complete, never empty or half written.
+        tmp = path.with_name(f"{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(48))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
     os.environ["CHAINLIT_AUTH_SECRET"] = path.read_text().strip()
 
 
