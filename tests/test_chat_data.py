@@ -41,7 +41,7 @@ from assistants.types.requests import (
 )
 from assistants.ui.auth import SECRET_FILE, check_login, ensure_auth_secret, ensure_first_user
 from assistants.ui.data_layer import EngineDataLayer
-from assistants.ui.render import linked_text
+from assistants.ui.render import latest_turns, linked_text, transcript_page
 from tests.conftest import StartRuntime, sdk_client
 from tests.scripted_model import ScriptedModel
 from tests.server import Server
@@ -224,6 +224,59 @@ async def test_a_stored_session_comes_back_in_the_order_it_was_shown(
             "threadId": ui,
         }
     ]
+
+
+async def test_a_long_session_reopens_at_its_latest_turns_and_links_the_whole_conversation(
+    start_runtime: StartRuntime, model: ScriptedModel
+) -> None:
+    runtime = await start_runtime(ASSISTANTS_PROVIDER_RETRIES=0, ASSISTANTS_RESUME_TURNS=3)
+    engine = runtime.engine
+    owner = await runtime.accounts.add_user("ruth", "ruth-pw")
+    assistant = await ensure_assistant(engine, owner, load_profiles()[0], runtime.settings.default_model)
+    ui = ui_id()
+    session = await Sessions(engine).create(owner, assistant.id, title="Five <questions>", ui_thread=ui)
+    files = []
+    for turn in range(5):
+        file = await engine.create_file(owner, filename=f"n{turn}.txt", purpose="assistants", content=b"note\n")
+        files.append(file)
+        await say(engine, owner, session, f"Question {turn} <b>?", attachments=[Attachment(file_id=file.id)])
+        if turn == 0:
+            model.add_tool_calls([{"name": "calculate", "arguments": '{"expression": "1 + 1"}'}])
+        model.add_text(f"Answer {turn}.")
+        assert (await run_to_end(engine, owner, session)).status is RunStatus.completed
+    layer = EngineDataLayer(runtime)
+
+    thread = await layer.get_thread(ui)
+
+    assert thread is not None
+    steps = thread["steps"]
+    note = steps[0]
+    assert note["name"] == "Earlier turns"
+    assert note["output"] == (
+        f"Showing the latest 3 of 5 turns. [Read the whole conversation](/assistants/transcripts/{ui})"
+    )
+    assert note["createdAt"] < steps[1]["createdAt"]
+    shown = [s["output"] for s in steps if s["type"] == "user_message"]
+    assert shown == ["Question 2 <b>?", "Question 3 <b>?", "Question 4 <b>?"]
+    assert kinds(thread)[1:] == ["user_message", "assistant_message", "run"] * 3
+    assert [e["id"] for e in thread["elements"]] == [f.id for f in files[2:]], "only the shown turns' files"
+
+    # The page behind the link holds every turn, tool steps included, as text (never as HTML).
+    found = await layer.transcript(owner, ui)
+    assert found is not None
+    page = transcript_page(*found)
+    assert "<title>Five &lt;questions&gt;</title>" in page
+    for turn in range(5):
+        assert f"Question {turn} &lt;b&gt;?" in page and f"Answer {turn}." in page
+    assert "<b>" not in page
+    assert "<summary>calculate</summary>" in page
+    # It is the owner's alone; and a setting of 0 shows every turn in the chat.
+    stranger = await runtime.accounts.add_user("mallory", "mallory-pw")
+    assert await layer.transcript(stranger, ui) is None
+    assert await layer.transcript(owner, ui_id()) is None
+    everything = found[1]
+    assert latest_turns(everything, [], 0, ui) == (everything, [])
+    assert [s["output"] for s in everything if s["type"] == "user_message"] == [f"Question {t} <b>?" for t in range(5)]
 
 
 async def test_an_image_sent_with_a_message_is_shown_once_as_an_image(runtime: Runtime) -> None:
@@ -488,6 +541,11 @@ def test_stored_files_download_for_their_owner_only(
     assert http(bob).get(f"/assistants/files/{uploaded.id}").status_code == 404
     assert http(alice).get("/assistants/files/file_does_not_exist").status_code == 404
     assert http().get(f"/assistants/files/{uploaded.id}").status_code == 401
+
+    # A session's whole-conversation page answers only its owner (sessions are made in the chat,
+    # so the owner's side is checked in-process, in the test of long sessions above).
+    assert http().get("/assistants/transcripts/ui-any").status_code == 401
+    assert http(bob).get("/assistants/transcripts/ui-not-a-session").status_code == 404
 
     wrong = http().post("/login", data={"username": alice, "password": "not-the-password"})
     assert wrong.status_code == 401

@@ -28,7 +28,7 @@ from ..sessions import Sessions
 from ..store import ListParams
 from ..types import Assistant, Message, Session
 from ..types.objects import CodeInterpreterToolCall, ImageFileContent, ToolCallsDetails
-from .render import code_files, history_steps, iso
+from .render import code_files, history_steps, iso, latest_turns
 
 
 class EngineDataLayer(BaseDataLayer):
@@ -106,6 +106,33 @@ class EngineDataLayer(BaseDataLayer):
         if found is None:
             return None
         owner, session = found
+        steps, elements, assistant, user_name = await self._history(owner, session, thread_id)
+        steps, elements = latest_turns(steps, elements, self.runtime.settings.resume_turns, thread_id)
+        profile = assistant.metadata.get("assistants.profile") if assistant else None
+        return self._thread_dict(
+            session,
+            owner,
+            user_name,
+            steps=steps,
+            elements=elements,
+            metadata={
+                "session_id": session.id,
+                "assistant_id": session.assistant_id,
+                "chat_profile": profile,
+            },
+        )
+
+    async def transcript(self, owner: str, thread_id: str) -> tuple[str, list[dict[str, Any]]] | None:
+        """The whole of `owner`'s session (its title and every rendered step); None when it is not theirs."""
+        found = await self._session(thread_id)
+        if found is None or found[0] != owner:
+            return None
+        steps = (await self._history(owner, found[1], thread_id))[0]
+        return found[1].title, steps
+
+    async def _history(
+        self, owner: str, session: Session, thread_id: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Assistant | None, str]:
         engine = self.runtime.engine
         async with engine.store.read() as tx:
             messages, runs, steps = await tx.thread_history(session.id)
@@ -132,19 +159,7 @@ class EngineDataLayer(BaseDataLayer):
             steps,
             {f.id: (f.filename, f.bytes) for f in files.values()},
         )
-        profile = assistant.metadata.get("assistants.profile") if assistant else None
-        return self._thread_dict(
-            session,
-            owner,
-            user_name,
-            steps=rendered,
-            elements=elements,
-            metadata={
-                "session_id": session.id,
-                "assistant_id": session.assistant_id,
-                "chat_profile": profile,
-            },
-        )
+        return rendered, elements, assistant, user_name
 
     async def update_thread(
         self,

@@ -7,6 +7,7 @@ step/element dictionaries Chainlit's data layer returns.
 
 from __future__ import annotations
 
+import html
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -394,3 +395,58 @@ def history_steps(
         for run in leftover:
             add_run(run)
     return out, elements
+
+
+TRANSCRIPT_ROUTE = "/assistants/transcripts"
+"""`{TRANSCRIPT_ROUTE}/{thread ui id}`: a whole session as one page, for turns the chat leaves out."""
+
+
+def latest_turns(
+    steps: list[dict[str, Any]], elements: list[dict[str, Any]], turns: int, thread_ui_id: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The newest `turns` turns of a rendered session (0: all), after a note that links the rest.
+
+    A long session reopens at once in the browser only if it shows a part of itself: Chainlit's page
+    renders every step it is given (about 5 ms each). A turn starts at a user message; the model
+    still reads the whole thread, only the screen is shortened.
+    """
+    starts = [i for i, step in enumerate(steps) if step["type"] == "user_message" and step["parentId"] is None]
+    if turns <= 0 or len(starts) <= turns:
+        return steps, elements
+    first = starts[-turns]
+    kept = steps[first:]
+    ids = {step["id"] for step in kept}
+    link = f"{TRANSCRIPT_ROUTE}/{thread_ui_id}"
+    note = _step(
+        f"{thread_ui_id}-earlier",
+        thread_ui_id,
+        "assistant_message",
+        "Earlier turns",
+        steps[first - 1]["createdAt"],
+        output=f"Showing the latest {turns} of {len(starts)} turns. [Read the whole conversation]({link})",
+    )
+    return [note, *kept], [element for element in elements if element.get("forId") in ids]
+
+
+def transcript_page(title: str, steps: list[dict[str, Any]]) -> str:
+    """A rendered session as one plain page: every message, and each tool step folded under it."""
+    parts = [
+        "<!doctype html><meta charset=utf-8><meta name=viewport content='width=device-width'>",
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font:16px/1.5 system-ui,sans-serif;max-width:50rem;margin:2rem auto;padding:0 1rem}"
+        ".m{white-space:pre-wrap;margin:0 0 1.2rem}.who{font-weight:600;margin-top:1.2rem}"
+        "details{margin:.2rem 0 .6rem 1rem;color:#444}pre{white-space:pre-wrap;background:#f5f5f5;padding:.5rem}"
+        "</style>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    for step in steps:
+        if step["type"] in ("user_message", "assistant_message") and step["parentId"] is None:
+            parts.append(f"<p class=who>{html.escape(step['name'])}</p><div class=m>{html.escape(step['output'])}</div>")
+        else:
+            parts.append(
+                f"<details><summary>{html.escape(step['name'])}</summary>"
+                + (f"<pre>{html.escape(step['input'])}</pre>" if step["input"] else "")
+                + (f"<pre>{html.escape(step['output'])}</pre>" if step["output"] else "")
+                + "</details>"
+            )
+    return "".join(parts)

@@ -25,7 +25,7 @@ from ..store.sniff import IMAGE_TYPES
 from ..tools.file_search import Citation
 from .auth import TOO_MANY_ATTEMPTS_TEXT, LoginThrottle
 from .data_layer import EngineDataLayer
-from .render import CITATION_ROUTE, FILE_ROUTE
+from .render import CITATION_ROUTE, FILE_ROUTE, TRANSCRIPT_ROUTE, transcript_page
 
 CurrentUser = Annotated[Any, Depends(get_current_user)]
 
@@ -101,6 +101,20 @@ def build_chat_router(runtime: Runtime, data_layer: EngineDataLayer, throttle: L
             return JSONResponse(body, headers=headers)
         headers["content-security-policy"] = "default-src 'none'; style-src 'unsafe-inline'"
         return HTMLResponse(citation_page(found, file_url), headers=headers)
+
+    @router.get(TRANSCRIPT_ROUTE + "/{thread_id}")
+    async def transcript(thread_id: str, user: CurrentUser) -> Response:
+        """A whole session on one page: the chat shows only its latest turns when reopened."""
+        owner = await owner_of(user)
+        found = await data_layer.transcript(owner, thread_id)
+        if found is None:
+            raise HTTPException(status_code=404, detail="No such conversation.")
+        headers = {
+            "cache-control": "private, no-store",
+            "x-content-type-options": "nosniff",
+            "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'",
+        }
+        return HTMLResponse(transcript_page(*found), headers=headers)
 
     @router.put("/feedback")
     async def put_feedback(update: UpdateFeedbackRequest, user: CurrentUser) -> JSONResponse:
