@@ -369,6 +369,11 @@ PROBES = [
         lambda w: thread_page(userId=w.baseline["chat thread"]["userId"], search="zanzibar")(w),
         refused=(200,), check=lists_only_bobs_threads,
     ),
+    Probe(
+        "session", "list", "POST /project/threads (cursor: Alice's session)",
+        lambda w: Call("POST", "/project/threads", json={"pagination": {"first": 100, "cursor": w.session_id}, "filter": {}}),
+        refused=(200,), check=lists_only_bobs_threads,
+    ),
     Probe("session", "change", "PUT /project/thread (rename)", lambda w: Call("PUT", "/project/thread", json={"threadId": w.ui_thread, "name": "bob was here"})),
     Probe("session", "change", "PUT /project/thread/share", lambda w: Call("PUT", "/project/thread/share", json={"threadId": w.ui_thread, "isShared": True})),
     Probe("session", "delete", "DELETE /project/thread", lambda w: Call("DELETE", "/project/thread", json={"threadId": w.ui_thread})),
