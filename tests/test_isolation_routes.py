@@ -411,6 +411,10 @@ PROBES = [
         "file", "change", "POST /project/file?session_id={Alice's}",
         lambda w: Call("POST", "/project/file", params={"session_id": w.alice.websocket_session}, upload=("bob.txt", b"bob's words\n", "text/plain")),
     ),
+    Probe(
+        "file", "delete", "DELETE /project/element (file)",
+        lambda w: Call("DELETE", "/project/element", json={"sessionId": w.alice.websocket_session, "element": file_element(w)}),
+    ),
     # Alice's websocket session: the routes that act on it by id ---------------------------------
     Probe(
         "chat session", "change", "PUT /project/element",
@@ -432,6 +436,32 @@ PROBES = [
         lambda w: Call("POST", "/mcp", json={"sessionId": w.alice.websocket_session, "name": "bob", "clientType": "sse", "url": "http://127.0.0.1:9/sse"}),
     ),
     Probe("chat session", "delete", "DELETE /mcp", lambda w: Call("DELETE", "/mcp", json={"sessionId": w.alice.websocket_session, "name": "bob"})),
+    # The same with the id of a chat that has ended: not found either (Chainlit alone fails with a 500).
+    Probe(
+        "chat session", "change", "PUT /project/element (ended chat)",
+        lambda w: Call("PUT", "/project/element", json={"sessionId": w.gone_session, "element": custom_element(w)}),
+    ),
+    Probe(
+        "chat session", "delete", "DELETE /project/element (ended chat)",
+        lambda w: Call("DELETE", "/project/element", json={"sessionId": w.gone_session, "element": file_element(w)}),
+    ),
+    Probe(
+        "chat session", "change", "POST /project/action (ended chat)",
+        lambda w: Call("POST", "/project/action", json={"sessionId": w.gone_session, "action": {"id": "a1", "name": "anything", "payload": {}}}),
+    ),
+    Probe(
+        "chat session", "change", "POST /mcp (ended chat)",
+        lambda w: Call("POST", "/mcp", json={"sessionId": w.gone_session, "name": "bob", "clientType": "sse", "url": "http://127.0.0.1:9/sse"}),
+    ),
+    Probe("chat session", "delete", "DELETE /mcp (ended chat)", lambda w: Call("DELETE", "/mcp", json={"sessionId": w.gone_session, "name": "bob"})),
+    Probe(
+        "chat session", "read", "GET /project/file/{id}?session_id={ended chat}",
+        lambda w: Call("GET", f"/project/file/{w.chainlit_file}", params={"session_id": w.gone_session}),
+    ),
+    Probe(
+        "chat session", "change", "POST /project/file?session_id={ended chat}",
+        lambda w: Call("POST", "/project/file", params={"session_id": w.gone_session}, upload=("bob.txt", b"bob's words\n", "text/plain")),
+    ),
     # Users, auth and public pages: nothing of Alice's on them ------------------------------------
     Probe("user", "read", "GET /user", lambda w: Call("GET", "/user"), refused=(200,)),
     Probe("assistant", "list", "GET /project/settings", lambda w: Call("GET", "/project/settings"), refused=(200,)),
