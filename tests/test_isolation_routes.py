@@ -377,6 +377,16 @@ PROBES = [
     Probe("session", "change", "PUT /project/thread (rename)", lambda w: Call("PUT", "/project/thread", json={"threadId": w.ui_thread, "name": "bob was here"})),
     Probe("session", "change", "PUT /project/thread/share", lambda w: Call("PUT", "/project/thread/share", json={"threadId": w.ui_thread, "isShared": True})),
     Probe("session", "delete", "DELETE /project/thread", lambda w: Call("DELETE", "/project/thread", json={"threadId": w.ui_thread})),
+    # The chat finds a session by its chat id alone: a `/v1` thread of Bob's cannot take Alice's.
+    Probe(
+        "session", "change", "POST /v1/threads (metadata.ui_thread: Alice's)",
+        lambda w: Call("POST", "/v1/threads", json={"metadata": {"ui_thread": w.ui_thread}}, api=True), refused=(400,),
+    ),
+    Probe(
+        "session", "change", "POST /v1/threads/{Bob's} (metadata.ui_thread: Alice's)",
+        lambda w: Call("POST", f"/v1/threads/{w.bob_thread}", json={"metadata": {"ui_thread": w.ui_thread}}, api=True),
+        refused=(400,),
+    ),
     # Messages, runs and steps: read through the session and citations, changed through feedback --
     Probe("message", "read", "GET /assistants/citations/{message}/{n} (JSON)", lambda w: Call("GET", f"/assistants/citations/{w.answer_id}/1", headers={"accept": "application/json"}), owner_sees=True),
     Probe("message", "read", "GET /assistants/citations/{message}/{n} (page)", lambda w: Call("GET", f"/assistants/citations/{w.answer_id}/1"), owner_sees=True),
