@@ -909,6 +909,38 @@ def test_users_cannot_see_or_touch_each_others_objects(
         assert file.id in error_of(response)["message"]
 
 
+def test_a_v1_thread_cannot_take_a_chat_id_in_use(client: openai.OpenAI, other_client: openai.OpenAI) -> None:
+    """`metadata.ui_thread` is the chat's id for a session, unique across users: naming one in use
+    (or one too long to store) is a 400 saying so, on SQLite and on PostgreSQL, never a 500."""
+    chat_id = str(uuid.uuid4())
+    alices = client.beta.threads.create(metadata={"ui_thread": chat_id})
+    bobs = other_client.beta.threads.create(metadata={"n": "1"})
+
+    attempts = [
+        lambda: other_client.beta.threads.create(metadata={"ui_thread": chat_id}),
+        lambda: other_client.beta.threads.update(bobs.id, metadata={"ui_thread": chat_id}),
+        lambda: client.beta.threads.create(metadata={"ui_thread": chat_id}),
+        lambda: other_client.beta.threads.create(metadata={"ui_thread": "u" * 65}),
+        lambda: other_client.beta.threads.update(bobs.id, metadata={"ui_thread": "u" * 65}),
+    ]
+    for attempt in attempts:
+        with pytest.raises(openai.BadRequestError) as refused:
+            attempt()
+        error = sdk_error(refused.value)
+        assert error["param"] == "metadata", error
+        assert "ui_thread" in error["message"] and chat_id not in error["message"], error
+
+    assert other_client.beta.threads.retrieve(bobs.id).metadata == {"n": "1"}
+    assert client.beta.threads.retrieve(alices.id).metadata == {"ui_thread": chat_id}
+    # The thread that has the id keeps it through its own updates; a free id is taken as given.
+    assert client.beta.threads.update(alices.id, metadata={"ui_thread": chat_id, "note": "kept"}).metadata == {
+        "ui_thread": chat_id,
+        "note": "kept",
+    }
+    free = uuid.uuid4().hex * 2  # 64 characters, the most allowed
+    assert other_client.beta.threads.update(bobs.id, metadata={"ui_thread": free}).metadata == {"ui_thread": free}
+
+
 # The thread-listing extension ----------------------------------------------------------------
 
 

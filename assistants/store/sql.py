@@ -57,6 +57,28 @@ class ActiveRunConflict(Exception):
     """Raised inside the store when the one-active-run index refuses a second active run."""
 
 
+UI_ID_LENGTH = cast(sa.String, schema.threads.c.ui_id.type).length or 64
+"""The longest `metadata.ui_thread` a thread can carry (its column's size)."""
+
+
+def _write_refused(table: sa.Table, exc: IntegrityError) -> Exception | None:
+    """What a refused insert or update means: another active run, or a chat id already taken
+    (None: neither, a bug to show as it is).
+
+    `ui_thread` is unique across all users (the chat looks sessions up by it alone), so a `/v1`
+    caller naming another user's chat session learns only that the id is taken.
+    """
+    if table is schema.runs:
+        return ActiveRunConflict(str(exc))
+    if table is schema.threads and "ui_id" in str(exc.orig):
+        return InvalidRequestError(
+            "Invalid 'metadata.ui_thread': another thread already has this chat id. Leave it out: "
+            "the chat sets it on the sessions it creates.",
+            param="metadata",
+        )
+    return None
+
+
 def _table_for(cls: type[BaseModel]) -> tuple[sa.Table, str]:
     for model, table, label in _TABLES:
         if issubclass(cls, model):
@@ -68,7 +90,13 @@ def _columns_for(obj: BaseModel) -> dict[str, Any]:
     """The filter columns derived from the object itself, so they can never disagree with `data`."""
     columns: dict[str, Any] = {}
     if isinstance(obj, Thread):
-        columns["ui_id"] = obj.metadata.get("ui_thread")
+        ui_id = obj.metadata.get("ui_thread")
+        if ui_id is not None and len(ui_id) > UI_ID_LENGTH:
+            raise InvalidRequestError(
+                f"Invalid 'metadata.ui_thread': at most {UI_ID_LENGTH} characters (it is the chat's id for a session).",
+                param="metadata",
+            )
+        columns["ui_id"] = ui_id
     elif isinstance(obj, Message):
         columns["thread_id"] = obj.thread_id
     elif isinstance(obj, Run):
@@ -116,9 +144,10 @@ class StoreTx:
         try:
             await self.conn.execute(table.insert().values(**values))
         except IntegrityError as exc:
-            if table is schema.runs:
-                raise ActiveRunConflict(str(exc)) from exc
-            raise
+            refused = _write_refused(table, exc)
+            if refused is None:
+                raise
+            raise refused from exc
 
     async def save(self, obj: BaseModel) -> None:
         """Write back a changed object (same id)."""
@@ -130,9 +159,10 @@ class StoreTx:
                 .values(data=_data(obj), **_columns_for(obj))
             )
         except IntegrityError as exc:
-            if table is schema.runs:
-                raise ActiveRunConflict(str(exc)) from exc
-            raise
+            refused = _write_refused(table, exc)
+            if refused is None:
+                raise
+            raise refused from exc
 
     async def find(self, cls: type[T], object_id: str, *, owner: str | None) -> T | None:
         """The object, or None when it does not exist or belongs to someone else."""

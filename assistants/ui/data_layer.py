@@ -22,7 +22,7 @@ from chainlit.types import (
 )
 from chainlit.user import PersistedUser, User
 
-from ..exceptions import NotFoundError
+from ..exceptions import InvalidRequestError, NotFoundError
 from ..runtime import Runtime
 from ..sessions import Sessions
 from ..store import ListParams
@@ -78,7 +78,12 @@ class EngineDataLayer(BaseDataLayer):
         if not filters.userId:
             return PaginatedResponse(pageInfo=PageInfo(hasNextPage=False, startCursor=None, endCursor=None), data=[])
         params = ListParams(limit=max(1, min(pagination.first, 100)), order="desc", after=pagination.cursor or None)
-        page = await Sessions(engine).list(filters.userId, params=params, title_contains=filters.search or None)
+        try:
+            page = await Sessions(engine).list(filters.userId, params=params, title_contains=filters.search or None)
+        except InvalidRequestError:
+            # The cursor is not one of the user's sessions (deleted since the last page, or someone
+            # else's): nothing comes after it. Chainlit would answer the error with a 500.
+            return PaginatedResponse(pageInfo=PageInfo(hasNextPage=False, startCursor=None, endCursor=None), data=[])
         user_name = await self._user_name(filters.userId)
         data: list[ThreadDict] = [self._thread_dict(s, filters.userId, user_name) for s in page.data]
         return PaginatedResponse(

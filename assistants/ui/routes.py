@@ -1,8 +1,8 @@
-"""Chat routes that need to know who is asking: stored file downloads, cited passages and answer
-feedback.
+"""Chat routes that need to know who is asking: stored file downloads, cited passages, answer
+feedback, and Chainlit's routes that act on a chat's websocket session by its id.
 
 They authenticate with the chat's own session (Chainlit's token cookie) and only ever touch the
-caller's objects: another user's file id or message id reads as not found.
+caller's objects: another user's file id, message id or websocket session id reads as not found.
 """
 
 from __future__ import annotations
@@ -11,9 +11,17 @@ import html
 import mimetypes
 from typing import Annotated, Any
 
+from chainlit import server as chainlit_server
 from chainlit.auth import get_current_user
-from chainlit.server import login as chainlit_login
-from chainlit.types import DeleteFeedbackRequest, UpdateFeedbackRequest
+from chainlit.session import WebsocketSession
+from chainlit.types import (
+    CallActionRequest,
+    ConnectMCPRequest,
+    DeleteFeedbackRequest,
+    DisconnectMCPRequest,
+    ElementRequest,
+    UpdateFeedbackRequest,
+)
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import OAuth2PasswordRequestForm
@@ -43,7 +51,7 @@ def build_chat_router(runtime: Runtime, data_layer: EngineDataLayer, throttle: L
             raise HTTPException(status_code=429, detail=TOO_MANY_ATTEMPTS_TEXT, headers={"retry-after": str(wait)})
         # Counted before the (slow) password check, so tries sent in parallel cannot all slip in.
         stamp = throttle.attempt(form.username, address)
-        result = await chainlit_login(request, response, form)
+        result = await chainlit_server.login(request, response, form)
         throttle.succeeded(form.username, address, stamp)
         return result
 
@@ -130,6 +138,42 @@ def build_chat_router(runtime: Runtime, data_layer: EngineDataLayer, throttle: L
         if not await data_layer.remove_feedback(owner, payload.feedbackId):
             raise HTTPException(status_code=404, detail="No such message.")
         return JSONResponse({"success": True})
+
+    # Chainlit's routes that act on a websocket session by id fail with a 500 when no such session
+    # is live (one that ended, or a made-up id), and say 401 only when it is someone else's; in
+    # front of them, both read as not found and the rest is Chainlit's own handler.
+
+    def own_chat_session(session_id: str, user: Any) -> None:
+        if user is None:
+            raise HTTPException(status_code=401, detail="Log in first.")
+        session = WebsocketSession.get_by_id(session_id)
+        if session is None or session.user is None or session.user.identifier != user.identifier:
+            raise HTTPException(status_code=404, detail="No such chat session.")
+
+    @router.post("/project/action")
+    async def call_action(payload: CallActionRequest, user: CurrentUser) -> Any:
+        own_chat_session(payload.sessionId, user)
+        return await chainlit_server.call_action(payload, user)
+
+    @router.put("/project/element")
+    async def update_element(payload: ElementRequest, user: CurrentUser) -> Any:
+        own_chat_session(payload.sessionId, user)
+        return await chainlit_server.update_thread_element(payload, user)
+
+    @router.delete("/project/element")
+    async def delete_element(payload: ElementRequest, user: CurrentUser) -> Any:
+        own_chat_session(payload.sessionId, user)
+        return await chainlit_server.delete_thread_element(payload, user)
+
+    @router.post("/mcp")
+    async def connect_mcp(payload: ConnectMCPRequest, user: CurrentUser) -> Any:
+        own_chat_session(payload.sessionId, user)
+        return await chainlit_server.connect_mcp(payload, user)
+
+    @router.delete("/mcp")
+    async def disconnect_mcp(payload: DisconnectMCPRequest, user: CurrentUser) -> Any:
+        own_chat_session(payload.sessionId, user)
+        return await chainlit_server.disconnect_mcp(payload, user)
 
     return router
 
