@@ -111,25 +111,83 @@ class Subscription:
             if event.ends_stream:
                 return
 
+    async def batches_until_run_pauses(self) -> AsyncIterator[list[Event]]:
+        """The same events as `until_run_pauses`, in batches: each time the next event arrives,
+        it comes with every event queued behind it, so a writer that fell behind catches up in
+        one write instead of one per event. Never waits for more than the first event."""
+        while True:
+            batch = [await self.queue.get()]
+            while not batch[-1].ends_stream and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            yield batch
+            if batch[-1].ends_stream:
+                return
+
 
 class EventBus:
-    """In-process publish/subscribe. Publishing never blocks: each subscriber has its own queue."""
+    """In-process publish/subscribe. Publishing never blocks: each subscriber has its own queue.
+
+    Subscriptions are indexed by the most specific key they filter on, so publishing one event
+    costs the same with one stream open or with thousands (each `/v1` stream follows one run).
+    """
 
     def __init__(self) -> None:
-        self._subscriptions: set[Subscription] = set()
+        self._everything: set[Subscription] = set()
+        self._by_run: dict[str, set[Subscription]] = {}
+        self._by_thread: dict[str, set[Subscription]] = {}
+        self._by_assistant: dict[str, set[Subscription]] = {}
 
     def subscribe(
         self, *, run_id: str | None = None, thread_id: str | None = None, assistant_id: str | None = None
     ) -> Subscription:
         """Follow one run, one thread, one assistant, or (no arguments) everything."""
         subscription = Subscription(self, run_id=run_id, thread_id=thread_id, assistant_id=assistant_id)
-        self._subscriptions.add(subscription)
+        index, key = self._index_of(subscription)
+        if index is None:
+            self._everything.add(subscription)
+        else:
+            index.setdefault(key, set()).add(subscription)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        self._subscriptions.discard(subscription)
+        index, key = self._index_of(subscription)
+        if index is None:
+            self._everything.discard(subscription)
+            return
+        subscribers = index.get(key)
+        if subscribers is not None:
+            subscribers.discard(subscription)
+            if not subscribers:
+                del index[key]
+
+    @property
+    def subscriptions(self) -> int:
+        """How many subscriptions are open (a stream that never closed its own would show here)."""
+        return len(self._everything) + sum(
+            len(subscribers) for index in (self._by_run, self._by_thread, self._by_assistant) for subscribers in index.values()
+        )
+
+    def _index_of(self, subscription: Subscription) -> tuple[dict[str, set[Subscription]] | None, str]:
+        if subscription.run_id is not None:
+            return self._by_run, subscription.run_id
+        if subscription.thread_id is not None:
+            return self._by_thread, subscription.thread_id
+        if subscription.assistant_id is not None:
+            return self._by_assistant, subscription.assistant_id
+        return None, ""
 
     def publish(self, event: Event) -> None:
-        for subscription in list(self._subscriptions):
-            if subscription.matches(event):
-                subscription.queue.put_nowait(event)
+        for subscription in tuple(self._everything):
+            subscription.queue.put_nowait(event)
+        for index, key in (
+            (self._by_run, event.run_id),
+            (self._by_thread, event.thread_id),
+            (self._by_assistant, event.assistant_id),
+        ):
+            if key is None:
+                continue
+            subscribers = index.get(key)
+            if subscribers:
+                for subscription in tuple(subscribers):
+                    if subscription.matches(event):
+                        subscription.queue.put_nowait(event)

@@ -275,6 +275,38 @@ async def test_until_run_pauses_stops_at_requires_action() -> None:
     assert names(drain(subscription)) == ["thread.run.queued"], "what follows the pause stays queued"
 
 
+def test_batches_bring_every_queued_event_and_stop_at_the_pause() -> None:
+    bus = EventBus()
+    subscription = bus.subscribe(run_id="run_a")
+
+    async def follow() -> list[list[str]]:
+        return [names(batch) async for batch in subscription.batches_until_run_pauses()]
+
+    async def publish_then_follow() -> list[list[str]]:
+        reader = asyncio.create_task(follow())
+        bus.publish(bus_event("thread.run.in_progress"))
+        await asyncio.sleep(0)  # The reader takes the first event alone...
+        for name in ("thread.run.step.created", "thread.message.delta", "thread.run.completed", "thread.run.queued"):
+            bus.publish(bus_event(name))  # ...and then what queued meanwhile, up to the end.
+        return await asyncio.wait_for(reader, 5)
+
+    assert asyncio.run(publish_then_follow()) == [
+        ["thread.run.in_progress"],
+        ["thread.run.step.created", "thread.message.delta", "thread.run.completed"],
+    ]
+    assert names(drain(subscription)) == ["thread.run.queued"], "what follows the pause stays queued"
+
+
+def test_closed_subscriptions_leave_nothing_behind() -> None:
+    bus = EventBus()
+    opened = [bus.subscribe(run_id=f"run_{i}") for i in range(3)]
+    opened += [bus.subscribe(), bus.subscribe(thread_id="thread_a"), bus.subscribe(assistant_id="asst_a")]
+    assert bus.subscriptions == 6
+    for subscription in opened:
+        subscription.close()
+    assert bus.subscriptions == 0
+
+
 # Events of real runs -------------------------------------------------------------------------
 
 
