@@ -8,8 +8,8 @@ assistant; it subscribes before it starts a run so that it sees `thread.run.crea
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
 EventName = Literal[
@@ -69,6 +69,63 @@ class Event:
     def ends_stream(self) -> bool:
         """Whether a stream that follows this run should close after this event."""
         return self.event in RUN_PAUSE_OR_END
+
+
+def _plain_text(event: Event) -> str | None:
+    """The text of a `thread.message.delta` that carries one plain text fragment (no annotations), else None."""
+    if event.event != "thread.message.delta":
+        return None
+    content = event.data.get("delta", {}).get("content")
+    if not isinstance(content, list) or len(content) != 1:
+        return None
+    part = content[0]
+    if part.get("type") != "text" or part.get("index") != 0:
+        return None
+    text = part.get("text")
+    if not isinstance(text, dict) or not text.keys() <= {"value", "annotations"} or text.get("annotations"):
+        return None
+    value = text.get("value")
+    return value if isinstance(value, str) else None
+
+
+def merge_text_deltas(events: Iterable[Event]) -> list[Event]:
+    """The events with each run of consecutive text deltas of one message merged into one delta.
+
+    "Consecutive" is per run: events of other runs may come between (they keep their places). A
+    merged delta is the first one with the later fragments' text appended, so a reader that
+    concatenates delta texts gets the same text from fewer events. Deltas with annotations, and
+    every other event, are left as they are; the events given are never changed.
+    """
+    merged: list[Event] = []
+    chains: dict[str | None, tuple[int, list[str]]] = {}
+    """By run: where in `merged` the run's last event is, if that is a plain text delta, and the
+    texts that delta is to carry."""
+
+    def close(run_id: str | None) -> None:
+        chain = chains.pop(run_id, None)
+        if chain is not None and len(chain[1]) > 1:
+            merged[chain[0]] = _with_text(merged[chain[0]], "".join(chain[1]))
+
+    for event in events:
+        text = _plain_text(event)
+        chain = chains.get(event.run_id)
+        if text is not None and chain is not None and merged[chain[0]].data.get("id") == event.data.get("id"):
+            chain[1].append(text)
+            continue
+        close(event.run_id)
+        if text is not None:
+            chains[event.run_id] = (len(merged), [text])
+        merged.append(event)
+    for run_id in list(chains):
+        close(run_id)
+    return merged
+
+
+def _with_text(delta: Event, value: str) -> Event:
+    part = delta.data["delta"]["content"][0]
+    text = {**part["text"], "value": value}
+    data = {**delta.data, "delta": {**delta.data["delta"], "content": [{**part, "text": text}]}}
+    return replace(delta, data=data)
 
 
 @dataclass(eq=False)
