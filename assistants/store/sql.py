@@ -31,7 +31,7 @@ from ..types import (
     VectorStoreFileBatch,
 )
 from ..types.objects import FileCounts
-from . import schema
+from . import schema, sqlite_driver
 from .base import ListParams, Page
 
 T = TypeVar("T", bound=BaseModel)
@@ -546,7 +546,11 @@ class SqlStore:
         """Build the store for a SQLAlchemy async URL (SQLite files get WAL and a busy timeout)."""
         try:
             if url.startswith("sqlite"):
-                engine = create_async_engine(url, connect_args={"timeout": 30})
+                database = sa.make_url(url).database
+                if database and database != ":memory:" and not sa.make_url(url).query:
+                    engine = create_async_engine(url, async_creator=sqlite_driver.connector(database, timeout=30))
+                else:
+                    engine = create_async_engine(url, connect_args={"timeout": 30})
                 event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
             elif url.startswith("postgresql"):
                 if not url.startswith("postgresql+asyncpg"):
