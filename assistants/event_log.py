@@ -102,12 +102,16 @@ class EventLog:
             pause = last_write + FLUSH_SECONDS - loop.time()
             if pause > 0:
                 await asyncio.sleep(pause)
-            batch = _take([first], queue)
             last_write = loop.time()
-            try:
-                await self._write(batch)
-            except Exception:
-                log.exception("could not write %d run events to the log; they are lost to late readers", len(batch))
+            await self._write_logged(_take([first], queue))
+            # Nothing of the batch stays referenced while the writer waits for the next event.
+            del first
+
+    async def _write_logged(self, batch: list[Event]) -> None:
+        try:
+            await self._write(batch)
+        except Exception:
+            log.exception("could not write %d run events to the log; they are lost to late readers", len(batch))
 
     async def _flush_queued(self) -> None:
         assert self._subscription is not None
