@@ -14,7 +14,7 @@ from typing import Any
 
 from ..events import Event, EventBus, EventName
 from ..ids import new_id, now
-from ..store import SqlStore
+from ..store import SqlStore, StoreTx
 from ..tools.code_interpreter import file_path_annotations, parse_code
 from ..tools.file_search import file_citations, parse_query
 from ..types import (
@@ -112,12 +112,28 @@ class RunRecorder:
     async def move(self, to: RunStatus, **changes: Any) -> Run:
         """Transition the run from its stored status (another process may have asked to cancel)."""
         async with self.store.transaction() as tx:
-            stored = await tx.get(Run, self.run.id, owner=None)
-            base = self.run.model_copy(update={"status": stored.status, "metadata": stored.metadata})
-            self.run = transition(base, to, **changes)
-            await tx.save(self.run)
+            await self._move_in(tx, to, **changes)
         self.publish(EVENT_FOR_STATUS[to], self.run.wire())  # type: ignore[arg-type]
         return self.run
+
+    async def _move_in(self, tx: StoreTx, to: RunStatus, **changes: Any) -> None:
+        stored = await tx.get(Run, self.run.id, owner=None)
+        base = self.run.model_copy(update={"status": stored.status, "metadata": stored.metadata})
+        self.run = transition(base, to, **changes)
+        await tx.save(self.run)
+
+    async def complete(self, text: str, *, step_usage: Usage, usage: Usage) -> None:
+        """End the run `completed` with its final answer: the message, its step and the run (with
+        its usage) are stored in one transaction, then their events are published as ever."""
+        ended = await self._end_message(text, usage=step_usage, incomplete_reason=None)
+        async with self.store.transaction() as tx:
+            if ended is not None:
+                await tx.save(ended[0])
+                await tx.save(ended[1])
+            await self._move_in(tx, RunStatus.completed, usage=usage)
+        if ended is not None:
+            self._published_end(*ended)
+        self.publish(EVENT_FOR_STATUS[RunStatus.completed], self.run.wire())  # type: ignore[arg-type]
 
     async def save_run(self, **changes: Any) -> None:
         """Store non-status changes (usage, the context record) without an event."""
@@ -156,10 +172,12 @@ class RunRecorder:
             await tx.insert(step, owner=self.owner)
             await tx.insert(message, owner=self.owner)
         self.message, self.message_step = message, step
-        self.publish("thread.run.step.created", step.wire())
-        self.publish("thread.run.step.in_progress", step.wire())
-        self.publish("thread.message.created", message.wire())
-        self.publish("thread.message.in_progress", message.wire())
+        # Each object is serialized once for its two events: subscribers never change event data.
+        step_wire, message_wire = step.wire(), message.wire()
+        self.publish("thread.run.step.created", step_wire)
+        self.publish("thread.run.step.in_progress", step_wire)
+        self.publish("thread.message.created", message_wire)
+        self.publish("thread.message.in_progress", message_wire)
         return message
 
     def message_delta(self, text: str, first: bool) -> None:
@@ -207,8 +225,21 @@ class RunRecorder:
 
     async def finish_message(self, text: str, *, usage: Usage | None, incomplete_reason: str | None = None) -> None:
         """Store the message's final text as completed, or as incomplete with the reason."""
-        if self.message is None or self.message_step is None:
+        ended = await self._end_message(text, usage=usage, incomplete_reason=incomplete_reason)
+        if ended is None:
             return
+        async with self.store.transaction() as tx:
+            await tx.save(ended[0])
+            await tx.save(ended[1])
+        self._published_end(*ended)
+
+    async def _end_message(
+        self, text: str, *, usage: Usage | None, incomplete_reason: str | None
+    ) -> tuple[Message, RunStep] | None:
+        """The open message and its step as they end (not stored yet), once no checkpoint can
+        land after them; None when no message is open."""
+        if self.message is None or self.message_step is None:
+            return None
         await self._settle_checkpoint()
         stamp = now()
         annotations = file_path_annotations(text, self.written) if self.written else []
@@ -235,11 +266,13 @@ class RunRecorder:
                 incomplete_reason, StepStatus.failed if incomplete_reason == "run_failed" else StepStatus.completed
             )
             step = end_step(self.message_step, step_status, stamp=stamp, usage=usage)
-        async with self.store.transaction() as tx:
-            await tx.save(message)
-            await tx.save(step)
+        return message, step
+
+    def _published_end(self, message: Message, step: RunStep) -> None:
+        """After the ended message and step are stored: close them here and publish their ends."""
         self.message = self.message_step = None
-        self.publish("thread.message.completed" if incomplete_reason is None else "thread.message.incomplete", message.wire())
+        completed = message.status is MessageStatus.completed
+        self.publish("thread.message.completed" if completed else "thread.message.incomplete", message.wire())
         self.publish(f"thread.run.step.{step.status.value}", step.wire())  # type: ignore[arg-type]
 
     # Tool calls ---------------------------------------------------------------------------------

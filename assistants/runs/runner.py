@@ -217,8 +217,6 @@ class RunExecutor:
             completion = accumulated.completion_tokens if accumulated.completion_tokens is not None else accumulated.chunks
             step_usage = Usage().add(prompt, completion)
             usage = usage.add(prompt, completion)
-            await recorder.save_run(usage=usage)
-            run = recorder.run
             budget = run.max_completion_tokens
             # A final answer is over budget only past it; another tool round needs budget left.
             over_budget = budget is not None and usage.completion_tokens > budget
@@ -228,6 +226,12 @@ class RunExecutor:
             # An answer that spent the run's completion budget ends the run `incomplete`, so the
             # message carrying it is incomplete too, whether or not the provider itself cut it.
             truncated = cut or (over_budget and not calls)
+            if not calls and not truncated:
+                # The final answer: the message, its step and the run end in one transaction.
+                await recorder.complete(accumulated.text or accumulated.refusal, step_usage=step_usage, usage=usage)
+                return
+            await recorder.save_run(usage=usage)
+            run = recorder.run
             if recorder.message is not None:
                 await recorder.finish_message(
                     accumulated.text or accumulated.refusal,
@@ -247,9 +251,6 @@ class RunExecutor:
                 await recorder.move(
                     RunStatus.incomplete, incomplete_details=IncompleteDetails(reason="max_completion_tokens")
                 )
-                return
-            if not calls:
-                await recorder.move(RunStatus.completed)
                 return
             rounds += 1
             code_calls = [c for c in calls if _offers_code(run) and c.name == CODE_INTERPRETER_FUNCTION]
