@@ -161,6 +161,7 @@ class Engine:
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self.executor.checkpoints.close()
         await self.vector_stores.close()
         if self.code is not None:
             await self.code.close()

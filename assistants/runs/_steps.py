@@ -6,8 +6,6 @@ Every write happens before its event is published, so a subscriber that reacts t
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -42,11 +40,9 @@ from ..types.objects import (
     StepFunction,
     ToolCallsDetails,
 )
+from ._checkpoints import AnswerCheckpoints
 from ._status import EVENT_FOR_STATUS, end_step, transition
 from ._stream import AccumulatedCall
-
-CHECKPOINT_SECONDS = 1.0
-"""An answer being streamed is stored at least this often (a crash keeps what was shown)."""
 
 ToolOutputs = Mapping[str, "str | list[CodeOutput] | FileSearchCall"]
 """Outputs by call id: a string for a function call, the outputs list for a code-interpreter call,
@@ -82,19 +78,17 @@ def _stored_call(
 class RunRecorder:
     """Persists one run's objects and publishes the matching Assistants events."""
 
-    def __init__(self, store: SqlStore, bus: EventBus, owner: str, run: Run) -> None:
+    def __init__(self, store: SqlStore, bus: EventBus, owner: str, run: Run, checkpoints: AnswerCheckpoints) -> None:
         self.store = store
         self.bus = bus
         self.owner = owner
         self.run = run
+        self.checkpoints = checkpoints
         self.message: Message | None = None
         self.message_step: RunStep | None = None
         self.tool_step: RunStep | None = None
         self.partial_text = ""
         """The text streamed so far into the open message, kept if the run ends early."""
-        self._checkpointed = time.monotonic()
-        """When the open message's text was last stored (see `checkpoint_message`)."""
-        self._checkpoint: asyncio.Task[None] | None = None
         self.cited: dict[int, str] = {}
         """File ids of this run's file-search results by citation number (for `file_citation` annotations)."""
         self.written: dict[str, str] = {}
@@ -195,33 +189,11 @@ class RunRecorder:
             },
         )
 
-    async def checkpoint_message(self) -> None:
-        """Store the text streamed so far, at most every `CHECKPOINT_SECONDS`, so that a process
-        killed mid-answer leaves the words already shown in the database.
-
-        The write runs beside the stream, never in its way (on SQLite a long ingestion can hold
-        the write lock for seconds); while one is still under way the next is skipped.
-        """
-        if self.message is None or time.monotonic() - self._checkpointed < CHECKPOINT_SECONDS:
-            return
-        if self._checkpoint is not None and not self._checkpoint.done():
-            return
-        self._checkpointed = time.monotonic()
-        self._checkpoint = asyncio.create_task(self._store_partial(self.message.id, self.partial_text))
-
-    async def _store_partial(self, message_id: str, text: str) -> None:
-        content = [TextContent(text=TextValue(value=text, annotations=[]))] if text else []
-        async with self.store.transaction() as tx:
-            stored = await tx.get(Message, message_id, owner=None)
-            if stored.status is MessageStatus.in_progress:
-                # Only the text changes: metadata a client set on the message meanwhile is kept.
-                await tx.save(stored.model_copy(update={"content": content}))
-
-    async def _settle_checkpoint(self) -> None:
-        """Let a checkpoint still being written finish first, so it can never land after the end."""
-        if self._checkpoint is not None:
-            await asyncio.gather(self._checkpoint, return_exceptions=True)
-            self._checkpoint = None
+    def checkpoint_message(self) -> None:
+        """Have the text streamed so far stored within a second (see `AnswerCheckpoints`), so that
+        a process killed mid-answer leaves the words already shown in the database."""
+        if self.message is not None:
+            self.checkpoints.note(self.message.id, self.partial_text)
 
     async def finish_message(self, text: str, *, usage: Usage | None, incomplete_reason: str | None = None) -> None:
         """Store the message's final text as completed, or as incomplete with the reason."""
@@ -240,7 +212,7 @@ class RunRecorder:
         land after them; None when no message is open."""
         if self.message is None or self.message_step is None:
             return None
-        await self._settle_checkpoint()
+        await self.checkpoints.settle(self.message.id)
         stamp = now()
         annotations = file_path_annotations(text, self.written) if self.written else []
         if self.cited:

@@ -55,6 +55,7 @@ from ..types.objects import (
     SubmitToolOutputs,
     ToolCallsDetails,
 )
+from ._checkpoints import AnswerCheckpoints
 from ._code import CodeCalls, input_files
 from ._context import PromptBudgetExceeded, build_context
 from ._recovery import rebuild_tail, tool_round
@@ -88,12 +89,14 @@ class RunExecutor:
         self.provider = provider
         self.registry = registry
         self.settings = settings
+        self.checkpoints = AnswerCheckpoints(store)
+        """Stores the text of this process's answers being streamed, every second."""
 
     async def execute(self, owner: str, run_id: str) -> None:
         """Take the run from `queued` to its next pause or end. Never leaves it stuck."""
         async with self.store.read() as tx:
             run = await tx.get(Run, run_id, owner=owner)
-        recorder = RunRecorder(self.store, self.bus, owner, run)
+        recorder = RunRecorder(self.store, self.bus, owner, run, self.checkpoints)
         deadline = asyncio.timeout(self.settings.run_timeout_seconds)
         try:
             async with deadline:
@@ -339,7 +342,7 @@ class RunExecutor:
                     first = False
                 recorder.partial_text = accumulated.text or accumulated.refusal
                 recorder.message_delta(chunk.content or chunk.refusal or "", first)
-                await recorder.checkpoint_message()
+                recorder.checkpoint_message()
             for delta in chunk.tool_calls:
                 if recorder.tool_step is None:
                     await recorder.start_tool_step()
