@@ -33,7 +33,11 @@ from .store import SqlStore, schema
 log = logging.getLogger(__name__)
 
 BATCH_LIMIT = 500
-"""At most this many events go into the database in one transaction."""
+"""At most this many events are read in one query."""
+WRITE_BATCH_LIMIT = 10_000
+"""At most this many events go into the database in one transaction (fewer rows: text deltas of
+one message are merged first). A writer that fell behind under load catches up in a few writes,
+instead of holding tens of thousands of queued events (and the collector's time) for seconds."""
 FLUSH_SECONDS = 0.05
 """The writer starts a transaction at most this often: an event after a quiet spell is written at
 once, and events that come faster wait (at most this long) to share one. Writing every token of
@@ -180,8 +184,8 @@ class EventLog:
 
 
 def _take(batch: list[Event], queue: asyncio.Queue[Event]) -> list[Event]:
-    """`batch` topped up with what the queue holds right now, up to `BATCH_LIMIT` events."""
-    while len(batch) < BATCH_LIMIT and not queue.empty():
+    """`batch` topped up with what the queue holds right now, up to `WRITE_BATCH_LIMIT` events."""
+    while len(batch) < WRITE_BATCH_LIMIT and not queue.empty():
         batch.append(queue.get_nowait())
     return batch
 
