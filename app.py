@@ -6,6 +6,7 @@ front of Chainlit's routes.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from chainlit.server import app as chainlit_app
 from assistants.api import mount_first, mount_v1
 from assistants.profiles import sync_all_users
 from assistants.runtime import runtime
-from assistants.ui import auth, chat
+from assistants.ui import auth, chat, event_loop
 from assistants.ui.data_layer import EngineDataLayer
 from assistants.ui.routes import build_chat_router
 from assistants.ui.security import protect_pages
@@ -36,6 +37,7 @@ def get_data_layer() -> EngineDataLayer:
 
 @cl.on_app_startup
 async def startup() -> None:
+    event_loop.drop_cancelled_timers(asyncio.get_running_loop())
     engine = await runtime.start()
     await auth.ensure_first_user(runtime)
     await sync_all_users(engine, runtime.settings.default_model)

@@ -161,6 +161,7 @@ class Engine:
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self.executor.checkpoints.close()
         await self.vector_stores.close()
         if self.code is not None:
             await self.code.close()
@@ -582,17 +583,20 @@ class Engine:
         if session is not None:
             await tx.save(session.with_updates(updated_at=stamp))
         try:
-            await tx.insert(run, owner=owner)
+            # Leased to this process from the start: it executes the run as soon as the
+            # transaction commits.
+            await tx.insert(
+                run, owner=owner, worker_id=self.worker_id, lease_until=now() + self.settings.run_lease_seconds
+            )
         except ActiveRunConflict as exc:
             # Another request won the race between our check and our insert.
             raise InvalidRequestError(f"Thread {thread.id} already has an active run.") from exc
-        # This process starts executing it as soon as the transaction commits.
-        await tx.lease_runs([run.id], self.worker_id, now() + self.settings.run_lease_seconds)
         return run
 
     def _announce_and_start(self, owner: str, run: Run) -> None:
-        self._publish("thread.run.created", run.wire(), run)
-        self._publish("thread.run.queued", run.wire(), run)
+        wire = run.wire()  # The same object in both events: subscribers never change event data.
+        self._publish("thread.run.created", wire, run)
+        self._publish("thread.run.queued", wire, run)
         self._start(owner, run.id)
 
     def _start(self, owner: str, run_id: str) -> None:

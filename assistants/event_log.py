@@ -2,10 +2,11 @@
 
 The in-process `EventBus` reaches subscribers in this process only, and only while they are
 connected. The log makes the same events durable and shareable: a background writer appends what
-the bus publishes to `run_events` in small batches (each event gets a sequence number, `seq`), and
-readers follow an assistant's events from a cursor (`GET /v1/assistants/{id}/events`), so a client
-that reconnects with the last `seq` it saw misses nothing, and a process that did not run the run
-can still stream it.
+the bus publishes to `run_events` in batches, at most one transaction every `FLUSH_SECONDS` (each
+event gets a sequence number, `seq`; the text deltas of one message that share a batch are one
+event, their texts joined), and readers follow an assistant's events from a cursor
+(`GET /v1/assistants/{id}/events`), so a client that reconnects with the last `seq` it saw misses
+nothing, and a process that did not run the run can still stream it.
 
 Readers wait for new rows without polling: the writer wakes this process's readers after each
 batch, and on PostgreSQL it also sends `NOTIFY assistants_events` in the batch's transaction;
@@ -25,14 +26,22 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .events import Event, EventBus, Subscription
+from .events import Event, EventBus, Subscription, merge_text_deltas
 from .ids import now
 from .store import SqlStore, schema
 
 log = logging.getLogger(__name__)
 
 BATCH_LIMIT = 500
-"""At most this many events go into the database in one transaction."""
+"""At most this many events are read in one query."""
+WRITE_BATCH_LIMIT = 10_000
+"""At most this many events go into the database in one transaction (fewer rows: text deltas of
+one message are merged first). A writer that fell behind under load catches up in a few writes,
+instead of holding tens of thousands of queued events (and the collector's time) for seconds."""
+FLUSH_SECONDS = 0.05
+"""The writer starts a transaction at most this often: an event after a quiet spell is written at
+once, and events that come faster wait (at most this long) to share one. Writing every token of
+every stream in its own transaction cost more than the rest of the token's way to its reader."""
 RETENTION_SECONDS = 7 * 86_400
 """Events are kept this long; a cursor older than that resumes at the oldest event kept."""
 CHANNEL = "assistants_events"
@@ -90,12 +99,23 @@ class EventLog:
     async def _write_forever(self) -> None:
         assert self._subscription is not None
         queue = self._subscription.queue
+        loop = asyncio.get_running_loop()
+        last_write = -FLUSH_SECONDS
         while True:
-            batch = _take([await queue.get()], queue)
-            try:
-                await self._write(batch)
-            except Exception:
-                log.exception("could not write %d run events to the log; they are lost to late readers", len(batch))
+            first = await queue.get()
+            pause = last_write + FLUSH_SECONDS - loop.time()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            last_write = loop.time()
+            await self._write_logged(_take([first], queue))
+            # Nothing of the batch stays referenced while the writer waits for the next event.
+            del first
+
+    async def _write_logged(self, batch: list[Event]) -> None:
+        try:
+            await self._write(batch)
+        except Exception:
+            log.exception("could not write %d run events to the log; they are lost to late readers", len(batch))
 
     async def _flush_queued(self) -> None:
         assert self._subscription is not None
@@ -105,6 +125,8 @@ class EventLog:
                 await self._write(_take([], queue))
 
     async def _write(self, batch: list[Event]) -> None:
+        # Text deltas of one message that share a batch become one row: a reader gets the same text
+        # in fewer events, and a busy server writes a row per batch and stream, not per token.
         rows = [
             {
                 "assistant_id": event.assistant_id,
@@ -114,7 +136,7 @@ class EventLog:
                 "data": event.data,
                 "created_at": now(),
             }
-            for event in batch
+            for event in merge_text_deltas(batch)
             if event.assistant_id is not None
         ]
         if not rows:
@@ -162,8 +184,8 @@ class EventLog:
 
 
 def _take(batch: list[Event], queue: asyncio.Queue[Event]) -> list[Event]:
-    """`batch` topped up with what the queue holds right now, up to `BATCH_LIMIT` events."""
-    while len(batch) < BATCH_LIMIT and not queue.empty():
+    """`batch` topped up with what the queue holds right now, up to `WRITE_BATCH_LIMIT` events."""
+    while len(batch) < WRITE_BATCH_LIMIT and not queue.empty():
         batch.append(queue.get_nowait())
     return batch
 

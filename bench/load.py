@@ -8,10 +8,13 @@ clients (one asyncio process, plain httpx, no SDK) each loop for ``--seconds``: 
 
 - errors (failed requests, runs that did not complete);
 - relay latency per token: when the client read a `thread.message.delta` minus when the model
-  sent that chunk (one clock, one machine);
-- throughput: deltas received per second, all sessions together;
+  sent that chunk (one clock, one machine); a delta that carries several chunks (the server may
+  merge the deltas a slow reader has queued) counts each of them, with its own stamp;
+- throughput: the model's chunks received per second, all sessions together;
 - the server's memory (RSS) before the load, at its end, and after ``--settle`` idle seconds, and
-  its CPU time during the load.
+  its CPU time during the load (also per token, which depends less on what else the machine
+  runs); the model's and this client's CPU, since all three share the machine's cores;
+- the machine's load average before and after, to show what else was running.
 
 The three processes share the machine's cores, so the client's own parsing is part of the
 figures. Only `/v1` is loaded; Chainlit's socket is not. Prints a Markdown table; asserts nothing.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -75,11 +79,11 @@ async def one_run(http: httpx.AsyncClient, slot: Slot, tally: Tally) -> None:
                     ended = event
             elif line.startswith("data: ") and event == "thread.message.delta":
                 now = time.time()
-                # The delta's text is the stamp the model sent: `..."value":"1795800000.123456 "...`.
+                # The delta's text is the stamps the model sent: `..."value":"1795800000.123456 "...`
+                # (several, space-separated, when the server merged queued deltas).
                 marker = line.find('"value":"')
                 if marker >= 0:
-                    stamp = line[marker + 9 : line.index('"', marker + 9)].strip()
-                    if stamp:
+                    for stamp in line[marker + 9 : line.index('"', marker + 9)].split():
                         tally.latencies.append(now - float(stamp))
                         tally.tokens += 1
     if ended != "thread.run.completed":
@@ -96,29 +100,38 @@ async def session(http: httpx.AsyncClient, slot: Slot, deadline: float, tally: T
             await asyncio.sleep(0.5)
 
 
-async def load(api_url: str, key: str, server_pid: int, args: argparse.Namespace) -> str:
-    limits = httpx.Limits(max_connections=args.sessions + 10, max_keepalive_connections=args.sessions + 10)
+async def load(api_url: str, key: str, server_pid: int, model_pid: int, args: argparse.Namespace) -> str:
+    # The server (uvicorn) closes connections idle for 5 s; expiring ours sooner keeps a request
+    # from racing that close (a spurious ReadError), as in bench/engine_overhead.py.
+    limits = httpx.Limits(
+        max_connections=args.sessions + 10, max_keepalive_connections=args.sessions + 10, keepalive_expiry=2.0
+    )
     async with httpx.AsyncClient(
         base_url=api_url, headers={"Authorization": f"Bearer {key}"}, timeout=120, limits=limits
     ) as http:
         slots = await make_slots(http, args.sessions)
         await asyncio.sleep(2)
         before = rss_mb(server_pid)
-        cpu_before = cpu_seconds(server_pid)
+        load_before = os.getloadavg()[0]
+        cpu_before = cpu_seconds(server_pid), cpu_seconds(model_pid), cpu_seconds(os.getpid())
         tally = Tally()
         began = time.monotonic()
         deadline = began + args.seconds
         await asyncio.gather(*(session(http, slot, deadline, tally) for slot in slots))
         elapsed = time.monotonic() - began
-        cpu = cpu_seconds(server_pid) - cpu_before
+        cpu, model_cpu, client_cpu = (
+            cpu_seconds(pid) - b for pid, b in zip((server_pid, model_pid, os.getpid()), cpu_before, strict=True)
+        )
         at_end = rss_mb(server_pid)
+        load_after = os.getloadavg()[0]
     await asyncio.sleep(args.settle)
     after = rss_mb(server_pid)
     lat = tally.latencies or [float("nan")]
     lines = [
         f"| {args.sessions} | {elapsed:.0f} s | {tally.runs:,} | {len(tally.errors)} | {tally.tokens / elapsed:,.0f} "
         f"| {percentile(lat, 50) * 1000:.1f} | {percentile(lat, 99) * 1000:.1f} | {cpu / elapsed:.2f} "
-        f"| {before:.0f} / {at_end:.0f} / {after:.0f} |",
+        f"| {cpu / max(tally.tokens, 1) * 1e6:.0f} | {model_cpu / elapsed:.2f} / {client_cpu / elapsed:.2f} "
+        f"| {load_before:.1f} / {load_after:.1f} | {before:.0f} / {at_end:.0f} / {after:.0f} |",
     ]
     if tally.errors:
         lines += ["", "First errors:", *(f"- {e}" for e in tally.errors[:5])]
@@ -143,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             server = start_server(Path(tmp), model_url=model_url, extra_env=extra)
             try:
                 key = server.key_for("loader")
-                table = asyncio.run(load(server.api_url, key, server.process.pid, args))
+                table = asyncio.run(load(server.api_url, key, server.process.pid, model.pid, args))
             finally:
                 server.stop()
     finally:
@@ -156,8 +169,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"Each reply: {args.tokens} chunks, one every {args.delay * 1000:.0f} ms.",
                 "",
                 "| sessions | time | runs | errors | tokens/s | relay p50 ms | relay p99 ms | server CPU (cores) "
+                "| server CPU µs/token | model / client CPU (cores) | load average before / after "
                 "| server RSS MB before / end / settled |",
-                "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
                 table,
             ]
         )

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import pytest
 
 from assistants.engine import Engine
-from assistants.events import Event, EventBus, Subscription
+from assistants.events import Event, EventBus, Subscription, merge_text_deltas
 from assistants.exceptions import InvalidRequestError, InvalidTransitionError, NotFoundError
 from assistants.ids import new_id, now
 from assistants.runs._status import ACTIVE, TERMINAL, TRANSITIONS, transition
@@ -273,6 +273,82 @@ async def test_until_run_pauses_stops_at_requires_action() -> None:
     events = await collect(subscription)
     assert names(events) == ["thread.run.in_progress", "thread.run.step.created", "thread.run.requires_action"]
     assert names(drain(subscription)) == ["thread.run.queued"], "what follows the pause stays queued"
+
+
+def text_delta(text: str, *, run_id: str = "run_a", message_id: str = "msg_a", first: bool = False) -> Event:
+    value: dict[str, Any] = {"value": text, **({"annotations": []} if first else {})}
+    data = {"id": message_id, "object": "thread.message.delta", "delta": {"content": [{"index": 0, "type": "text", "text": value}]}}
+    return Event("thread.message.delta", data, thread_id="thread_a", run_id=run_id, assistant_id="asst_a")
+
+
+def fragment_text(event: Event) -> str:
+    return str(event.data["delta"]["content"][0]["text"]["value"])
+
+
+def test_merging_deltas_joins_each_messages_consecutive_text_and_keeps_everything_else() -> None:
+    other = bus_event("thread.run.step.created", run_id="run_c")
+    annotated = text_delta("[1]")
+    annotated.data["delta"]["content"][0]["text"]["annotations"] = [{"type": "file_citation", "text": "[1]"}]
+    events = [
+        text_delta("Hel", first=True),
+        text_delta("Bon", run_id="run_b", message_id="msg_b", first=True),
+        other,  # another run's event between two deltas does not split a run's text
+        text_delta("lo"),
+        text_delta("jour", run_id="run_b", message_id="msg_b"),
+        text_delta(" there"),
+        annotated,
+        text_delta(" again"),
+        bus_event("thread.message.completed"),
+        text_delta("!", run_id="run_b", message_id="msg_b"),
+    ]
+    original = [dict(e.data) for e in events]
+
+    merged = merge_text_deltas(events)
+
+    assert [(e.event, e.run_id) for e in merged] == [
+        ("thread.message.delta", "run_a"),
+        ("thread.message.delta", "run_b"),
+        ("thread.run.step.created", "run_c"),
+        ("thread.message.delta", "run_a"),
+        ("thread.message.delta", "run_a"),
+        ("thread.message.completed", "run_a"),
+    ]
+    assert [fragment_text(e) for e in merged if e.event == "thread.message.delta"] == ["Hello there", "Bonjour!", "[1]", " again"]
+    assert merged[0].data["delta"]["content"][0]["text"]["annotations"] == [], "the first delta's empty annotations stay"
+    assert merged[3] is annotated
+    assert [dict(e.data) for e in events] == original, "the events given are never changed"
+
+
+def test_batches_bring_every_queued_event_and_stop_at_the_pause() -> None:
+    bus = EventBus()
+    subscription = bus.subscribe(run_id="run_a")
+
+    async def follow() -> list[list[str]]:
+        return [names(batch) async for batch in subscription.batches_until_run_pauses()]
+
+    async def publish_then_follow() -> list[list[str]]:
+        reader = asyncio.create_task(follow())
+        bus.publish(bus_event("thread.run.in_progress"))
+        await asyncio.sleep(0)  # The reader takes the first event alone...
+        for name in ("thread.run.step.created", "thread.message.delta", "thread.run.completed", "thread.run.queued"):
+            bus.publish(bus_event(name))  # ...and then what queued meanwhile, up to the end.
+        return await asyncio.wait_for(reader, 5)
+
+    assert asyncio.run(publish_then_follow()) == [
+        ["thread.run.in_progress"],
+        ["thread.run.step.created", "thread.message.delta", "thread.run.completed"],
+    ]
+    assert names(drain(subscription)) == ["thread.run.queued"], "what follows the pause stays queued"
+
+
+def test_closed_subscriptions_leave_nothing_behind() -> None:
+    bus = EventBus()
+    opened = [bus.subscribe(run_id=f"run_{i}") for i in range(3)]
+    opened += [bus.subscribe(), bus.subscribe(thread_id="thread_a"), bus.subscribe(assistant_id="asst_a")]
+    assert bus.subscriptions == 6
+    for subscription in opened:
+        subscription.close()
+    assert bus.subscriptions == 0
 
 
 # Events of real runs -------------------------------------------------------------------------

@@ -650,6 +650,27 @@ async def test_messages_page_desc_newest_first_and_walks_back(store: SqlStore) -
         assert await tx.count_messages(other.id) == 4
 
 
+async def test_partial_texts_change_only_the_content_of_answers_still_streaming(store: SqlStore) -> None:
+    thread = make_thread()
+    streaming = make_message(thread.id, "", role="assistant", status="in_progress", content=[], metadata={"k": "v"})
+    silent = make_message(thread.id, "", role="assistant", status="in_progress", content=[])
+    ended = make_message(thread.id, "The whole answer.", role="assistant", status="completed")
+    async with store.transaction() as tx:
+        await tx.insert(thread, owner=OWNER)
+        for message in (streaming, silent, ended):
+            await tx.insert(message, owner=OWNER)
+
+    text = 'Quotes " and \\ and ünïcode, so far'
+    async with store.transaction() as tx:
+        await tx.save_partial_texts({streaming.id: text, silent.id: "", ended.id: "an older part"})
+
+    async with store.read() as tx:
+        stored = [await tx.get(Message, m.id, owner=OWNER) for m in (streaming, silent, ended)]
+    assert stored[0] == streaming.model_copy(update={"content": [TextContent(text=TextValue(value=text, annotations=[]))]})
+    assert stored[1] == silent, "an empty text is no content"
+    assert stored[2] == ended, "an answer that has ended keeps its final text"
+
+
 async def test_delete_messages_after(store: SqlStore) -> None:
     thread, other = make_thread(), make_thread()
     messages = [make_message(thread.id, f"m{i}") for i in range(5)]

@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Any, Protocol
 
 import openai
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion
 
 from ..config import Settings
 from ..exceptions import (
@@ -159,12 +159,15 @@ class OpenAIChatProvider:
         try:
             # The body is already plain JSON: posting it directly skips the SDK's per-message typed
             # transform, which costs ~0.25 ms per message and blocks the event loop on long threads.
+            # Chunks come back as the JSON the provider sent (`AsyncStream[object]`), still decoded
+            # and checked for in-stream errors by the SDK: building a typed `ChatCompletionChunk`
+            # per token cost about as much as everything else the engine does with the token.
             stream = await self.client.post(
                 "/chat/completions",
                 body=body,
                 cast_to=ChatCompletion,
                 stream=True,
-                stream_cls=openai.AsyncStream[ChatCompletionChunk],
+                stream_cls=openai.AsyncStream[object],
             )
         except _SDK_ERRORS as exc:
             raise translate_error(exc) from exc
@@ -204,30 +207,63 @@ class OpenAIChatProvider:
         return sorted(model.id for model in page.data)
 
 
-def _reduce(chunk: Any) -> ChatChunk:
+def _reduce(chunk: object) -> ChatChunk:
+    """One chunk's JSON (`chat.completion.chunk`) reduced to a `ChatChunk`.
+
+    Anything of another shape raises one of `MALFORMED_ERRORS`, which the stream reports as a
+    malformed response.
+    """
+    if not isinstance(chunk, dict):
+        raise TypeError(f"a chunk is {type(chunk).__name__}, not an object")
     result = ChatChunk()
-    if chunk.usage is not None:
-        result.prompt_tokens = chunk.usage.prompt_tokens
-        result.completion_tokens = chunk.usage.completion_tokens
-    if not chunk.choices:
+    usage = chunk.get("usage")
+    if usage is not None:
+        if not isinstance(usage, dict):
+            raise TypeError("`usage` is not an object")
+        result.prompt_tokens = _count(usage.get("prompt_tokens"))
+        result.completion_tokens = _count(usage.get("completion_tokens"))
+    choices = chunk.get("choices")
+    if not choices:
         return result
-    choice = chunk.choices[0]
-    delta = choice.delta
-    result.finish_reason = choice.finish_reason
-    if delta is not None:
-        result.content = delta.content
-        result.refusal = getattr(delta, "refusal", None)
-        for call in delta.tool_calls or []:
-            function = call.function
-            result.tool_calls.append(
-                ToolCallDelta(
-                    index=call.index,
-                    id=call.id,
-                    name=function.name if function else None,
-                    arguments=function.arguments if function else None,
-                )
+    if not isinstance(choices, list) or not isinstance(choices[0], dict):
+        raise TypeError("`choices` is not a list of objects")
+    choice = choices[0]
+    result.finish_reason = _text(choice.get("finish_reason"))
+    delta = choice.get("delta")
+    if delta is None:
+        return result
+    if not isinstance(delta, dict):
+        raise TypeError("`delta` is not an object")
+    result.content = _text(delta.get("content"))
+    result.refusal = _text(delta.get("refusal"))
+    for call in delta.get("tool_calls") or ():
+        function = call.get("function")
+        if function is not None and not isinstance(function, dict):
+            raise TypeError("a tool call's `function` is not an object")
+        index = call["index"]
+        if not isinstance(index, int):
+            raise TypeError("a tool call's `index` is not an integer")
+        result.tool_calls.append(
+            ToolCallDelta(
+                index=index,
+                id=_text(call.get("id")),
+                name=_text(function.get("name")) if function else None,
+                arguments=_text(function.get("arguments")) if function else None,
             )
+        )
     return result
+
+
+def _text(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"expected a string, got {type(value).__name__}")
+
+
+def _count(value: object) -> int | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise TypeError(f"expected a token count, got {type(value).__name__}")
 
 
 class UnconfiguredProvider:

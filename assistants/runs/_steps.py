@@ -6,15 +6,13 @@ Every write happens before its event is published, so a subscriber that reacts t
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
 
 from ..events import Event, EventBus, EventName
 from ..ids import new_id, now
-from ..store import SqlStore
+from ..store import SqlStore, StoreTx
 from ..tools.code_interpreter import file_path_annotations, parse_code
 from ..tools.file_search import file_citations, parse_query
 from ..types import (
@@ -42,11 +40,9 @@ from ..types.objects import (
     StepFunction,
     ToolCallsDetails,
 )
+from ._checkpoints import AnswerCheckpoints
 from ._status import EVENT_FOR_STATUS, end_step, transition
 from ._stream import AccumulatedCall
-
-CHECKPOINT_SECONDS = 1.0
-"""An answer being streamed is stored at least this often (a crash keeps what was shown)."""
 
 ToolOutputs = Mapping[str, "str | list[CodeOutput] | FileSearchCall"]
 """Outputs by call id: a string for a function call, the outputs list for a code-interpreter call,
@@ -82,19 +78,17 @@ def _stored_call(
 class RunRecorder:
     """Persists one run's objects and publishes the matching Assistants events."""
 
-    def __init__(self, store: SqlStore, bus: EventBus, owner: str, run: Run) -> None:
+    def __init__(self, store: SqlStore, bus: EventBus, owner: str, run: Run, checkpoints: AnswerCheckpoints) -> None:
         self.store = store
         self.bus = bus
         self.owner = owner
         self.run = run
+        self.checkpoints = checkpoints
         self.message: Message | None = None
         self.message_step: RunStep | None = None
         self.tool_step: RunStep | None = None
         self.partial_text = ""
         """The text streamed so far into the open message, kept if the run ends early."""
-        self._checkpointed = time.monotonic()
-        """When the open message's text was last stored (see `checkpoint_message`)."""
-        self._checkpoint: asyncio.Task[None] | None = None
         self.cited: dict[int, str] = {}
         """File ids of this run's file-search results by citation number (for `file_citation` annotations)."""
         self.written: dict[str, str] = {}
@@ -112,12 +106,28 @@ class RunRecorder:
     async def move(self, to: RunStatus, **changes: Any) -> Run:
         """Transition the run from its stored status (another process may have asked to cancel)."""
         async with self.store.transaction() as tx:
-            stored = await tx.get(Run, self.run.id, owner=None)
-            base = self.run.model_copy(update={"status": stored.status, "metadata": stored.metadata})
-            self.run = transition(base, to, **changes)
-            await tx.save(self.run)
+            await self._move_in(tx, to, **changes)
         self.publish(EVENT_FOR_STATUS[to], self.run.wire())  # type: ignore[arg-type]
         return self.run
+
+    async def _move_in(self, tx: StoreTx, to: RunStatus, **changes: Any) -> None:
+        stored = await tx.get(Run, self.run.id, owner=None)
+        base = self.run.model_copy(update={"status": stored.status, "metadata": stored.metadata})
+        self.run = transition(base, to, **changes)
+        await tx.save(self.run)
+
+    async def complete(self, text: str, *, step_usage: Usage, usage: Usage) -> None:
+        """End the run `completed` with its final answer: the message, its step and the run (with
+        its usage) are stored in one transaction, then their events are published as ever."""
+        ended = await self._end_message(text, usage=step_usage, incomplete_reason=None)
+        async with self.store.transaction() as tx:
+            if ended is not None:
+                await tx.save(ended[0])
+                await tx.save(ended[1])
+            await self._move_in(tx, RunStatus.completed, usage=usage)
+        if ended is not None:
+            self._published_end(*ended)
+        self.publish(EVENT_FOR_STATUS[RunStatus.completed], self.run.wire())  # type: ignore[arg-type]
 
     async def save_run(self, **changes: Any) -> None:
         """Store non-status changes (usage, the context record) without an event."""
@@ -156,10 +166,12 @@ class RunRecorder:
             await tx.insert(step, owner=self.owner)
             await tx.insert(message, owner=self.owner)
         self.message, self.message_step = message, step
-        self.publish("thread.run.step.created", step.wire())
-        self.publish("thread.run.step.in_progress", step.wire())
-        self.publish("thread.message.created", message.wire())
-        self.publish("thread.message.in_progress", message.wire())
+        # Each object is serialized once for its two events: subscribers never change event data.
+        step_wire, message_wire = step.wire(), message.wire()
+        self.publish("thread.run.step.created", step_wire)
+        self.publish("thread.run.step.in_progress", step_wire)
+        self.publish("thread.message.created", message_wire)
+        self.publish("thread.message.in_progress", message_wire)
         return message
 
     def message_delta(self, text: str, first: bool) -> None:
@@ -177,39 +189,30 @@ class RunRecorder:
             },
         )
 
-    async def checkpoint_message(self) -> None:
-        """Store the text streamed so far, at most every `CHECKPOINT_SECONDS`, so that a process
-        killed mid-answer leaves the words already shown in the database.
-
-        The write runs beside the stream, never in its way (on SQLite a long ingestion can hold
-        the write lock for seconds); while one is still under way the next is skipped.
-        """
-        if self.message is None or time.monotonic() - self._checkpointed < CHECKPOINT_SECONDS:
-            return
-        if self._checkpoint is not None and not self._checkpoint.done():
-            return
-        self._checkpointed = time.monotonic()
-        self._checkpoint = asyncio.create_task(self._store_partial(self.message.id, self.partial_text))
-
-    async def _store_partial(self, message_id: str, text: str) -> None:
-        content = [TextContent(text=TextValue(value=text, annotations=[]))] if text else []
-        async with self.store.transaction() as tx:
-            stored = await tx.get(Message, message_id, owner=None)
-            if stored.status is MessageStatus.in_progress:
-                # Only the text changes: metadata a client set on the message meanwhile is kept.
-                await tx.save(stored.model_copy(update={"content": content}))
-
-    async def _settle_checkpoint(self) -> None:
-        """Let a checkpoint still being written finish first, so it can never land after the end."""
-        if self._checkpoint is not None:
-            await asyncio.gather(self._checkpoint, return_exceptions=True)
-            self._checkpoint = None
+    def checkpoint_message(self) -> None:
+        """Have the text streamed so far stored within a second (see `AnswerCheckpoints`), so that
+        a process killed mid-answer leaves the words already shown in the database."""
+        if self.message is not None:
+            self.checkpoints.note(self.message.id, self.partial_text)
 
     async def finish_message(self, text: str, *, usage: Usage | None, incomplete_reason: str | None = None) -> None:
         """Store the message's final text as completed, or as incomplete with the reason."""
-        if self.message is None or self.message_step is None:
+        ended = await self._end_message(text, usage=usage, incomplete_reason=incomplete_reason)
+        if ended is None:
             return
-        await self._settle_checkpoint()
+        async with self.store.transaction() as tx:
+            await tx.save(ended[0])
+            await tx.save(ended[1])
+        self._published_end(*ended)
+
+    async def _end_message(
+        self, text: str, *, usage: Usage | None, incomplete_reason: str | None
+    ) -> tuple[Message, RunStep] | None:
+        """The open message and its step as they end (not stored yet), once no checkpoint can
+        land after them; None when no message is open."""
+        if self.message is None or self.message_step is None:
+            return None
+        await self.checkpoints.settle(self.message.id)
         stamp = now()
         annotations = file_path_annotations(text, self.written) if self.written else []
         if self.cited:
@@ -235,11 +238,13 @@ class RunRecorder:
                 incomplete_reason, StepStatus.failed if incomplete_reason == "run_failed" else StepStatus.completed
             )
             step = end_step(self.message_step, step_status, stamp=stamp, usage=usage)
-        async with self.store.transaction() as tx:
-            await tx.save(message)
-            await tx.save(step)
+        return message, step
+
+    def _published_end(self, message: Message, step: RunStep) -> None:
+        """After the ended message and step are stored: close them here and publish their ends."""
         self.message = self.message_step = None
-        self.publish("thread.message.completed" if incomplete_reason is None else "thread.message.incomplete", message.wire())
+        completed = message.status is MessageStatus.completed
+        self.publish("thread.message.completed" if completed else "thread.message.incomplete", message.wire())
         self.publish(f"thread.run.step.{step.status.value}", step.wire())  # type: ignore[arg-type]
 
     # Tool calls ---------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ from ..types.objects import (
     SubmitToolOutputs,
     ToolCallsDetails,
 )
+from ._checkpoints import AnswerCheckpoints
 from ._code import CodeCalls, input_files
 from ._context import PromptBudgetExceeded, build_context
 from ._recovery import rebuild_tail, tool_round
@@ -88,12 +89,14 @@ class RunExecutor:
         self.provider = provider
         self.registry = registry
         self.settings = settings
+        self.checkpoints = AnswerCheckpoints(store)
+        """Stores the text of this process's answers being streamed, every second."""
 
     async def execute(self, owner: str, run_id: str) -> None:
         """Take the run from `queued` to its next pause or end. Never leaves it stuck."""
         async with self.store.read() as tx:
             run = await tx.get(Run, run_id, owner=owner)
-        recorder = RunRecorder(self.store, self.bus, owner, run)
+        recorder = RunRecorder(self.store, self.bus, owner, run, self.checkpoints)
         deadline = asyncio.timeout(self.settings.run_timeout_seconds)
         try:
             async with deadline:
@@ -217,8 +220,6 @@ class RunExecutor:
             completion = accumulated.completion_tokens if accumulated.completion_tokens is not None else accumulated.chunks
             step_usage = Usage().add(prompt, completion)
             usage = usage.add(prompt, completion)
-            await recorder.save_run(usage=usage)
-            run = recorder.run
             budget = run.max_completion_tokens
             # A final answer is over budget only past it; another tool round needs budget left.
             over_budget = budget is not None and usage.completion_tokens > budget
@@ -228,6 +229,12 @@ class RunExecutor:
             # An answer that spent the run's completion budget ends the run `incomplete`, so the
             # message carrying it is incomplete too, whether or not the provider itself cut it.
             truncated = cut or (over_budget and not calls)
+            if not calls and not truncated:
+                # The final answer: the message, its step and the run end in one transaction.
+                await recorder.complete(accumulated.text or accumulated.refusal, step_usage=step_usage, usage=usage)
+                return
+            await recorder.save_run(usage=usage)
+            run = recorder.run
             if recorder.message is not None:
                 await recorder.finish_message(
                     accumulated.text or accumulated.refusal,
@@ -247,9 +254,6 @@ class RunExecutor:
                 await recorder.move(
                     RunStatus.incomplete, incomplete_details=IncompleteDetails(reason="max_completion_tokens")
                 )
-                return
-            if not calls:
-                await recorder.move(RunStatus.completed)
                 return
             rounds += 1
             code_calls = [c for c in calls if _offers_code(run) and c.name == CODE_INTERPRETER_FUNCTION]
@@ -338,7 +342,7 @@ class RunExecutor:
                     first = False
                 recorder.partial_text = accumulated.text or accumulated.refusal
                 recorder.message_delta(chunk.content or chunk.refusal or "", first)
-                await recorder.checkpoint_message()
+                recorder.checkpoint_message()
             for delta in chunk.tool_calls:
                 if recorder.tool_step is None:
                     await recorder.start_tool_step()

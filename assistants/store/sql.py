@@ -8,6 +8,7 @@ query fetches `limit + 1` rows past a cursor's `seq`, never a whole list.
 from __future__ import annotations
 
 import builtins
+import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, cast
@@ -15,6 +16,7 @@ from typing import Any, TypeVar, cast
 import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -25,13 +27,15 @@ from ..types import (
     Message,
     Run,
     RunStep,
+    TextContent,
+    TextValue,
     Thread,
     VectorStore,
     VectorStoreFile,
     VectorStoreFileBatch,
 )
 from ..types.objects import FileCounts
-from . import schema
+from . import schema, sqlite_driver
 from .base import ListParams, Page
 
 T = TypeVar("T", bound=BaseModel)
@@ -124,6 +128,12 @@ def _data(obj: BaseModel) -> dict[str, Any]:
     return obj.model_dump(mode="json")
 
 
+def _text_content(text: str) -> str:
+    """A message's `content` holding `text` (none when empty), as JSON."""
+    parts = [TextContent(text=TextValue(value=text, annotations=[])).model_dump(mode="json")] if text else []
+    return json.dumps(parts)
+
+
 class StoreTx:
     """Store operations on one connection; inside `transaction()` they commit or roll back together."""
 
@@ -163,6 +173,26 @@ class StoreTx:
             if refused is None:
                 raise
             raise refused from exc
+
+    async def save_partial_texts(self, texts: Mapping[str, str]) -> None:
+        """Set the text of messages still `in_progress` (answers being streamed), by message id,
+        in one statement. Nothing else of them changes (metadata a client set meanwhile stays),
+        and a message that has ended meanwhile is left alone."""
+        if not texts:
+            return
+        table = schema.messages
+        content = sa.bindparam("content", type_=sa.String())
+        if self.conn.dialect.name == "postgresql":
+            data: Any = sa.func.jsonb_set(table.c.data, sa.literal_column("'{content}'"), sa.cast(content, JSONB))
+        else:
+            data = sa.func.json_set(table.c.data, "$.content", sa.func.json(content))
+        query = (
+            table.update()
+            .where(table.c.id == sa.bindparam("message_id"), table.c.data["status"].as_string() == "in_progress")
+            .values(data=data)
+        )
+        rows = [{"message_id": message_id, "content": _text_content(text)} for message_id, text in texts.items()]
+        await self.conn.execute(query, rows)
 
     async def find(self, cls: type[T], object_id: str, *, owner: str | None) -> T | None:
         """The object, or None when it does not exist or belongs to someone else."""
@@ -576,7 +606,11 @@ class SqlStore:
         """Build the store for a SQLAlchemy async URL (SQLite files get WAL and a busy timeout)."""
         try:
             if url.startswith("sqlite"):
-                engine = create_async_engine(url, connect_args={"timeout": 30})
+                database = sa.make_url(url).database
+                if database and database != ":memory:" and not sa.make_url(url).query:
+                    engine = create_async_engine(url, async_creator=sqlite_driver.connector(database, timeout=30))
+                else:
+                    engine = create_async_engine(url, connect_args={"timeout": 30})
                 event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
             elif url.startswith("postgresql"):
                 if not url.startswith("postgresql+asyncpg"):
