@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +46,7 @@ import httpx  # noqa: E402
 
 from bench._common import cpu_seconds, machine, percentile  # noqa: E402
 from bench.engine_overhead import Slot, _stop_process, add_message, make_slots, start_model  # noqa: E402
-from tests.server import start_server  # noqa: E402
+from tests.server import Server, start_server  # noqa: E402
 
 END_EVENTS = ("thread.run.completed", "thread.run.failed", "thread.run.incomplete", "thread.run.cancelled", "thread.run.expired")
 
@@ -138,15 +140,19 @@ async def load(api_url: str, key: str, server_pid: int, model_pid: int, args: ar
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options both load benchmarks (`/v1` here, the chat's socket in load_socket.py) take."""
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--tokens", type=int, default=100, help="chunks per reply")
     parser.add_argument("--delay", type=float, default=0.01, help="seconds between a reply's chunks")
     parser.add_argument("--settle", type=float, default=15.0, help="idle seconds before the last memory reading")
     parser.add_argument("--postgres", metavar="URL", default=None, help="a blank PostgreSQL database to use")
-    args = parser.parse_args(argv)
+
+
+@contextlib.contextmanager
+def loaded_server(args: argparse.Namespace) -> Iterator[tuple[Server, subprocess.Popen[bytes]]]:
+    """The stamping scripted model and the real server against it, for `args.sessions` sessions."""
     model, model_url = start_model(0, args.delay, "--stamps", str(args.tokens))
     try:
         with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
@@ -155,12 +161,20 @@ def main(argv: Sequence[str] | None = None) -> None:
                 extra["ASSISTANTS_DATABASE_URL"] = args.postgres
             server = start_server(Path(tmp), model_url=model_url, extra_env=extra)
             try:
-                key = server.key_for("loader")
-                table = asyncio.run(load(server.api_url, key, server.process.pid, model.pid, args))
+                yield server, model
             finally:
                 server.stop()
     finally:
         _stop_process(model)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_load_arguments(parser)
+    args = parser.parse_args(argv)
+    with loaded_server(args) as (server, model):
+        key = server.key_for("loader")
+        table = asyncio.run(load(server.api_url, key, server.process.pid, model.pid, args))
     backend = "PostgreSQL" if args.postgres else "SQLite"
     print(
         "\n".join(

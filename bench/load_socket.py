@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import re
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -45,18 +44,10 @@ import httpx  # noqa: E402
 import socketio  # noqa: E402
 
 from bench._common import cpu_seconds, machine, percentile  # noqa: E402
-from bench.engine_overhead import _stop_process, start_model  # noqa: E402
-from tests.server import start_server  # noqa: E402
+from bench.load import add_load_arguments, loaded_server, rss_mb  # noqa: E402
 
 STAMP = re.compile(r"\d{10}\.\d+")
 TURN_TIMEOUT = 120.0
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class Tally:
@@ -180,28 +171,12 @@ async def load(url: str, cookie: str, server_pid: int, args: argparse.Namespace)
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sessions", type=int, default=200)
-    parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--tokens", type=int, default=100, help="chunks per reply")
-    parser.add_argument("--delay", type=float, default=0.01, help="seconds between a reply's chunks")
-    parser.add_argument("--settle", type=float, default=15.0, help="idle seconds before the last memory reading")
-    parser.add_argument("--postgres", metavar="URL", default=None, help="a blank PostgreSQL database to use")
+    add_load_arguments(parser)
     args = parser.parse_args(argv)
-    model, model_url = start_model(0, args.delay, "--stamps", str(args.tokens))
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-load-socket-") as tmp:
-            extra = {"ASSISTANTS_MAX_RUNS_PER_USER": str(args.sessions + 10), "ASSISTANTS_CODE_WARM_KERNELS": "0"}
-            if args.postgres:
-                extra["ASSISTANTS_DATABASE_URL"] = args.postgres
-            server = start_server(Path(tmp), model_url=model_url, extra_env=extra)
-            try:
-                server.cli("users", "add", "loader", "--password", "loader-password")
-                cookie = asyncio.run(login(server.url, "loader", "loader-password"))
-                table = asyncio.run(load(server.url, cookie, server.process.pid, args))
-            finally:
-                server.stop()
-    finally:
-        _stop_process(model)
+    with loaded_server(args) as (server, _model):
+        server.cli("users", "add", "loader", "--password", "loader-password")
+        cookie = asyncio.run(login(server.url, "loader", "loader-password"))
+        table = asyncio.run(load(server.url, cookie, server.process.pid, args))
     backend = "PostgreSQL" if args.postgres else "SQLite"
     print(
         "\n".join(
