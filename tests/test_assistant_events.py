@@ -230,8 +230,9 @@ def test_instances_cancel_each_others_runs_restart_safely_and_take_over_after_a_
         ]
         assert texts[-1] == ("completed", "B answers now.")
         # The words A had streamed (stored at least every second) are kept, marked incomplete.
+        # The kill may come between two words, so the kept text is any non-empty prefix of the stream.
         [(status, partial)] = texts[:-1]
-        assert status == "incomplete" and partial.startswith("and so on")
+        assert status == "incomplete" and partial.strip() and ("and so on " * 1000).startswith(partial)
     finally:
         for srv in started:
             if srv.process.poll() is None:
