@@ -9,7 +9,8 @@ the answer, and a `message_creation` step pointing at the answer. That is 2,000 
 (question, tool call, answer, run summary per turn). Then:
 
 - in-process: `EngineDataLayer.get_thread(ui_id)`, the call Chainlit makes to show a session,
-  timed on its own and split into SQL fetch, pydantic validation, rendering and JSON encoding;
+  timed on its own and split into reading the latest turns (`thread_tail`: SQL and pydantic
+  validation), rendering and JSON encoding;
 - HTTP: the real server (`chainlit run app.py`, started by `tests/server.py` on that data folder)
   answering `GET /project/thread/{ui_id}` (Chainlit's route that returns a thread for resume)
   with the login cookie;
@@ -274,13 +275,12 @@ class InProcess:
     cold: float = math.nan
     times: list[float] = field(default_factory=list)
     steps: int = 0
+    messages_shown: int = 0
     payload_bytes: int = 0
     fetch: list[float] = field(default_factory=list)
-    """SQL for the three tables, rows decoded from JSON (SQLAlchemy's JSON type)."""
-    validate: list[float] = field(default_factory=list)
-    """pydantic `model_validate` of every message, run and step."""
+    """`thread_tail`: SQL for the latest turns' messages, runs and steps, validated by pydantic."""
     render: list[float] = field(default_factory=list)
-    """`render.history_steps`."""
+    """`render.history_steps` and `render.latest_turns`."""
     encode: list[float] = field(default_factory=list)
     """`json.dumps` of the thread, as Starlette's JSONResponse does it."""
 
@@ -290,11 +290,9 @@ def starlette_json(content: Any) -> bytes:
 
 
 async def measure_in_process(runtime: Runtime, built: Built, repeats: int, profile_dir: Path | None) -> InProcess:
-    import sqlalchemy as sa
 
-    from assistants.store import schema
     from assistants.ui.data_layer import EngineDataLayer
-    from assistants.ui.render import history_steps
+    from assistants.ui.render import history_steps, latest_turns
 
     layer = EngineDataLayer(runtime)
     engine = runtime.engine
@@ -304,6 +302,7 @@ async def measure_in_process(runtime: Runtime, built: Built, repeats: int, profi
     result.cold = time.perf_counter() - began
     assert thread is not None, "the data layer did not find the session"
     result.steps = len(thread["steps"])
+    result.messages_shown = sum(step["type"].endswith("_message") for step in thread["steps"])
     result.payload_bytes = len(starlette_json(thread))
     for _ in range(repeats):
         began = time.perf_counter()
@@ -314,25 +313,19 @@ async def measure_in_process(runtime: Runtime, built: Built, repeats: int, profi
     found = await layer._session(built.ui_id)
     assert found is not None
     owner, session = found
+    turns = runtime.settings.resume_turns
     for _ in range(repeats):
         async with engine.store.read() as tx:
             began = time.perf_counter()
-            rows = []
-            for table in (schema.messages, schema.runs, schema.run_steps):
-                query = sa.select(table.c.data).where(table.c.thread_id == session.id).order_by(table.c.seq)
-                rows.append([row[0] for row in (await tx.conn.execute(query)).all()])
+            messages, runs, steps, total = await tx.thread_tail(session.id, turns)
             result.fetch.append(time.perf_counter() - began)
             assistant = await tx.find(Assistant, session.assistant_id, owner=owner)
         began = time.perf_counter()
-        messages = [Message.model_validate(r) for r in rows[0]]
-        runs = [Run.model_validate(r) for r in rows[1]]
-        steps = [RunStep.model_validate(r) for r in rows[2]]
-        result.validate.append(time.perf_counter() - began)
-        began = time.perf_counter()
-        rendered, _elements = history_steps(
+        rendered, elements = history_steps(
             session, built.ui_id, USER, assistant.name if assistant and assistant.name else "Assistant",
             messages, runs, steps, {},
         )
+        latest_turns(rendered, elements, turns, built.ui_id, total)
         result.render.append(time.perf_counter() - began)
         began = time.perf_counter()
         starlette_json(thread)
@@ -767,8 +760,9 @@ def resume_report(built: Built, short: Built, local: InProcess, http: OverHttp, 
         f"{'; quick run' if args.quick else ''}.",
         f"- Session: {built.turns} turns written straight into the store (SQLite, WAL): question (~25 words), "
         f"run (completed, usage, context record), `calculate` tool step, answer (~{args.answer_words + 8} words), "
-        f"`message_creation` step; {local.steps:,} rendered steps (question, tool call, answer, run summary per "
-        f"turn), {local.payload_bytes / 1024:,.0f} KiB of JSON.",
+        f"`message_creation` step. Reopened, it shows its latest turns (`ASSISTANTS_RESUME_TURNS`): "
+        f"{local.steps:,} rendered steps (a note linking the rest, then question, tool call, answer and run summary "
+        f"per turn), {local.payload_bytes / 1024:,.0f} KiB of JSON.",
         "- In-process: `EngineDataLayer.get_thread(ui_id)` in this process, server not running. HTTP: "
         "`GET /project/thread/{ui_id}` with the login cookie against `chainlit run app.py` (Chainlit checks "
         "the author with `get_thread_author`, then calls `get_thread`). Browser: headless Chromium, logged in; "
@@ -796,9 +790,9 @@ def resume_report(built: Built, short: Built, local: InProcess, http: OverHttp, 
         "|---|---:|---:|",
     ]
     parts = [
-        ("SQL: messages, runs, steps of the thread (rows decoded from JSON)", local.fetch),
-        ("pydantic `model_validate` of every message, run and step", local.validate),
-        ("`render.history_steps`", local.render),
+        ("`thread_tail`: SQL for the latest turns' messages, runs and steps, and their pydantic validation",
+         local.fetch),
+        ("`render.history_steps` and `render.latest_turns`", local.render),
         ("`json.dumps` of the thread (as Starlette's `JSONResponse`)", local.encode),
     ]
     total = sum(percentile(values, 50) for _, values in parts)
@@ -823,8 +817,8 @@ def resume_report(built: Built, short: Built, local: InProcess, http: OverHttp, 
     if chainlit_sleeps():
         lines.append(
             f"Chainlit's `Message.__init__` calls `time.sleep(0.001)`: rebuilding `cl.chat_context` on resume blocks "
-            f"the server's event loop for at least {built.turns * 2:,} ms for {built.turns * 2:,} messages (sleeping, "
-            "so it does not show as CPU)."
+            f"the server's event loop for at least {local.messages_shown:,} ms for the {local.messages_shown:,} messages "
+            "shown (sleeping, so it does not show as CPU)."
         )
     errors = full.errors + inapp.errors + baseline.errors
     if errors:

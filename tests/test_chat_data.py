@@ -13,6 +13,7 @@ import re
 import stat
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,10 @@ async def run_messages(engine: Engine, owner: str, session: Session, run: Run) -
 
 def kinds(thread: dict[str, Any]) -> list[str]:
     return [step["type"] for step in thread["steps"]]
+
+
+def moment(created: str) -> datetime:
+    return datetime.fromisoformat(created.replace("Z", "+00:00"))
 
 
 # history_steps / get_thread --------------------------------------------------------------------
@@ -255,7 +260,7 @@ async def test_a_long_session_reopens_at_its_latest_turns_and_links_the_whole_co
     assert note["output"] == (
         f"Showing the latest 3 of 5 turns. [Read the whole conversation](/assistants/transcripts/{ui})"
     )
-    assert note["createdAt"] < steps[1]["createdAt"]
+    assert moment(note["createdAt"]) < moment(steps[1]["createdAt"])
     shown = [s["output"] for s in steps if s["type"] == "user_message"]
     assert shown == ["Question 2 <b>?", "Question 3 <b>?", "Question 4 <b>?"]
     assert kinds(thread)[1:] == ["user_message", "assistant_message", "run"] * 3
@@ -277,6 +282,46 @@ async def test_a_long_session_reopens_at_its_latest_turns_and_links_the_whole_co
     everything = found[1]
     assert latest_turns(everything, [], 0, ui) == (everything, [])
     assert [s["output"] for s in everything if s["type"] == "user_message"] == [f"Question {t} <b>?" for t in range(5)]
+
+
+async def test_the_latest_turns_read_from_the_store_show_what_trimming_the_whole_session_shows(
+    start_runtime: StartRuntime, model: ScriptedModel
+) -> None:
+    """A reopened session reads only its latest turns; what it shows is what the whole session,
+    rendered and then trimmed, would show: tool steps, files, and a run whose message was deleted."""
+    runtime = await start_runtime(ASSISTANTS_PROVIDER_RETRIES=0)
+    engine = runtime.engine
+    owner = await runtime.accounts.add_user("tess", None)
+    assistant = await ensure_assistant(engine, owner, load_profiles()[0], runtime.settings.default_model)
+    ui = ui_id()
+    session = await Sessions(engine).create(owner, assistant.id, title="Turns", ui_thread=ui)
+    asked = []
+    for turn in range(7):
+        file = await engine.create_file(owner, filename=f"t{turn}.txt", purpose="assistants", content=b"x\n")
+        asked.append(await say(engine, owner, session, f"Q{turn}", attachments=[Attachment(file_id=file.id)]))
+        if turn % 2:
+            model.add_tool_calls([{"name": "calculate", "arguments": '{"expression": "2 * 3"}'}])
+        model.add_text(f"A{turn}.")
+        assert (await run_to_end(engine, owner, session)).status is RunStatus.completed
+    # A question in the shown part is deleted: its run's steps still show, after the rest.
+    assert await engine.delete_message(owner, session.id, asked[5].id)
+    layer = EngineDataLayer(runtime)
+
+    def comparable(steps: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        # Timestamps differ by the milliseconds that keep same-second steps in order.
+        return [(s["id"], s["type"], s["name"], s["parentId"], s["input"], s["output"]) for s in steps]
+
+    whole, whole_elements, *_ = await layer._history(owner, session, ui, 0)
+    for turns in (1, 2, 3, 5, 6, 7, 20):
+        tail, tail_elements, _, _, total = await layer._history(owner, session, ui, turns)
+        assert total == 6
+        expected = latest_turns(whole, whole_elements, turns, ui)
+        shown = latest_turns(tail, tail_elements, turns, ui, total)
+        assert comparable(shown[0]) == comparable(expected[0]), turns
+        assert shown[1] == expected[1], turns
+        if turns < 6:
+            assert len(tail) < len(whole), "the earlier turns are not read"
+            assert moment(shown[0][0]["createdAt"]) < moment(shown[0][1]["createdAt"])
 
 
 async def test_an_image_sent_with_a_message_is_shown_once_as_an_image(runtime: Runtime) -> None:

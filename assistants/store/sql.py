@@ -34,7 +34,7 @@ from ..types import (
     VectorStoreFile,
     VectorStoreFileBatch,
 )
-from ..types.objects import FileCounts
+from ..types.objects import FileCounts, MessageCreationDetails
 from . import schema, sqlite_driver
 from .base import ListParams, Page
 
@@ -340,6 +340,68 @@ class StoreTx:
             query = sa.select(table.c.data).where(table.c.thread_id == thread_id).order_by(table.c.seq)
             result.append([model.model_validate(row[0]) for row in (await self.conn.execute(query)).all()])
         return result[0], result[1], result[2]
+
+    async def thread_tail(
+        self, thread_id: str, user_messages: int
+    ) -> tuple[builtins.list[Message], builtins.list[Run], builtins.list[RunStep], int]:
+        """The thread from its `user_messages`-th newest user message on (all of it for 0), and how
+        many user messages it holds: for showing the latest turns of a long session without reading
+        the rest.
+
+        The runs kept are those placed after a kept message, or after one deleted since (they show
+        last); runs placed after an earlier message, or before every message, belong to earlier turns.
+        """
+        messages = schema.messages
+        user_seqs = (
+            (
+                await self.conn.execute(
+                    sa.select(messages.c.seq)
+                    .where(messages.c.thread_id == thread_id, messages.c.data["role"].as_string() == "user")
+                    .order_by(messages.c.seq)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        if user_messages <= 0 or len(user_seqs) <= user_messages:
+            return (*await self.thread_history(thread_id), len(user_seqs))
+        cutoff = user_seqs[-user_messages]
+        runs = schema.runs
+        placed_after = runs.c.data["after_message_id"].as_string()
+        earlier = sa.select(messages.c.id).where(messages.c.thread_id == thread_id, messages.c.seq < cutoff)
+        kept_runs = [
+            Run.model_validate(row[0])
+            for row in await self.conn.execute(
+                sa.select(runs.c.data)
+                .where(runs.c.thread_id == thread_id, placed_after.is_not(None), placed_after.not_in(earlier))
+                .order_by(runs.c.seq)
+            )
+        ]
+        steps: builtins.list[RunStep] = []
+        if kept_runs:
+            table = schema.run_steps
+            steps = [
+                RunStep.model_validate(row[0])
+                for row in await self.conn.execute(
+                    sa.select(table.c.data)
+                    .where(table.c.thread_id == thread_id, table.c.run_id.in_([r.id for r in kept_runs]))
+                    .order_by(table.c.seq)
+                )
+            ]
+        # A kept run's answer may be older than the cut: a run placed after a deleted message.
+        written = [s.step_details.message_creation.message_id for s in steps if isinstance(s.step_details, MessageCreationDetails)]
+        rows = (
+            await self.conn.execute(
+                sa.select(messages.c.data)
+                .where(
+                    messages.c.thread_id == thread_id,
+                    sa.or_(messages.c.seq >= cutoff, messages.c.id.in_(written)) if written else messages.c.seq >= cutoff,
+                )
+                .order_by(messages.c.seq)
+            )
+        ).all()
+        kept_messages = [Message.model_validate(row[0]) for row in rows]
+        return kept_messages, kept_runs, steps, len(user_seqs)
 
     async def files_by_id(self, file_ids: builtins.list[str], *, owner: str) -> dict[str, File]:
         """The owner's files among `file_ids`."""

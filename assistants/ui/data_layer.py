@@ -111,8 +111,9 @@ class EngineDataLayer(BaseDataLayer):
         if found is None:
             return None
         owner, session = found
-        steps, elements, assistant, user_name = await self._history(owner, session, thread_id)
-        steps, elements = latest_turns(steps, elements, self.runtime.settings.resume_turns, thread_id)
+        turns = self.runtime.settings.resume_turns
+        steps, elements, assistant, user_name, total = await self._history(owner, session, thread_id, turns)
+        steps, elements = latest_turns(steps, elements, turns, thread_id, total)
         profile = assistant.metadata.get("assistants.profile") if assistant else None
         return self._thread_dict(
             session,
@@ -132,15 +133,17 @@ class EngineDataLayer(BaseDataLayer):
         found = await self._session(thread_id)
         if found is None or found[0] != owner:
             return None
-        steps = (await self._history(owner, found[1], thread_id))[0]
+        steps = (await self._history(owner, found[1], thread_id, 0))[0]
         return found[1].title, steps
 
     async def _history(
-        self, owner: str, session: Session, thread_id: str
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Assistant | None, str]:
+        self, owner: str, session: Session, thread_id: str, turns: int
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Assistant | None, str, int]:
+        """The session rendered from its `turns`-th newest user message on (0: all of it), with the
+        number of user messages it holds in all."""
         engine = self.runtime.engine
         async with engine.store.read() as tx:
-            messages, runs, steps = await tx.thread_history(session.id)
+            messages, runs, steps, total = await tx.thread_tail(session.id, turns)
             assistant = await tx.find(Assistant, session.assistant_id, owner=owner)
             file_ids = [a.file_id for m in messages for a in (m.attachments or [])]
             file_ids += [p.image_file.file_id for m in messages for p in m.content if isinstance(p, ImageFileContent)]
@@ -164,7 +167,7 @@ class EngineDataLayer(BaseDataLayer):
             steps,
             {f.id: (f.filename, f.bytes) for f in files.values()},
         )
-        return rendered, elements, assistant, user_name
+        return rendered, elements, assistant, user_name, total
 
     async def update_thread(
         self,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..tools.code_interpreter import saved_files
@@ -401,19 +401,31 @@ TRANSCRIPT_ROUTE = "/assistants/transcripts"
 """`{TRANSCRIPT_ROUTE}/{thread ui id}`: a whole session as one page, for turns the chat leaves out."""
 
 
+def _just_before(created: str) -> str:
+    """A timestamp in `iso`'s format one millisecond before `created` (also one of `iso`'s)."""
+    moment = datetime.fromisoformat(created.replace("Z", "+00:00")) - timedelta(milliseconds=1)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def latest_turns(
-    steps: list[dict[str, Any]], elements: list[dict[str, Any]], turns: int, thread_ui_id: str
+    steps: list[dict[str, Any]],
+    elements: list[dict[str, Any]],
+    turns: int,
+    thread_ui_id: str,
+    total: int | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The newest `turns` turns of a rendered session (0: all), after a note that links the rest.
 
     A long session reopens at once in the browser only if it shows a part of itself: Chainlit's page
     renders every step it is given (about 5 ms each). A turn starts at a user message; the model
-    still reads the whole thread, only the screen is shortened.
+    still reads the whole thread, only the screen is shortened. `steps` may already be the tail of
+    the session (read that way from the store); `total` is then how many turns the session holds.
     """
     starts = [i for i, step in enumerate(steps) if step["type"] == "user_message" and step["parentId"] is None]
-    if turns <= 0 or len(starts) <= turns:
+    total = max(total or 0, len(starts))
+    if turns <= 0 or total <= turns or not starts:
         return steps, elements
-    first = starts[-turns]
+    first = starts[-turns] if len(starts) >= turns else starts[0]
     kept = steps[first:]
     ids = {step["id"] for step in kept}
     link = f"{TRANSCRIPT_ROUTE}/{thread_ui_id}"
@@ -422,8 +434,8 @@ def latest_turns(
         thread_ui_id,
         "assistant_message",
         "Earlier turns",
-        steps[first - 1]["createdAt"],
-        output=f"Showing the latest {turns} of {len(starts)} turns. [Read the whole conversation]({link})",
+        _just_before(kept[0]["createdAt"]),
+        output=f"Showing the latest {min(turns, len(starts))} of {total} turns. [Read the whole conversation]({link})",
     )
     return [note, *kept], [element for element in elements if element.get("forId") in ids]
 
