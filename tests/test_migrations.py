@@ -16,7 +16,7 @@ from assistants.store import schema as store_schema
 from assistants.store.migrate import alembic_config, current_revision, upgrade
 from assistants.types import Assistant, Thread
 
-HEAD = "0012"
+HEAD = "0013"
 OBJECT_TABLES = {"assistants", "threads", "messages", "runs", "run_steps", "files"}
 VECTOR_STORE_TABLES = {"vector_stores", "vector_store_files", "vector_store_file_batches"}
 SEARCH_VECTOR_TABLES = {"search_vectors", "search_generations"}
@@ -27,7 +27,7 @@ SQLITE_FTS_TABLES = {store_schema.SEARCH_FTS_TABLE} | store_schema.SEARCH_FTS_SH
 
 def all_tables(store: SqlStore) -> set[str]:
     """Every table a migrated database lists, including each dialect's full-text machinery."""
-    extra = SQLITE_FTS_TABLES if store.engine.dialect.name == "sqlite" else set()
+    extra = SQLITE_FTS_TABLES if store.engine.dialect.name == "sqlite" else set(store_schema.SEARCH_POSTGRES_TABLES)
     return ALL_TABLES | extra | {"alembic_version"}
 
 
@@ -230,7 +230,7 @@ async def test_upgrade_from_the_previous_schema_keeps_sessions_findable(store_ur
 
 
 async def search_machinery(store: SqlStore) -> set[str]:
-    """The names of migration 0004's dialect-specific full-text objects present in the database."""
+    """The names of the dialect-specific full-text objects present in the database (0004, 0013)."""
     async with store.engine.connect() as conn:
         if store.engine.dialect.name == "sqlite":
             query = "SELECT name FROM sqlite_master WHERE name LIKE 'search_chunks_fts%'"
@@ -239,6 +239,8 @@ async def search_machinery(store: SqlStore) -> set[str]:
                 "SELECT column_name FROM information_schema.columns"
                 " WHERE table_name = 'search_chunks' AND column_name = 'tsv'"
                 " UNION SELECT indexname FROM pg_indexes WHERE indexname = 'ix_search_chunks_tsv'"
+                " UNION SELECT table_name FROM information_schema.tables"
+                " WHERE table_name IN ('search_postings', 'search_file_lengths')"
             )
         return {str(row[0]) for row in (await conn.execute(sa.text(query))).all()}
 
@@ -248,7 +250,9 @@ SQLITE_MACHINERY = SQLITE_FTS_TABLES | {
     # Migration 0011 took the insert and delete triggers out: `SqlChunkIndex` writes the index.
     "search_chunks_fts_update",
 }
-POSTGRES_MACHINERY = {"tsv", "ix_search_chunks_tsv"}
+# Migration 0013 replaced 0004's generated `tsv` column and its GIN index with posting tables.
+POSTGRES_MACHINERY = set(store_schema.SEARCH_POSTGRES_TABLES)
+POSTGRES_MACHINERY_0004 = {"tsv", "ix_search_chunks_tsv"}
 
 
 async def insert_chunk(store: SqlStore, text: str) -> None:
@@ -367,8 +371,11 @@ async def test_downgrade_from_0005_leaves_0004_intact(store_url: str) -> None:
             await conn.run_sync(run)
 
         assert await current_revision(store.engine) == "0004"
-        assert await table_names(store) == all_tables(store) - VECTOR_STORE_TABLES - SEARCH_VECTOR_TABLES - {"run_events"}
-        # The chunks survive; searching needs head's FTS5 layout (0008), which the upgrade rebuilds.
+        assert await table_names(store) == (
+            all_tables(store) - VECTOR_STORE_TABLES - SEARCH_VECTOR_TABLES - {"run_events"} - store_schema.SEARCH_POSTGRES_TABLES
+        )
+        # The chunks survive; searching needs head's FTS5 layout (0008) or posting lists (0013),
+        # which the upgrade rebuilds.
         assert await SqlChunkIndex(store).count("vs_1") == 1
         await upgrade(store.engine)
         assert await current_revision(store.engine) == HEAD
@@ -400,7 +407,7 @@ async def test_upgrade_from_0005_adds_chunk_vectors_and_downgrade_removes_only_t
         async with store.engine.begin() as conn:
             await conn.run_sync(run)
         assert await current_revision(store.engine) == "0005"
-        assert await table_names(store) == all_tables(store) - SEARCH_VECTOR_TABLES - {"run_events"}
+        assert await table_names(store) == all_tables(store) - SEARCH_VECTOR_TABLES - {"run_events"} - store_schema.SEARCH_POSTGRES_TABLES
         await upgrade(store.engine)
         assert await current_revision(store.engine) == HEAD
     finally:
@@ -481,7 +488,7 @@ async def test_upgrade_from_0008_adds_the_run_event_log_and_downgrade_removes_on
 
         async with store.engine.begin() as conn:
             await conn.run_sync(run)
-        assert await table_names(store) == all_tables(store) - {"run_events"}
+        assert await table_names(store) == all_tables(store) - {"run_events"} - store_schema.SEARCH_POSTGRES_TABLES
     finally:
         await store.close()
 
@@ -583,5 +590,68 @@ async def test_upgrade_from_0011_stops_chat_sessions_own_stores_from_expiring(st
         assert (after["session"].expires_after, after["session"].expires_at) == (None, None)
         # A store the user chose, and another thread's own store, keep their policy.
         assert after["chosen"].expires_after == week and after["plain"].expires_after == week
+    finally:
+        await store.close()
+
+
+async def test_upgrade_from_0012_counts_indexed_chunks_into_posting_lists(store_url: str) -> None:
+    """0012 -> 0013 on PostgreSQL: chunks indexed before are counted in (per owner, store and file),
+    rank as new ones do, and leave with their file; the downgrade brings `tsv` back. SQLite: no change."""
+    from assistants.search.index import ChunkRow, SqlChunkIndex, new_chunk_id
+
+    store = SqlStore.from_url(store_url)
+    try:
+        await upgrade(store.engine, "0012")
+        old = [
+            ("user_1", "vs_1", "file-1", 0, "Kettles boil water. A kettle whistles when the water boils."),
+            ("user_1", "vs_1", "file-1", 1, "Teapots keep tea warm."),
+            ("user_1", "vs_1", "file-2", 0, "Café kettles in Paris."),
+            ("user_2", "vs_1", "file-3", 0, "Another owner's kettle."),
+        ]
+        async with store.transaction() as tx:
+            await tx.conn.execute(
+                store_schema.search_chunks.insert(),
+                [{"id": new_chunk_id(), "owner_id": owner, "vector_store_id": vs, "file_id": file, "chunk_index": i,
+                  "text": text, "char_start": 0, "char_end": len(text), "tokens": 4} for owner, vs, file, i, text in old],
+            )
+
+        await upgrade(store.engine)
+
+        if store.engine.dialect.name == "sqlite":
+            # Nothing to do on SQLite (and chunks written without the index code are not in FTS5).
+            assert await search_machinery(store) == SQLITE_MACHINERY
+            assert await schema_differences(store) == []
+            return
+        assert await search_machinery(store) == POSTGRES_MACHINERY
+        index = SqlChunkIndex(store)
+        found = await index.search("user_1", ["vs_1"], "kettles boiling")
+        # Only user_1's chunks, the one holding both words (twice) first; "cafe" finds "Café".
+        assert [hit.text for hit in found] == [old[0][4], old[2][4]]
+        assert [hit.file_id for hit in await index.search("user_1", ["vs_1"], "cafe")] == ["file-2"]
+        assert [hit.text for hit in await index.search("user_2", ["vs_1"], "kettle")] == [old[3][4]]
+        # A chunk added now ranks on the same scale as the counted-in ones.
+        await index.add("user_1", "vs_1", "file-4", [ChunkRow(index=0, text=old[0][4], start=0, end=10, tokens=4)])
+        again = await index.search("user_1", ["vs_1"], "kettles boiling")
+        assert [hit.file_id for hit in again[:2]] == ["file-1", "file-4"] and again[0].score == again[1].score
+        assert await index.remove_file("vs_1", "file-1") == 2
+        assert [hit.file_id for hit in await index.search("user_1", ["vs_1"], "kettle teapot")] == ["file-4", "file-2"]
+        async with store.read() as tx:
+            left = (await tx.conn.execute(sa.text("SELECT DISTINCT file_id FROM search_postings ORDER BY file_id"))).scalars().all()
+        assert left == ["file-2", "file-3", "file-4"]
+
+        def run(connection: Connection) -> None:
+            command.downgrade(alembic_config(connection), "0012")
+
+        async with store.engine.begin() as conn:
+            await conn.run_sync(run)
+        assert await search_machinery(store) == POSTGRES_MACHINERY_0004
+        async with store.read() as tx:
+            matched = (await tx.conn.execute(sa.text(
+                "SELECT file_id FROM search_chunks WHERE tsv @@ to_tsquery('english', 'kettle') ORDER BY file_id"
+            ))).scalars().all()
+        assert matched == ["file-2", "file-3", "file-4"]  # 0004's column, computed again from the text.
+        await upgrade(store.engine)
+        assert {hit.file_id for hit in await SqlChunkIndex(store).search("user_1", ["vs_1"], "kettle")} == {"file-2", "file-4"}
+        assert await schema_differences(store) == []
     finally:
         await store.close()

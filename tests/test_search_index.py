@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from assistants.exceptions import InvalidRequestError
 from assistants.search.index import ChunkIndex, ChunkRow, Hit, SqlChunkIndex, query_terms
+from assistants.search.postings import POSTING, file_postings, search_terms
 from assistants.store import SqlStore
 
 ALICE = "user_alice"
@@ -221,6 +223,39 @@ async def test_recall_at_5_on_a_known_corpus(corpus: SqlChunkIndex) -> None:
     # right answers score around 0.5, and a threshold of 0.3 keeps every one of them.
     assert min(right) >= 0.3
     assert 0.4 <= sum(right) / len(right) <= 0.7
+
+
+async def test_stems_and_accents_match_on_both_backends(index: SqlChunkIndex) -> None:
+    await index.add(ALICE, "vs_1", "file-a", rows("Configuring the café's espresso machines.", "Nothing here."))
+    for query in ("configure", "configured machine", "cafe", "CAFÉ", "espressos"):
+        assert [hit.index for hit in await index.search(ALICE, ["vs_1"], query)] == [0], query
+
+
+async def test_narrowing_to_files_keeps_the_scores(corpus: SqlChunkIndex) -> None:
+    """Word rarity is counted over the whole store (both backends), not over the chosen files."""
+    question = "light water oxygen"
+    everywhere = {hit.file_id: hit.score for hit in await corpus.search(ALICE, ["vs_corpus"], question)}
+    narrowed = await corpus.search(ALICE, ["vs_corpus"], question, file_ids=["file-0", "file-4"])
+    assert [hit.file_id for hit in narrowed] == ["file-0", "file-4"]
+    assert all(hit.score == everywhere[hit.file_id] for hit in narrowed)
+
+
+def test_file_postings_count_words_per_chunk() -> None:
+    """PostgreSQL's posting lists: stemmed, accent-free terms; stop words count in the length only."""
+    texts = ["Café CAFÉ the cafes, and Kettles!", "the the the", "ｆｕｌｌ-width kettle_boil 42"]
+    postings = file_postings(texts, [10, 11, 12])
+    assert (postings.chunks, postings.words) == (3, 6 + 3 + 5)
+    decoded = {term: np.frombuffer(packed, dtype=POSTING).tolist() for term, packed in postings.lists.items()}
+    assert decoded == {
+        "cafe": [(10, 3, 6)],
+        "kettl": [(10, 1, 6), (12, 1, 5)],
+        "full": [(12, 1, 5)],
+        "width": [(12, 1, 5)],
+        "boil": [(12, 1, 5)],
+        "42": [(12, 1, 5)],
+    }
+    # A query's words find the same terms.
+    assert search_terms(query_terms("cafés KETTLE boiling")) == ["cafe", "kettl", "boil"]
 
 
 def test_sql_chunk_index_is_a_chunk_index(store: SqlStore) -> None:

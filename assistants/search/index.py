@@ -5,25 +5,29 @@ for the best chunks of some vector stores. Every chunk carries its owner, and a 
 sees the asking owner's chunks, even when given another owner's vector store id.
 
 User text never reaches a query language as written. `query_terms` keeps only the words (runs of
-letters and digits), drops English stop words and duplicates, and the backends join the words
-with OR: FTS5 gets `{scope}: ("<owner+store token>") AND {text}: ("w1" OR "w2")` (the scope
-token, indexed per chunk since migration 0008, makes FTS5 rank only the asker's rows), PostgreSQL
-gets `to_tsquery('english', 'w1 | w2')`. Quotes,
-`NEAR(`, `*`, `-`, `:` or parentheses in the user's text are separators, never operators, and a
-query with no words left returns no hits instead of an error.
+letters and digits), drops English stop words and duplicates. FTS5 gets them joined with OR:
+`{scope}: ("<owner+store token>") AND {text}: ("w1" OR "w2")` (the scope token, indexed per chunk
+since migration 0008, makes FTS5 rank only the asker's rows). PostgreSQL gets no query language
+at all: the words, stemmed (`postings.search_terms`), are bound parameters that pick rows of
+`search_postings` by primary key within the asker's (owner, store) scopes (migration 0013;
+postings.py). Quotes, `NEAR(`, `*`, `-`, `:` or parentheses in the user's text are separators,
+never operators, and a query with no words left returns no hits instead of an error.
 
-Scores lie in [0, 1), higher is better. Each backend's raw relevance `r` (FTS5: `-bm25()`, which
-weighs rare words up and saturates repeated ones; PostgreSQL: `ts_rank_cd` with every weight 1
-and normalisation 1, i.e. matched-word occurrences scaled down by the log of the chunk's length)
-is divided by the number of query words, so a long question is not favoured over a short one, and
-mapped through `s / (s + k)`. `k` is each backend's per-word relevance of a typical right answer
-on the fixed corpus of tests/test_search_index.py, where right answers then score 0.32-0.65 on
-both backends and other hits at most 0.43: a `score_threshold` around 0.3 keeps good hits and
-0.5 keeps only strong ones. The scale is not exact across stores: bm25's weight for a word grows
-with how rare it is in the whole index, so SQLite's scores drift up in large indexes, whereas
-`ts_rank_cd` ignores rarity. bm25 also gives no weight to a word found in half the index or more,
-which on a nearly empty index is every word; so the share of the query's words a chunk holds
-(`COVERAGE_WEIGHT` times it) is a floor under the score, and hits are ordered by the final score.
+Scores lie in [0, 1), higher is better. Both backends' raw relevance `r` is BM25 with FTS5's
+constants (k1 = 1.2, b = 0.75) and idf, which weighs rare words up and saturates repeated ones:
+FTS5's `-bm25()` on SQLite, the same sum over the query's words computed from posting lists on
+PostgreSQL (postings.py). `r` is divided by the number of query words, so a long question is not
+favoured over a short one, and mapped through `s / (s + k)`. `k` is the per-word relevance of a
+typical right answer on the fixed corpus of tests/test_search_index.py, where right answers then
+score 0.32-0.62 on both backends and other hits at most 0.33: a `score_threshold` around 0.3
+keeps good hits and 0.5 keeps only strong ones. The scale is not exact across stores: bm25's
+weight for a word grows with how rare it is, so scores drift up in large collections. The
+collection differs by backend: FTS5 counts chunks and word frequencies over its whole index,
+PostgreSQL over the searched scopes only (so one owner's files never move another's scores).
+Stemming differs slightly too (Porter on SQLite, Snowball's English on PostgreSQL). bm25 gives
+(almost) no weight to a word found in half the collection or more, which in a nearly empty one is
+every word; so the share of the query's words a chunk holds (`COVERAGE_WEIGHT` times it) is a
+floor under the score, and hits are ordered by the final score.
 
 Hybrid retrieval. With an embedder (`ASSISTANTS_EMBEDDING_MODEL`), `add` also stores each chunk's
 vector (`search_vectors`) and `search` embeds the query, takes the `CANDIDATES` best chunks by
@@ -40,8 +44,8 @@ changes are seen at the next search.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import re
 import secrets
 import unicodedata
 from collections import OrderedDict
@@ -55,13 +59,16 @@ import sqlalchemy as sa
 from ..exceptions import InvalidRequestError
 from ..store import SqlStore, schema
 from .embed import Embedder, EmbeddingError, pack, unpack_many
+from .postings import FilePostings, PostingList, bm25_top, file_postings, search_terms
+from .words import MAX_QUERY_TERMS as MAX_QUERY_TERMS
+from .words import STOP_WORDS as STOP_WORDS
+from .words import WORD
+from .words import query_terms as query_terms
 
 log = logging.getLogger(__name__)
 
 COVERAGE_WEIGHT = 0.5
 """A chunk holding every word of the query scores at least this (see `SqlChunkIndex._hit`)."""
-MAX_QUERY_TERMS = 64
-"""At most this many distinct words of a query are searched for; the rest are ignored."""
 HYBRID_WEIGHT = 0.5
 """The share of vector similarity in a hybrid score (the rest is the full-text score)."""
 CANDIDATES = 50
@@ -69,26 +76,10 @@ CANDIDATES = 50
 VECTOR_CACHE_BYTES = 256 * 1024 * 1024
 """Default memory for stores' vectors kept between searches (`ASSISTANTS_SEARCH_CACHE_MB`)."""
 
-# PostgreSQL's `english` stop words (Snowball's list). Dropping the same words on SQLite keeps
-# the backends in step and keeps an OR-ed query from matching every chunk through "the" or "is".
-_STOP_WORD_LIST = """
-    i me my myself we our ours ourselves you your yours yourself yourselves he him his himself
-    she her hers herself it its itself they them their theirs themselves what which who whom this
-    that these those am is are was were be been being have has had having do does did doing a an
-    the and but if or because as until while of at by for with about against between into through
-    during before after above below to from up down in out on off over under again further then
-    once here there when where why how all any both each few more most other some such no nor not
-    only own same so than too very s t can will just don should now
-"""
-STOP_WORDS = frozenset(_STOP_WORD_LIST.split())
-
-# A word is a run of letters and digits: what FTS5's unicode61 tokenizer and PostgreSQL's parser
-# both treat as a token. The underscore is excluded because neither tokenizer keeps it.
-_WORD = re.compile(r"[^\W_]+")
-
 # Per-word raw relevance of a typical right answer on each backend, measured on the fixed corpus
-# of tests/test_search_index.py: the `k` of `s / (s + k)` (see the module docstring).
-_HALF_SCORE = {"sqlite": 1.4, "postgresql": 0.25}
+# of tests/test_search_index.py: the `k` of `s / (s + k)` (see the module docstring). Both rank
+# with BM25 since migration 0013, so both have the same.
+_HALF_SCORE = {"sqlite": 1.4, "postgresql": 1.4}
 
 
 @dataclass(frozen=True)
@@ -162,17 +153,6 @@ class ChunkIndex(Protocol):
         ...
 
 
-def query_terms(text: str) -> list[str]:
-    """The words of a user's query that are searched for: lower-cased, no stop words, no repeats.
-
-    Compatibility normalisation first turns full-width letters and ligatures into plain ones, so
-    the words match what the tokenizers make of the indexed text.
-    """
-    words = _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
-    kept = dict.fromkeys(w for w in words if w not in STOP_WORDS)
-    return list(kept)[:MAX_QUERY_TERMS]
-
-
 def fts5_query(terms: Sequence[str]) -> str:
     """An FTS5 MATCH expression that matches any of `terms`, each quoted as a plain string."""
     # `query_terms` words hold no double quote, but doubling them keeps this safe on any input.
@@ -192,11 +172,6 @@ def fts5_scoped_query(owner: str, vector_store_ids: Sequence[str], terms: Sequen
     """An FTS5 MATCH expression for any of `terms` in the `text` of the owner's chunks in those stores."""
     scopes = " OR ".join('"' + scope_token(owner, store) + '"' for store in dict.fromkeys(vector_store_ids))
     return "{scope}: (" + scopes + ") AND {text}: (" + fts5_query(terms) + ")"
-
-
-def tsquery_text(terms: Sequence[str]) -> str:
-    """A `to_tsquery` input that matches any of `terms`; each term must be a `query_terms` word."""
-    return " | ".join(terms)
 
 
 def new_chunk_id() -> str:
@@ -222,23 +197,40 @@ WHERE c.owner_id = :owner AND c.vector_store_id IN :stores
 ORDER BY t.rank DESC, c.seq
 """
 
-_POSTGRES_SEARCH = f"""
-SELECT {_COLUMNS}, ts_rank_cd('{{{{1,1,1,1}}}}'::float4[], c.tsv, q.query, 1) AS rank
-FROM search_chunks AS c, to_tsquery('english'::regconfig, :query) AS q(query)
-WHERE c.tsv @@ q.query AND c.owner_id = :owner AND c.vector_store_id IN :stores {{files}}
-ORDER BY rank DESC, c.seq
-LIMIT :limit
-"""
+# PostgreSQL (migration 0013; see postings.py): the posting lists of the query's terms in the
+# asker's scopes, the scopes' sizes, then the chosen chunks, checked again against owner and store.
+_PG_POSTINGS = sa.text(
+    "SELECT string_agg(postings, ''::bytea) AS postings, array_agg(file_id) AS file_ids,"
+    " array_agg(octet_length(postings)) AS sizes FROM search_postings"
+    " WHERE owner_id = :owner AND vector_store_id IN :stores AND term IN :terms GROUP BY term"
+).bindparams(sa.bindparam("stores", expanding=True), sa.bindparam("terms", expanding=True))
+_PG_SIZES = sa.text(
+    "SELECT coalesce(sum(chunks), 0), coalesce(sum(words), 0) FROM search_file_lengths"
+    " WHERE owner_id = :owner AND vector_store_id IN :stores"
+).bindparams(sa.bindparam("stores", expanding=True))
+_PG_CHUNKS = sa.text(
+    f"SELECT c.seq, {_COLUMNS} FROM search_chunks AS c"
+    " WHERE c.seq IN :seqs AND c.owner_id = :owner AND c.vector_store_id IN :stores"
+).bindparams(sa.bindparam("seqs", expanding=True), sa.bindparam("stores", expanding=True))
+_PG_NEW_SEQS = sa.text("SELECT nextval(pg_get_serial_sequence('search_chunks', 'seq')) FROM generate_series(1, :n)")
+_PG_ADD_LENGTHS = sa.text(
+    "INSERT INTO search_file_lengths (vector_store_id, file_id, owner_id, chunks, words)"
+    " VALUES (:store, :file, :owner, :chunks, :words)"
+)
+_PG_REMOVE_FILE = [
+    sa.text(f"DELETE FROM {table} WHERE vector_store_id = :store AND file_id = :file")
+    for table in ("search_postings", "search_file_lengths")
+]
+_PG_REMOVE_STORE = [
+    sa.text(f"DELETE FROM {table} WHERE vector_store_id = :store") for table in ("search_postings", "search_file_lengths")
+]
 
 
-def _search_statement(dialect: str, with_files: bool) -> sa.TextClause:
-    if dialect == "sqlite":
-        sql = _SQLITE_SEARCH.format(
-            files_join="JOIN search_chunks AS fc ON fc.seq = f.rowid" if with_files else "",
-            files="AND fc.file_id IN :files" if with_files else "",
-        )
-    else:
-        sql = _POSTGRES_SEARCH.format(files="AND c.file_id IN :files" if with_files else "")
+def _search_statement(with_files: bool) -> sa.TextClause:
+    sql = _SQLITE_SEARCH.format(
+        files_join="JOIN search_chunks AS fc ON fc.seq = f.rowid" if with_files else "",
+        files="AND fc.file_id IN :files" if with_files else "",
+    )
     params: list[sa.BindParameter[Any]] = [sa.bindparam("stores", expanding=True)]
     if with_files:
         params.append(sa.bindparam("files", expanding=True))
@@ -328,8 +320,8 @@ class VectorCache:
 
 
 class SqlChunkIndex:
-    """`ChunkIndex` on the project's SQL store: FTS5 on SQLite, `tsvector` + GIN on PostgreSQL,
-    and, with an embedder, chunk vectors for hybrid retrieval."""
+    """`ChunkIndex` on the project's SQL store: FTS5 on SQLite, posting lists on PostgreSQL (both
+    ranked by BM25), and, with an embedder, chunk vectors for hybrid retrieval."""
 
     def __init__(self, store: SqlStore, embedder: Embedder | None = None, *, cache_bytes: int = VECTOR_CACHE_BYTES) -> None:
         self.store = store
@@ -358,31 +350,59 @@ class SqlChunkIndex:
             }
             for chunk in chunks
         ]
-        vector_rows: list[dict[str, Any]] = []
-        if self.embedder is not None and rows:
-            matrix = await self.embedder.embed([chunk.text for chunk in chunks])
-            vector_rows = [
-                {
-                    "chunk_id": row["id"],
-                    "owner_id": owner,
-                    "vector_store_id": vector_store_id,
-                    "file_id": file_id,
-                    "model": self.embedder.model,
-                    "dimensions": int(matrix.shape[1]),
-                    "vector": pack(vector),
-                }
-                for row, vector in zip(rows, matrix, strict=True)
-            ]
-        # The old chunks go and the new ones come in one transaction, so a search sees one or the
-        # other, never both and never neither.
-        async with self.store.transaction() as tx:
-            await self._delete(tx.conn, vector_store_id, file_id)
-            if rows:
-                await tx.conn.execute(table.insert(), rows)
-                if tx.conn.dialect.name == "sqlite":
-                    await tx.conn.execute(_FTS_ADD, {"store": vector_store_id, "file": file_id})
-            if vector_rows:
-                await tx.conn.execute(vectors.insert(), vector_rows)
+        counting: asyncio.Future[FilePostings] | None = None
+        if rows and self.dialect == "postgresql":
+            async with self.store.read() as tx:
+                seqs = [int(seq) for seq in (await tx.conn.execute(_PG_NEW_SEQS, {"n": len(rows)})).scalars()]
+            for row, seq in zip(rows, seqs, strict=True):
+                row["seq"] = seq
+            # Words are counted in a worker thread while PostgreSQL stores the chunks' text.
+            counting = asyncio.ensure_future(asyncio.to_thread(file_postings, [chunk.text for chunk in chunks], seqs))
+        try:
+            vector_rows: list[dict[str, Any]] = []
+            if self.embedder is not None and rows:
+                matrix = await self.embedder.embed([chunk.text for chunk in chunks])
+                vector_rows = [
+                    {
+                        "chunk_id": row["id"],
+                        "owner_id": owner,
+                        "vector_store_id": vector_store_id,
+                        "file_id": file_id,
+                        "model": self.embedder.model,
+                        "dimensions": int(matrix.shape[1]),
+                        "vector": pack(vector),
+                    }
+                    for row, vector in zip(rows, matrix, strict=True)
+                ]
+            # The old chunks go and the new ones come in one transaction, so a search sees one or
+            # the other, never both and never neither.
+            async with self.store.transaction() as tx:
+                await self._delete(tx.conn, vector_store_id, file_id)
+                if rows:
+                    await tx.conn.execute(table.insert(), rows)
+                    if tx.conn.dialect.name == "sqlite":
+                        await tx.conn.execute(_FTS_ADD, {"store": vector_store_id, "file": file_id})
+                if counting is not None:
+                    await self._add_postings(tx.conn, owner, vector_store_id, file_id, await counting)
+                if vector_rows:
+                    await tx.conn.execute(vectors.insert(), vector_rows)
+        finally:
+            if counting is not None and not counting.done():
+                counting.cancel()
+
+    @staticmethod
+    async def _add_postings(conn: Any, owner: str, vector_store_id: str, file_id: str, postings: FilePostings) -> None:
+        keys = {"store": vector_store_id, "owner": owner, "file": file_id}
+        await conn.execute(_PG_ADD_LENGTHS, {**keys, "chunks": postings.chunks, "words": postings.words})
+        if postings.lists:
+            # A file adds a row per distinct word (thousands); COPY takes them at a few µs each,
+            # where a prepared INSERT per row costs ten times that. Same connection, same transaction.
+            raw = await conn.get_raw_connection()
+            await raw.driver_connection.copy_records_to_table(
+                "search_postings",
+                columns=("vector_store_id", "owner_id", "term", "file_id", "postings"),
+                records=[(vector_store_id, owner, term, file_id, packed) for term, packed in postings.lists.items()],
+            )
 
     @staticmethod
     async def _delete(conn: Any, vector_store_id: str, file_id: str | None) -> int:
@@ -392,6 +412,9 @@ class SqlChunkIndex:
         if conn.dialect.name == "sqlite":
             # FTS5's rows go first, while the chunks they were made from can still be read.
             await conn.execute(_FTS_REMOVE_FILE if file_id is not None else _FTS_REMOVE_STORE, {"store": vector_store_id, "file": file_id})
+        elif conn.dialect.name == "postgresql":
+            for statement in _PG_REMOVE_FILE if file_id is not None else _PG_REMOVE_STORE:
+                await conn.execute(statement, {"store": vector_store_id, "file": file_id})
         removed = 0
         for table in (schema.search_chunks, schema.search_vectors):
             where = [table.c.vector_store_id == vector_store_id]
@@ -467,14 +490,33 @@ class SqlChunkIndex:
     async def _full_text(
         self, owner: str, vector_store_ids: Sequence[str], terms: list[str], limit: int, file_ids: Sequence[str] | None
     ) -> list[Hit]:
-        text = fts5_scoped_query(owner, vector_store_ids, terms) if self.dialect == "sqlite" else tsquery_text(terms)
+        if self.dialect == "postgresql":
+            return await self._ranked_postings(owner, vector_store_ids, terms, limit, file_ids)
+        text = fts5_scoped_query(owner, vector_store_ids, terms)
         params: dict[str, Any] = {"query": text, "owner": owner, "stores": list(vector_store_ids), "limit": limit}
         if file_ids is not None:
             params["files"] = list(file_ids)
-        statement = _search_statement(self.dialect, file_ids is not None)
         async with self.store.read() as tx:
-            rows = (await tx.conn.execute(statement, params)).all()
+            rows = (await tx.conn.execute(_search_statement(file_ids is not None), params)).all()
         return [self._hit(row, terms) for row in rows]
+
+    async def _ranked_postings(
+        self, owner: str, vector_store_ids: Sequence[str], terms: list[str], limit: int, file_ids: Sequence[str] | None
+    ) -> list[Hit]:
+        """PostgreSQL: BM25 over the posting lists of the query's terms (see postings.py)."""
+        scope: dict[str, Any] = {"owner": owner, "stores": list(dict.fromkeys(vector_store_ids))}
+        async with self.store.read() as tx:
+            lists = (await tx.conn.execute(_PG_POSTINGS, {**scope, "terms": search_terms(terms)})).all()
+            if not lists:
+                return []
+            chunks, words = (await tx.conn.execute(_PG_SIZES, scope)).one()
+            best = bm25_top(
+                [PostingList(row.postings, row.file_ids, row.sizes) for row in lists], int(chunks), int(words), limit, file_ids
+            )
+            if not best:
+                return []
+            found = {int(row.seq): row for row in (await tx.conn.execute(_PG_CHUNKS, {**scope, "seqs": [seq for seq, _ in best]})).all()}
+        return [self._hit(found[seq], terms, rank=rank) for seq, rank in best if seq in found]
 
     async def _hybrid(
         self,
@@ -579,7 +621,7 @@ class SqlChunkIndex:
             ranked = per_term / (per_term + self._half_score)
             # bm25 gives a word no weight when it is in half the index or more, which is every word
             # of a nearly empty index: the share of the query's words the chunk holds is a floor.
-            words = set(_WORD.findall(unicodedata.normalize("NFKC", str(row.text)).casefold()))
+            words = set(WORD.findall(unicodedata.normalize("NFKC", str(row.text)).casefold()))
             covered = sum(1 for term in terms if term in words) / len(terms)
         return Hit(
             chunk_id=str(row.id),

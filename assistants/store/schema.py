@@ -180,22 +180,29 @@ run_events = sa.Table(
     sa.Index("ix_run_events_created_at", "created_at"),
 )
 
-# The full-text machinery differs by dialect and is created by migration 0004 in raw SQL, outside
-# this metadata: on SQLite an FTS5 table (with its shadow tables) and the triggers that feed it, on
-# PostgreSQL a generated `tsvector` column and its GIN index. Schema comparisons skip these names.
+# The full-text machinery differs by dialect and is created by migrations in raw SQL, outside this
+# metadata: on SQLite an FTS5 table (with its shadow tables) and its update trigger, on PostgreSQL
+# the posting tables of migration 0013 (before it, a generated `tsvector` column and its GIN
+# index). Schema comparisons skip these names.
 SEARCH_FTS_TABLE = "search_chunks_fts"
 SEARCH_FTS_SHADOW_TABLES = frozenset(
     f"{SEARCH_FTS_TABLE}_{suffix}" for suffix in ("data", "idx", "docsize", "config")
 )
 SEARCH_FTS_CONTENT_VIEW = "search_chunks_fts_content"  # migration 0008: the FTS5 table's content
-SEARCH_TSV_COLUMN = "tsv"
-SEARCH_TSV_INDEX = "ix_search_chunks_tsv"
+SEARCH_TSV_COLUMN = "tsv"  # until migration 0013
+SEARCH_TSV_INDEX = "ix_search_chunks_tsv"  # until migration 0013
+# Migration 0013: PostgreSQL's posting lists and file lengths (assistants/search/postings.py).
+SEARCH_POSTGRES_TABLES = frozenset({"search_postings", "search_file_lengths"})
 
 
 def outside_metadata(name: str | None, type_: str) -> bool:
     """Whether a reflected object is dialect-specific search machinery that this metadata omits."""
     if type_ == "table":
-        return name in (SEARCH_FTS_TABLE, SEARCH_FTS_CONTENT_VIEW) or name in SEARCH_FTS_SHADOW_TABLES
+        return (
+            name in (SEARCH_FTS_TABLE, SEARCH_FTS_CONTENT_VIEW)
+            or name in SEARCH_FTS_SHADOW_TABLES
+            or name in SEARCH_POSTGRES_TABLES
+        )
     if type_ == "column":
         return name == SEARCH_TSV_COLUMN
     if type_ == "index":
