@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from assistants.exceptions import InvalidRequestError
 from assistants.search.index import ChunkIndex, ChunkRow, Hit, SqlChunkIndex, query_terms
-from assistants.search.postings import POSTING, file_postings, search_terms
+from assistants.search.postings import (
+    K1,
+    POSTING,
+    B,
+    PostingList,
+    bm25_top,
+    file_postings,
+    search_terms,
+)
 from assistants.store import SqlStore
 
 ALICE = "user_alice"
@@ -256,6 +266,30 @@ def test_file_postings_count_words_per_chunk() -> None:
     }
     # A query's words find the same terms.
     assert search_terms(query_terms("cafés KETTLE boiling")) == ["cafe", "kettl", "boil"]
+
+
+@pytest.mark.parametrize("seq_space", [3_000, 10**12])  # Seqs close together, and far apart.
+def test_bm25_top_is_the_exact_top_by_score_then_seq(seq_space: int) -> None:
+    rng = np.random.default_rng(seq_space)
+    lists, by_term = [], []
+    for size in (1400, 900, 600):
+        records = np.zeros(size, dtype=POSTING)
+        records["seq"] = np.sort(rng.choice(seq_space, size, replace=False))
+        records["tf"] = rng.integers(1, 4, size)
+        records["words"] = rng.integers(50, 300, size)
+        lists.append(PostingList(records.tobytes(), ["file-a"], [records.nbytes]))
+        by_term.append(records.tolist())
+    chunks, words = 10_000, 1_500_000
+    totals: dict[int, float] = {}
+    for records in by_term:
+        idf = max(math.log((chunks - len(records) + 0.5) / (len(records) + 0.5)), 1e-6)
+        for seq, tf, length in records:
+            totals[seq] = totals.get(seq, 0.0) + idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * length / (words / chunks)))
+    expected = sorted(totals.items(), key=lambda item: (-item[1], item[0]))[:20]
+    found = bm25_top(lists, chunks, words, 20)
+    assert [seq for seq, _ in found] == [seq for seq, _ in expected]
+    assert [score for _, score in found] == pytest.approx([score for _, score in expected])
+    assert bm25_top(lists, chunks, words, 20, file_ids=["file-b"]) == []
 
 
 def test_sql_chunk_index_is_a_chunk_index(store: SqlStore) -> None:

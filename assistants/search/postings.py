@@ -207,8 +207,19 @@ def bm25_top(
     every = np.concatenate(seqs)
     if every.size == 0:
         return []
-    unique, inverse = np.unique(every, return_inverse=True)
-    totals = np.bincount(inverse, weights=np.concatenate(scores))
+    weights = np.concatenate(scores)
+    low = int(every.min())
+    span = int(every.max()) - low + 1
+    if span <= max(8 * every.size, 1 << 18):
+        # Seqs close together (the usual case: a store's chunks were added in a few runs): sum
+        # into an array indexed by seq, cheaper than sorting. Every posting scores above 0.
+        summed = np.bincount(every - low, weights=weights, minlength=span)
+        unique = np.flatnonzero(summed > 0)
+        totals = summed[unique]
+        unique += low
+    else:
+        unique, inverse = np.unique(every, return_inverse=True)
+        totals = np.bincount(inverse, weights=weights)
     if unique.size > limit:
         # The `limit`-th best score, then every chunk at least that good, sorted with ties by seq.
         cut = np.partition(totals, unique.size - limit)[unique.size - limit]
