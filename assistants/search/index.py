@@ -352,7 +352,8 @@ class SqlChunkIndex:
         ]
         counting: asyncio.Future[FilePostings] | None = None
         if rows and self.dialect == "postgresql":
-            async with self.store.read() as tx:
+            # The chunks' seqs are drawn first, so their posting lists can name them.
+            async with self.store.transaction() as tx:
                 seqs = [int(seq) for seq in (await tx.conn.execute(_PG_NEW_SEQS, {"n": len(rows)})).scalars()]
             for row, seq in zip(rows, seqs, strict=True):
                 row["seq"] = seq
