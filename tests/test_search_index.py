@@ -16,6 +16,7 @@ from assistants.search.postings import (
     PostingList,
     bm25_top,
     file_postings,
+    posting_rows,
     search_terms,
 )
 from assistants.store import SqlStore
@@ -266,6 +267,23 @@ def test_file_postings_count_words_per_chunk() -> None:
     }
     # A query's words find the same terms.
     assert search_terms(query_terms("cafés KETTLE boiling")) == ["cafe", "kettl", "boil"]
+    # Terms too long for an index entry (base64 runs and the like) are left out, both sides.
+    long = "x" * 200
+    assert set(file_postings([f"kettle {long}"], [1]).lists) == {"kettl"}
+    assert search_terms([long, "kettle"]) == ["kettl"]
+    # A long list is stored in parts.
+    many = file_postings(["kettle"] * 250, list(range(250)))
+    assert [(term, part, len(packed) // POSTING.itemsize) for term, part, packed in posting_rows(many)] == [
+        ("kettl", 0, 100), ("kettl", 1, 100), ("kettl", 2, 50)
+    ]
+
+
+async def test_a_word_in_many_chunks_finds_them_all(index: SqlChunkIndex) -> None:
+    await index.add(ALICE, "vs_1", "file-a", rows(*(f"Kettle number {i}." for i in range(250))))
+    hits = await index.search(ALICE, ["vs_1"], "kettles", limit=1000)
+    assert sorted(hit.index for hit in hits) == list(range(250))
+    assert await index.remove_file("vs_1", "file-a") == 250
+    assert await index.search(ALICE, ["vs_1"], "kettles") == []
 
 
 @pytest.mark.parametrize("seq_space", [3_000, 10**12])  # Seqs close together, and far apart.

@@ -59,7 +59,7 @@ import sqlalchemy as sa
 from ..exceptions import InvalidRequestError
 from ..store import SqlStore, schema
 from .embed import Embedder, EmbeddingError, pack, unpack_many
-from .postings import FilePostings, PostingList, bm25_top, file_postings, search_terms
+from .postings import FilePostings, PostingList, bm25_top, file_postings, posting_rows, search_terms
 from .words import MAX_QUERY_TERMS as MAX_QUERY_TERMS
 from .words import STOP_WORDS as STOP_WORDS
 from .words import WORD
@@ -396,13 +396,13 @@ class SqlChunkIndex:
         keys = {"store": vector_store_id, "owner": owner, "file": file_id}
         await conn.execute(_PG_ADD_LENGTHS, {**keys, "chunks": postings.chunks, "words": postings.words})
         if postings.lists:
-            # A file adds a row per distinct word (thousands); COPY takes them at a few µs each,
+            # A file adds a row or more per distinct word (thousands); COPY takes them at a few µs each,
             # where a prepared INSERT per row costs ten times that. Same connection, same transaction.
             raw = await conn.get_raw_connection()
             await raw.driver_connection.copy_records_to_table(
                 "search_postings",
-                columns=("vector_store_id", "owner_id", "term", "file_id", "postings"),
-                records=[(vector_store_id, owner, term, file_id, packed) for term, packed in postings.lists.items()],
+                columns=("vector_store_id", "owner_id", "term", "file_id", "part", "postings"),
+                records=[(vector_store_id, owner, term, file_id, part, packed) for term, part, packed in posting_rows(postings)],
             )
 
     @staticmethod

@@ -3,18 +3,21 @@
 Ranking every chunk that matches any query word (`ts_rank_cd` over a GIN-matched `tsvector`) cost
 about 10 µs per match, and a three-word query over 100,000 chunks matches up to 29,000 of them.
 So the words are counted at ingestion instead (migration 0013): for each file, each word it holds
-gets one `search_postings` row whose `postings` packs, per chunk holding the word, the chunk's
-`seq`, how often the word occurs in it and the chunk's length in words (`POSTING`, 12 bytes).
-`search_file_lengths` keeps each file's chunk and word counts. A search reads only the rows of
-its few words within the asker's (owner, store) scopes, by primary key, and scores them here with
-numpy: the sum over the query's words of BM25 with FTS5's constants and idf, where the number of
+gets `search_postings` rows whose `postings` pack, per chunk holding the word, the chunk's `seq`,
+how often the word occurs in it and the chunk's length in words (`POSTING`, 12 bytes), at most
+`PART_POSTINGS` chunks a row. The primary key carries the postings too (`INCLUDE`), so a search
+reads the rows of its few words within the asker's (owner, store) scopes from adjacent index
+pages (an index-only scan once autovacuum has marked the pages visible), not from one heap page
+per row. `search_file_lengths` keeps each file's chunk and word counts. Postings are scored here
+with numpy: the sum over the query's words of BM25 with FTS5's constants and idf, where the number of
 chunks, their average length and each word's document frequency are those of the searched
 scopes. Both backends therefore rank alike; only FTS5 counts over its whole index.
 
 Words are those of `words.WORD` after NFKC and case folding, as a query's are; stop words are not
 indexed (a query never asks for them) but count towards a chunk's length; the rest are stripped
 of diacritics and stemmed with Snowball's English stemmer (PostgreSQL's `english` configuration
-uses the same), so "configuring" finds "configure" and "cafe" finds "café".
+uses the same), so "configuring" finds "configure" and "cafe" finds "café". Terms longer than
+`MAX_TERM_BYTES` (base64 runs and the like) are not indexed: they would not fit an index entry.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import math
 import threading
 import unicodedata
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -38,6 +41,11 @@ B = 0.75
 """BM25's length normalisation, as FTS5's `bm25()` uses."""
 POSTING = np.dtype([("seq", "<i8"), ("tf", "<u2"), ("words", "<u2")])
 """One chunk in a posting list: its `seq`, the word's occurrences in it, its length in words."""
+PART_POSTINGS = 100
+"""Postings per `search_postings` row: 1,200 bytes, which keeps the row out of TOAST and its
+primary-key entry (which includes them) well under B-tree's limit of about 2,700 bytes."""
+MAX_TERM_BYTES = 128
+"""Longer terms are neither indexed nor searched for."""
 _CACHE_LIMIT = 500_000
 """Words whose search term is remembered; past this the memory starts again (junk tokens)."""
 
@@ -50,7 +58,7 @@ _stemmer = Stemmer.Stemmer("english")
 
 def search_terms(words: Iterable[str]) -> list[str]:
     """The index terms of words that are not stop words (`query_terms` words): stemmed, no repeats."""
-    return list(dict.fromkeys(_term(word) for word in words))
+    return [term for term in dict.fromkeys(_term(word) for word in words) if len(term.encode()) <= MAX_TERM_BYTES]
 
 
 def _term(word: str) -> str:
@@ -154,8 +162,17 @@ def file_postings(texts: Sequence[str], seqs: Sequence[int]) -> FilePostings:
     lists = {
         names[int(term_ids[start])]: records[start:end].tobytes()
         for start, end in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+        if len(names[int(term_ids[start])].encode()) <= MAX_TERM_BYTES
     }
     return FilePostings(lists=lists, chunks=len(texts), words=int(lengths.sum()))
+
+
+def posting_rows(postings: FilePostings) -> Iterator[tuple[str, int, bytes]]:
+    """`(term, part, postings)` for `search_postings`: each list cut into `PART_POSTINGS` pieces."""
+    size = PART_POSTINGS * POSTING.itemsize
+    for term, packed in postings.lists.items():
+        for part, start in enumerate(range(0, len(packed), size)):
+            yield term, part, packed[start : start + size]
 
 
 class PostingList(NamedTuple):

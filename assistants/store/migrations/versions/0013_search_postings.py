@@ -5,10 +5,11 @@ word, and `ts_rank_cd` then scored each one (about 10 µs a match, 29,000 matche
 three-word queries over 100,000 chunks). They go. In their place:
 
 - `search_postings`: per (store, owner, term, file), the packed posting list of the file's chunks
-  that hold the term (`assistants/search/postings.py`: chunk `seq`, term frequency, chunk length).
-  Its primary key leads with the scope and the term, so a search reads only its own words in its
-  own scopes; a second index serves removing a file. The lists are stored uncompressed (`EXTERNAL`):
-  they barely compress, and reading them is the search's cost.
+  that hold the term (`assistants/search/postings.py`: chunk `seq`, term frequency, chunk length),
+  in parts of at most 100 chunks. Its primary key leads with the scope and the term, so a search
+  reads only its own words in its own scopes, and includes the postings, so it reads them from
+  adjacent index pages rather than from one heap page per row; a second index serves removing a
+  file.
 - `search_file_lengths`: per (store, file), its owner, chunks and words, for BM25's document count
   and average length.
 
@@ -34,9 +35,8 @@ depends_on = None
 POSTGRES_UP = [
     "CREATE TABLE search_postings ("
     " vector_store_id varchar(64) NOT NULL, owner_id varchar(64) NOT NULL, term text NOT NULL,"
-    " file_id varchar(64) NOT NULL, postings bytea NOT NULL,"
-    " CONSTRAINT pk_search_postings PRIMARY KEY (vector_store_id, owner_id, term, file_id))",
-    "ALTER TABLE search_postings ALTER COLUMN postings SET STORAGE EXTERNAL",
+    " file_id varchar(64) NOT NULL, part integer NOT NULL, postings bytea NOT NULL,"
+    " CONSTRAINT pk_search_postings PRIMARY KEY (vector_store_id, owner_id, term, file_id, part) INCLUDE (postings))",
     "CREATE INDEX ix_search_postings_file ON search_postings (vector_store_id, file_id)",
     "CREATE TABLE search_file_lengths ("
     " vector_store_id varchar(64) NOT NULL, file_id varchar(64) NOT NULL, owner_id varchar(64) NOT NULL,"
@@ -74,7 +74,7 @@ _chunks = sa.table(
 def _backfill() -> None:
     """Count every indexed file's chunks into the new tables, one file at a time."""
     # Imported here: the index's word counting is what searches will look terms up by.
-    from assistants.search.postings import file_postings
+    from assistants.search.postings import file_postings, posting_rows
 
     bind = op.get_bind()
     files = bind.execute(
@@ -98,10 +98,10 @@ def _backfill() -> None:
         if postings.lists:
             bind.execute(
                 sa.text(
-                    "INSERT INTO search_postings (vector_store_id, owner_id, term, file_id, postings)"
-                    " VALUES (:store, :owner, :term, :file, :postings)"
+                    "INSERT INTO search_postings (vector_store_id, owner_id, term, file_id, part, postings)"
+                    " VALUES (:store, :owner, :term, :file, :part, :postings)"
                 ),
-                [{**keys, "term": term, "postings": packed} for term, packed in postings.lists.items()],
+                [{**keys, "term": term, "part": part, "postings": packed} for term, part, packed in posting_rows(postings)],
             )
 
 
