@@ -534,13 +534,8 @@ class Engine:
         active = await tx.active_run(thread.id)
         if active is not None:
             raise InvalidRequestError(f"Thread {thread.id} already has an active run {active.id}.")
-        limit = self.settings.max_runs_per_user
-        if await tx.count_active_runs(owner) >= limit:
-            raise TooManyRequestsError(
-                f"You already have {limit} runs in progress, the most one user may run at once "
-                "(ASSISTANTS_MAX_RUNS_PER_USER). Wait for one to finish, or cancel one, and try again.",
-                code="too_many_runs",
-            )
+        # Starts of one user's runs take turns (their count is checked after the insert, below).
+        await tx.take_turns_starting_runs(owner)
         session = session_of(thread)
         instructions = body.instructions if body.instructions is not None else (assistant.instructions or "")
         if body.additional_instructions:
@@ -591,6 +586,16 @@ class Engine:
         except ActiveRunConflict as exc:
             # Another request won the race between our check and our insert.
             raise InvalidRequestError(f"Thread {thread.id} already has an active run.") from exc
+        # Counted with this run inserted, while other starts of the owner's runs wait (PostgreSQL)
+        # or cannot write (SQLite): starts at the same moment cannot all slip under the limit.
+        # Refusing rolls the whole transaction back, additional messages included.
+        limit = self.settings.max_runs_per_user
+        if await tx.count_active_runs(owner) > limit:
+            raise TooManyRequestsError(
+                f"You already have {limit} runs in progress, the most one user may run at once "
+                "(ASSISTANTS_MAX_RUNS_PER_USER). Wait for one to finish, or cancel one, and try again.",
+                code="too_many_runs",
+            )
         return run
 
     def _announce_and_start(self, owner: str, run: Run) -> None:

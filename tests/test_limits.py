@@ -9,6 +9,7 @@ import pytest
 
 from assistants.engine import Engine
 from assistants.exceptions import TooManyRequestsError
+from assistants.store import ListParams
 from assistants.types import Run, RunStatus
 from assistants.types.requests import AssistantCreate, MessageCreate, RunCreate, ThreadCreate
 from assistants.ui.auth import (
@@ -58,6 +59,47 @@ async def test_a_user_may_run_only_so_many_runs_at_once(start_runtime: StartRunt
     model.add_text("Done.")
     assert await finished(engine, "user_alice", await start_run(engine, "user_alice", alice.id)) is RunStatus.completed
     await engine.cancel_run("user_alice", second.thread_id, second.id)
+
+
+async def test_the_run_limit_holds_when_many_runs_are_started_at_the_same_moment(
+    start_runtime: StartRuntime, model: ScriptedModel
+) -> None:
+    """Starts racing each other (several connections, and on PostgreSQL several transactions at
+    once) still leave exactly the limit running; the others are refused and leave nothing behind."""
+    engine = (await start_runtime(ASSISTANTS_MAX_RUNS_PER_USER=2)).engine
+    assistant = await engine.create_assistant("user_carol", AssistantCreate(model="scripted-model"))
+    threads = []
+    for _ in range(12):
+        thread = await engine.create_thread("user_carol", ThreadCreate())
+        await engine.create_message("user_carol", thread.id, MessageCreate(role="user", content="Take your time."))
+        threads.append(thread)
+    model.add_hang(30)
+    model.add_hang(30)
+
+    async def start(thread_id: str) -> Run | TooManyRequestsError:
+        body = RunCreate(
+            assistant_id=assistant.id, additional_messages=[{"role": "user", "content": "One more thing."}]
+        )
+        try:
+            return await engine.create_run("user_carol", thread_id, body)
+        except TooManyRequestsError as exc:
+            return exc
+
+    outcomes = await asyncio.gather(*(start(t.id) for t in threads))
+    started = [o for o in outcomes if isinstance(o, Run)]
+    refused = [o for o in outcomes if isinstance(o, TooManyRequestsError)]
+    assert len(started) == 2 and len(refused) == 10, outcomes
+    # A refused start wrote nothing: its thread still holds only the first message and no run.
+    for thread, outcome in zip(threads, outcomes, strict=True):
+        messages = await engine.list_messages("user_carol", thread.id, ListParams(limit=10))
+        runs = await engine.list_runs("user_carol", thread.id, ListParams(limit=10))
+        if isinstance(outcome, TooManyRequestsError):
+            assert [m.role for m in messages.data] == ["user"] and runs.data == []
+        else:
+            assert [m.role for m in messages.data].count("user") == 2 and [r.id for r in runs.data] == [outcome.id]
+    for run in started:
+        await engine.cancel_run("user_carol", run.thread_id, run.id)
+        assert await finished(engine, "user_carol", run) is RunStatus.cancelled
 
 
 def test_the_api_answers_429_in_the_openai_error_shape(model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory) -> None:

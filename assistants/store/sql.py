@@ -465,6 +465,19 @@ class StoreTx:
         row = (await self.conn.execute(sa.select(table.c.data).where(table.c.thread_id == thread_id, table.c.active))).first()
         return None if row is None else Run.model_validate(row[0])
 
+    async def take_turns_starting_runs(self, owner: str) -> None:
+        """Make this transaction wait for any other one starting a run for `owner` to end, so that
+        counting the owner's active runs after inserting one sees every run started before.
+
+        PostgreSQL: a transaction-scoped advisory lock per owner. SQLite needs none: its writes
+        take turns on the database, and a write transaction reads what the writes before it left.
+        """
+        if self.conn.dialect.name == "postgresql":
+            await self.conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:owner))"),
+                {"space": RUN_START_LOCK_SPACE, "owner": owner},
+            )
+
     async def count_active_runs(self, owner: str) -> int:
         """How many runs of the owner are active (queued, in progress, waiting for tools, cancelling)."""
         table = schema.runs
@@ -655,6 +668,10 @@ class StoreTx:
         query = sa.select(schema.api_keys.c.user_id).where(schema.api_keys.c.key_hash == key_hash)
         value = (await self.conn.execute(query)).scalar()
         return None if value is None else str(value)
+
+
+RUN_START_LOCK_SPACE = 0x72756E73
+"""The first key of the per-owner advisory locks that run starts take turns on (PostgreSQL)."""
 
 
 class SqlStore:
