@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .background import stop_background
 from .config import Settings
 from .event_log import CANCEL_CHANNEL, CHANNEL, EventLog, PostgresWakeups
 from .events import Event, EventBus, Subscription
@@ -154,10 +155,7 @@ class Engine:
     async def close(self) -> None:
         """Stop the sweeper and cancel running runs (they end `cancelled`, nothing is left active)."""
         for background in (self._sweeper, self._leaser):
-            if background is not None:
-                background.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await background
+            await stop_background(background)
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
