@@ -40,9 +40,14 @@ from assistants.config import Settings
 from assistants.runtime import Runtime
 from assistants.store import ListParams
 from assistants.ui.uploads import MAX_BYTES, MAX_FILES, store_uploads
-from tests.conftest import create_pg_database, drop_pg_database, sdk_client
+from tests.conftest import (
+    create_pg_database,
+    drop_pg_database,
+    instances_on_new_postgres,
+    sdk_client,
+)
 from tests.scripted_model import ScriptedModel
-from tests.server import Server, start_instances, start_server
+from tests.server import Server, start_server
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -860,18 +865,8 @@ def two_chat_servers(
     scripted_model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, Server]]:
     """Two chat servers as behind a load balancer: one PostgreSQL database, one data folder."""
-    url = run_async(create_pg_database())
-    try:
-        first, second = start_instances(
-            tmp_path_factory.mktemp("chat-instances"), model_url=scripted_model.base_url, database_url=url
-        )
-        try:
-            yield first, second
-        finally:
-            second.stop()
-            first.stop()
-    finally:
-        run_async(drop_pg_database(url))
+    with instances_on_new_postgres(tmp_path_factory.mktemp("chat-instances"), scripted_model.base_url) as (first, second):
+        yield first, second
 
 
 def test_a_session_started_on_one_instance_resumes_on_another(
