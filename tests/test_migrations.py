@@ -16,11 +16,16 @@ from assistants.store import schema as store_schema
 from assistants.store.migrate import alembic_config, current_revision, upgrade
 from assistants.types import Assistant, Thread
 
-HEAD = "0012"
+HEAD = "0013"
 OBJECT_TABLES = {"assistants", "threads", "messages", "runs", "run_steps", "files"}
 VECTOR_STORE_TABLES = {"vector_stores", "vector_store_files", "vector_store_file_batches"}
 SEARCH_VECTOR_TABLES = {"search_vectors", "search_generations"}
-ALL_TABLES = OBJECT_TABLES | VECTOR_STORE_TABLES | {"users", "api_keys", "search_chunks", "run_events"} | SEARCH_VECTOR_TABLES
+ALL_TABLES = (
+    OBJECT_TABLES
+    | VECTOR_STORE_TABLES
+    | {"users", "api_keys", "search_chunks", "run_events", "login_failures"}
+    | SEARCH_VECTOR_TABLES
+)
 # SQLite lists the FTS5 table of migration 0004 and its shadow tables among the tables.
 SQLITE_FTS_TABLES = {store_schema.SEARCH_FTS_TABLE} | store_schema.SEARCH_FTS_SHADOW_TABLES
 
@@ -311,7 +316,7 @@ async def test_downgrade_from_0004_removes_the_chunk_index_cleanly(store_url: st
 
         assert await current_revision(store.engine) == "0003"
         assert await search_machinery(store) == set()
-        assert await table_names(store) == ALL_TABLES - {"search_chunks", "run_events"} - SEARCH_VECTOR_TABLES - VECTOR_STORE_TABLES | {"alembic_version"}
+        assert await table_names(store) == ALL_TABLES - {"search_chunks", "run_events", "login_failures"} - SEARCH_VECTOR_TABLES - VECTOR_STORE_TABLES | {"alembic_version"}
         # And back up again: the full-text objects are recreated without leftovers in the way.
         await upgrade(store.engine)
         assert await search_machinery(store) != set()
@@ -367,7 +372,7 @@ async def test_downgrade_from_0005_leaves_0004_intact(store_url: str) -> None:
             await conn.run_sync(run)
 
         assert await current_revision(store.engine) == "0004"
-        assert await table_names(store) == all_tables(store) - VECTOR_STORE_TABLES - SEARCH_VECTOR_TABLES - {"run_events"}
+        assert await table_names(store) == all_tables(store) - VECTOR_STORE_TABLES - SEARCH_VECTOR_TABLES - {"run_events", "login_failures"}
         # The chunks survive; searching needs head's FTS5 layout (0008), which the upgrade rebuilds.
         assert await SqlChunkIndex(store).count("vs_1") == 1
         await upgrade(store.engine)
@@ -400,7 +405,7 @@ async def test_upgrade_from_0005_adds_chunk_vectors_and_downgrade_removes_only_t
         async with store.engine.begin() as conn:
             await conn.run_sync(run)
         assert await current_revision(store.engine) == "0005"
-        assert await table_names(store) == all_tables(store) - SEARCH_VECTOR_TABLES - {"run_events"}
+        assert await table_names(store) == all_tables(store) - SEARCH_VECTOR_TABLES - {"run_events", "login_failures"}
         await upgrade(store.engine)
         assert await current_revision(store.engine) == HEAD
     finally:
@@ -481,7 +486,7 @@ async def test_upgrade_from_0008_adds_the_run_event_log_and_downgrade_removes_on
 
         async with store.engine.begin() as conn:
             await conn.run_sync(run)
-        assert await table_names(store) == all_tables(store) - {"run_events"}
+        assert await table_names(store) == all_tables(store) - {"run_events", "login_failures"}
     finally:
         await store.close()
 

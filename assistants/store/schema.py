@@ -48,6 +48,18 @@ api_keys = sa.Table(
     sa.Column("created_at", sa.BigInteger(), nullable=False),
 )
 
+# Failed sign-ins (migration 0013): one row per try for its user name ("name:...") and one for
+# its client address ("address:..."), counted within a window by every server process.
+login_failures = sa.Table(
+    "login_failures",
+    metadata,
+    sa.Column("seq", SeqType, primary_key=True, autoincrement=True),
+    sa.Column("subject", sa.String(320), nullable=False),
+    sa.Column("at_ms", sa.BigInteger(), nullable=False),
+    sa.Index("ix_login_failures_subject_at", "subject", "at_ms"),
+    sa.Index("ix_login_failures_at", "at_ms"),
+)
+
 assistants = _object_table("assistants")
 threads = _object_table(
     "threads",

@@ -478,6 +478,52 @@ class StoreTx:
                 {"space": RUN_START_LOCK_SPACE, "owner": owner},
             )
 
+    # Failed sign-ins (the login throttle) -----------------------------------------------------
+
+    async def take_turns_signing_in(self, subjects: builtins.list[str]) -> None:
+        """Make this transaction wait for any other one counting a sign-in for these subjects (user
+        name, client address) to end, so that a count after inserting sees every try before it.
+        PostgreSQL: transaction-scoped advisory locks, always taken in the order given; SQLite
+        needs none (its writes take turns, and a write transaction reads the latest rows)."""
+        if self.conn.dialect.name == "postgresql":
+            for subject in subjects:
+                await self.conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:subject))"),
+                    {"space": SIGN_IN_LOCK_SPACE, "subject": subject},
+                )
+
+    async def add_login_failures(self, subjects: builtins.list[str], at_ms: int) -> builtins.list[int]:
+        """Count a try against each subject; the rows' `seq`s, in order."""
+        table = schema.login_failures
+        seqs = []
+        for subject in subjects:
+            result = await self.conn.execute(table.insert().values(subject=subject, at_ms=at_ms).returning(table.c.seq))
+            seqs.append(int(result.scalar_one()))
+        return seqs
+
+    async def recent_login_failures(self, subject: str, *, since_ms: int, limit: int, besides: int) -> builtins.list[int]:
+        """When the subject's newest `limit` tries after `since_ms` were made, newest first,
+        leaving out the row `besides` (the try being decided)."""
+        table = schema.login_failures
+        query = (
+            sa.select(table.c.at_ms)
+            .where(table.c.subject == subject, table.c.at_ms > since_ms, table.c.seq != besides)
+            .order_by(table.c.at_ms.desc())
+            .limit(limit)
+        )
+        return [int(value) for value in (await self.conn.execute(query)).scalars()]
+
+    async def forget_login_failures(self, *, subject: str, seq: int) -> None:
+        """Clear every try of `subject` (a user name that signed in) and the row `seq` (that try's
+        address row: a right password does not count against its address)."""
+        table = schema.login_failures
+        await self.conn.execute(table.delete().where(sa.or_(table.c.subject == subject, table.c.seq == seq)))
+
+    async def prune_login_failures(self, before_ms: int) -> None:
+        """Forget tries made at or before `before_ms` (outside every window)."""
+        table = schema.login_failures
+        await self.conn.execute(table.delete().where(table.c.at_ms <= before_ms))
+
     async def count_active_runs(self, owner: str) -> int:
         """How many runs of the owner are active (queued, in progress, waiting for tools, cancelling)."""
         table = schema.runs
@@ -672,6 +718,8 @@ class StoreTx:
 
 RUN_START_LOCK_SPACE = 0x72756E73
 """The first key of the per-owner advisory locks that run starts take turns on (PostgreSQL)."""
+SIGN_IN_LOCK_SPACE = 0x6C6F6769
+"""The first key of the per-name and per-address advisory locks sign-in tries take turns on."""
 
 
 class SqlStore:
