@@ -14,9 +14,9 @@ from assistants.ids import new_id
 from assistants.store import SqlStore
 from assistants.store import schema as store_schema
 from assistants.store.migrate import alembic_config, current_revision, upgrade
-from assistants.types import Assistant, Thread
+from assistants.types import Assistant, File, Thread
 
-HEAD = "0013"
+HEAD = "0014"
 OBJECT_TABLES = {"assistants", "threads", "messages", "runs", "run_steps", "files"}
 VECTOR_STORE_TABLES = {"vector_stores", "vector_store_files", "vector_store_file_batches"}
 SEARCH_VECTOR_TABLES = {"search_vectors", "search_generations"}
@@ -588,5 +588,50 @@ async def test_upgrade_from_0011_stops_chat_sessions_own_stores_from_expiring(st
         assert (after["session"].expires_after, after["session"].expires_at) == (None, None)
         # A store the user chose, and another thread's own store, keep their policy.
         assert after["chosen"].expires_after == week and after["plain"].expires_after == week
+    finally:
+        await store.close()
+
+
+async def test_upgrade_from_0012_adds_sign_in_counts_and_file_expiry_and_keeps_files(store_url: str) -> None:
+    """0012 -> 0014 with a file stored: it keeps its row (no expiry), sign-in failures get their
+    table; down again to 0012 removes both and keeps the file."""
+    store = SqlStore.from_url(store_url)
+    try:
+        await upgrade(store.engine, "0012")
+        file = File(id=new_id("file"), bytes=3, created_at=5, filename="old.txt", purpose="assistants")
+        files_0012 = sa.table(
+            "files",
+            sa.column("id", sa.String),
+            sa.column("owner_id", sa.String),
+            sa.column("created_at", sa.BigInteger),
+            sa.column("data", sa.JSON),
+            sa.column("path", sa.String),
+        )
+        async with store.engine.begin() as conn:
+            await conn.execute(
+                files_0012.insert().values(
+                    id=file.id, owner_id="user_1", created_at=5, data=file.model_dump(mode="json", exclude_none=True), path="x"
+                )
+            )
+        await upgrade(store.engine)
+        assert await current_revision(store.engine) == HEAD
+        assert "login_failures" in await table_names(store)
+        async with store.transaction() as tx:
+            assert await tx.get(File, file.id, owner="user_1") == file
+            assert await tx.expired_files(10**12) == []
+            [seq] = await tx.add_login_failures(["name:old"], 1_000)
+            assert await tx.recent_login_failures("name:old", since_ms=0, limit=5, besides=0) == [1_000] and seq > 0
+        assert await schema_differences(store) == []
+
+        def run(connection: Connection) -> None:
+            command.downgrade(alembic_config(connection), "0012")
+
+        async with store.engine.begin() as conn:
+            await conn.run_sync(run)
+        assert "login_failures" not in await table_names(store)
+        async with store.engine.connect() as conn:
+            columns = await conn.run_sync(lambda sync: {c["name"] for c in sa.inspect(sync).get_columns("files")})
+            assert "expires_at" not in columns
+            assert (await conn.execute(sa.select(files_0012.c.id))).scalars().all() == [file.id]
     finally:
         await store.close()

@@ -66,7 +66,13 @@ threads = _object_table(
     # The chat UI names sessions by its own ids; this column finds a session by that id in one lookup.
     sa.Column("ui_id", sa.String(64), nullable=True, unique=True),
 )
-files = _object_table("files", sa.Column("path", sa.String(512), nullable=False))
+files = _object_table(
+    "files",
+    sa.Column("path", sa.String(512), nullable=False),
+    # When the file is deleted by the expiry sweep (`expires_after` on upload; migration 0014).
+    sa.Column("expires_at", sa.BigInteger(), nullable=True),
+    sa.Index("ix_files_expires_at", "expires_at"),
+)
 messages = _object_table(
     "messages",
     sa.Column("thread_id", sa.String(64), nullable=False),

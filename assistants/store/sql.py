@@ -112,6 +112,8 @@ def _columns_for(obj: BaseModel) -> dict[str, Any]:
         )
     elif isinstance(obj, RunStep):
         columns.update(thread_id=obj.thread_id, run_id=obj.run_id)
+    elif isinstance(obj, File):
+        columns["expires_at"] = obj.expires_at
     elif isinstance(obj, VectorStoreFileBatch):
         columns["vector_store_id"] = obj.vector_store_id
     elif isinstance(obj, VectorStoreFile):
@@ -350,6 +352,8 @@ class StoreTx:
 
         The runs kept are those placed after a kept message, or after one deleted since (they show
         last); runs placed after an earlier message, or before every message, belong to earlier turns.
+        A turn starts at each user message: the engine stores them without a `run_id` (additional
+        messages of a run included), which is what the chat's rendering assumes too.
         """
         messages = schema.messages
         user_seqs = (
@@ -402,6 +406,17 @@ class StoreTx:
         ).all()
         kept_messages = [Message.model_validate(row[0]) for row in rows]
         return kept_messages, kept_runs, steps, len(user_seqs)
+
+    async def expired_files(self, now: int, limit: int = 100) -> builtins.list[tuple[str, str]]:
+        """(owner, file id) of up to `limit` files whose `expires_at` has come, oldest first."""
+        table = schema.files
+        query = (
+            sa.select(table.c.owner_id, table.c.id)
+            .where(table.c.expires_at.is_not(None), table.c.expires_at <= now)
+            .order_by(table.c.expires_at)
+            .limit(limit)
+        )
+        return [(str(row[0]), str(row[1])) for row in (await self.conn.execute(query)).all()]
 
     async def files_by_id(self, file_ids: builtins.list[str], *, owner: str) -> dict[str, File]:
         """The owner's files among `file_ids`."""
@@ -469,8 +484,13 @@ class StoreTx:
         """Make this transaction wait for any other one starting a run for `owner` to end, so that
         counting the owner's active runs after inserting one sees every run started before.
 
-        PostgreSQL: a transaction-scoped advisory lock per owner. SQLite needs none: its writes
-        take turns on the database, and a write transaction reads what the writes before it left.
+        PostgreSQL: a transaction-scoped advisory lock per owner (taken again in the same
+        transaction, it is held already); the count after it sees the runs committed meanwhile
+        because transactions run at READ COMMITTED. SQLite needs none: its writes take turns on the
+        database, and a write transaction reads what the writes before it left. That holds because
+        Python's sqlite3 (legacy transaction control, as SQLAlchemy leaves it) opens the transaction
+        at the first write, so no earlier read in it pins an older snapshot; an explicit `BEGIN`
+        at the start would make simultaneous starts fail with SQLITE_BUSY_SNAPSHOT instead.
         """
         if self.conn.dialect.name == "postgresql":
             await self.conn.execute(
@@ -487,9 +507,12 @@ class StoreTx:
         needs none (its writes take turns, and a write transaction reads the latest rows)."""
         if self.conn.dialect.name == "postgresql":
             for subject in subjects:
+                # Names and addresses lock in key spaces of their own: a name whose hash equals an
+                # address's cannot make two tries take the same two locks in opposite orders.
+                space = SIGN_IN_NAME_LOCK_SPACE if subject.startswith("name:") else SIGN_IN_ADDRESS_LOCK_SPACE
                 await self.conn.execute(
                     sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:subject))"),
-                    {"space": SIGN_IN_LOCK_SPACE, "subject": subject},
+                    {"space": space, "subject": subject},
                 )
 
     async def add_login_failures(self, subjects: builtins.list[str], at_ms: int) -> builtins.list[int]:
@@ -519,10 +542,13 @@ class StoreTx:
         table = schema.login_failures
         await self.conn.execute(table.delete().where(sa.or_(table.c.subject == subject, table.c.seq == seq)))
 
-    async def prune_login_failures(self, before_ms: int) -> None:
-        """Forget tries made at or before `before_ms` (outside every window)."""
+    async def prune_login_failures(self, before_ms: int, subjects: builtins.list[str] | None = None) -> None:
+        """Forget tries made at or before `before_ms` (outside every window): of `subjects`, or of all."""
         table = schema.login_failures
-        await self.conn.execute(table.delete().where(table.c.at_ms <= before_ms))
+        query = table.delete().where(table.c.at_ms <= before_ms)
+        if subjects is not None:
+            query = query.where(table.c.subject.in_(subjects))
+        await self.conn.execute(query)
 
     async def count_active_runs(self, owner: str) -> int:
         """How many runs of the owner are active (queued, in progress, waiting for tools, cancelling)."""
@@ -718,8 +744,10 @@ class StoreTx:
 
 RUN_START_LOCK_SPACE = 0x72756E73
 """The first key of the per-owner advisory locks that run starts take turns on (PostgreSQL)."""
-SIGN_IN_LOCK_SPACE = 0x6C6F6769
-"""The first key of the per-name and per-address advisory locks sign-in tries take turns on."""
+SIGN_IN_NAME_LOCK_SPACE = 0x6C6F6769
+"""The first key of the per-user-name advisory locks sign-in tries take turns on (PostgreSQL)."""
+SIGN_IN_ADDRESS_LOCK_SPACE = 0x6C6F6761
+"""The first key of the per-client-address advisory locks sign-in tries take turns on (PostgreSQL)."""
 
 
 class SqlStore:
