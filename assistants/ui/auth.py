@@ -99,21 +99,23 @@ class LoginThrottle:
     async def attempt(self, name: str, address: str) -> int:
         """Count a try, or raise `SignInRefused`; returns what `succeeded` needs when it was right."""
         now_ms = int(self._clock() * 1000)
-        window_ms = THROTTLE_WINDOW_SECONDS * 1000
+        since_ms = now_ms - THROTTLE_WINDOW_SECONDS * 1000
         limits = {f"name:{name.casefold()}"[:320]: FAILURES_PER_NAME, f"address:{address}"[:320]: FAILURES_PER_ADDRESS}
         store = await self._store()
+        # A name or address already at its limit is refused from a plain read: a flood of refused
+        # tries neither writes nor queues on the locks below.
+        async with store.read() as tx:
+            _refuse_if_due(limits, [await tx.recent_login_failures(s, since_ms=since_ms, limit=n, besides=0) for s, n in limits.items()], now_ms)
         async with store.transaction() as tx:
             await tx.take_turns_signing_in(list(limits))
             seqs = await tx.add_login_failures(list(limits), now_ms)
-            waits = []
-            for (subject, limit), seq in zip(limits.items(), seqs, strict=True):
-                earlier = await tx.recent_login_failures(subject, since_ms=now_ms - window_ms, limit=limit, besides=seq)
-                if len(earlier) >= limit:
-                    waits.append(earlier[limit - 1] + window_ms - now_ms)
-            if waits:
-                # Raised inside the transaction: the refused try is rolled back, not counted.
-                raise SignInRefused(max(1, -(-max(waits) // 1000)))
-            await tx.prune_login_failures(now_ms - window_ms)
+            earlier = [
+                await tx.recent_login_failures(subject, since_ms=since_ms, limit=limit, besides=seq)
+                for (subject, limit), seq in zip(limits.items(), seqs, strict=True)
+            ]
+            # Raised inside the transaction: the refused try is rolled back, not counted.
+            _refuse_if_due(limits, earlier, now_ms)
+            await tx.prune_login_failures(since_ms, list(limits))
         return seqs[-1]
 
     async def succeeded(self, name: str, token: int) -> None:
@@ -121,6 +123,17 @@ class LoginThrottle:
         store = await self._store()
         async with store.transaction() as tx:
             await tx.forget_login_failures(subject=f"name:{name.casefold()}"[:320], seq=token)
+
+
+def _refuse_if_due(limits: dict[str, int], earlier: list[list[int]], now_ms: int) -> None:
+    """Raise `SignInRefused` when a subject's earlier tries (newest first) reach its limit."""
+    waits = [
+        stamps[limit - 1] + THROTTLE_WINDOW_SECONDS * 1000 - now_ms
+        for limit, stamps in zip(limits.values(), earlier, strict=True)
+        if len(stamps) >= limit
+    ]
+    if waits:
+        raise SignInRefused(max(1, -(-max(waits) // 1000)))
 
 
 def ensure_login_messages(translations: Path) -> None:

@@ -8,6 +8,7 @@ caller's objects: another user's file id, message id or websocket session id rea
 from __future__ import annotations
 
 import html
+import logging
 import mimetypes
 from typing import Annotated, Any
 
@@ -36,6 +37,8 @@ from .auth import TOO_MANY_ATTEMPTS_TEXT, LoginThrottle, SignInRefused
 from .data_layer import EngineDataLayer
 from .render import CITATION_ROUTE, FILE_ROUTE, TRANSCRIPT_ROUTE, transcript_page
 
+log = logging.getLogger(__name__)
+
 CurrentUser = Annotated[Any, Depends(get_current_user)]
 
 
@@ -59,7 +62,11 @@ def build_chat_router(runtime: Runtime, data_layer: EngineDataLayer, throttle: L
                 status_code=429, detail=TOO_MANY_ATTEMPTS_TEXT, headers={"retry-after": str(refused.retry_after)}
             ) from refused
         result = await chainlit_server.login(request, response, form)
-        await throttle.succeeded(form.username, token)
+        try:
+            await throttle.succeeded(form.username, token)
+        except Exception:
+            # The sign-in stands; at worst its failures count until they age out.
+            log.exception("could not clear the failed sign-ins of a successful one")
         return result
 
     async def owner_of(user: Any) -> str:
