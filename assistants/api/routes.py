@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from ..exceptions import InvalidRequestError
 from ..ids import new_id
@@ -13,6 +16,7 @@ from ..runtime import Runtime
 from ..types.requests import (
     AssistantCreate,
     AssistantUpdate,
+    FileExpiryField,
     MessageCreate,
     MessageUpdate,
     RunCreate,
@@ -32,6 +36,7 @@ from ._http import (
     page_body,
     parse_body,
     sse_response,
+    validation_error,
     wants_passages,
 )
 from .openapi import contract_json
@@ -234,15 +239,33 @@ def build_router(runtime: Runtime) -> APIRouter:
     async def create_file(request: Request) -> Any:
         owner = await user(request)
         form = await request.form(max_part_size=runtime.settings.max_file_bytes)
+        expiry: dict[str, Any] = {}
         for field in form:
-            if field == "expires_after" or field.startswith("expires_after["):
-                raise InvalidRequestError(
-                    "File expiry ('expires_after') is not supported by this server: files are kept until you "
-                    "delete them. Send the file without it.",
-                    param="expires_after",
-                )
-            if field not in ("file", "purpose"):
+            # The SDK sends the policy as `expires_after[anchor]` and `expires_after[seconds]`.
+            part = re.fullmatch(r"expires_after\[(\w+)\]", field)
+            if part is not None:
+                expiry[part.group(1)] = form.get(field)
+            elif field == "expires_after":
+                # Also taken whole, as a JSON object in one field.
+                try:
+                    whole = json.loads(str(form.get(field)))
+                except ValueError:
+                    whole = None
+                if not isinstance(whole, dict):
+                    raise InvalidRequestError(
+                        "Invalid 'expires_after': send the form fields 'expires_after[anchor]' and "
+                        "'expires_after[seconds]', or one field holding a JSON object.",
+                        param="expires_after",
+                    )
+                expiry.update(whole)
+            elif field not in ("file", "purpose"):
                 raise InvalidRequestError(f"Unrecognized request argument supplied: {field!r}.", param=field)
+        expires_after = None
+        if expiry:
+            try:
+                expires_after = FileExpiryField.model_validate({"expires_after": expiry}).expires_after
+            except ValidationError as exc:
+                raise validation_error(exc) from exc
         upload = form.get("file")
         purpose = form.get("purpose")
         if upload is None or isinstance(upload, str):
@@ -254,7 +277,9 @@ def build_router(runtime: Runtime) -> APIRouter:
                 f"Invalid 'purpose': {purpose!r}; expected one of {', '.join(sorted(FILE_PURPOSES))}.", param="purpose"
             )
         content = await upload.read()
-        file = await engine().create_file(owner, filename=upload.filename or "upload", purpose=purpose, content=content)
+        file = await engine().create_file(
+            owner, filename=upload.filename or "upload", purpose=purpose, content=content, expires_after=expires_after
+        )
         return file.wire()
 
     @router.get("/files")

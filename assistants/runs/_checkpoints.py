@@ -12,9 +12,9 @@ the write lock for seconds): while a write waits, the next texts simply wait for
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
+from ..background import stop_background
 from ..store import SqlStore
 
 log = logging.getLogger(__name__)
@@ -51,11 +51,8 @@ class AnswerCheckpoints:
 
     async def close(self) -> None:
         """Stop the writer (a write under way is abandoned: its answers end with the process)."""
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-            self._writer = None
+        await stop_background(self._writer)
+        self._writer = None
 
     async def _write_while_streaming(self) -> None:
         while self._pending:

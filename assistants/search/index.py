@@ -9,7 +9,7 @@ letters and digits), drops English stop words and duplicates. FTS5 gets them joi
 `{scope}: ("<owner+store token>") AND {text}: ("w1" OR "w2")` (the scope token, indexed per chunk
 since migration 0008, makes FTS5 rank only the asker's rows). PostgreSQL gets no query language
 at all: the words, stemmed (`postings.search_terms`), are bound parameters that pick rows of
-`search_postings` by primary key within the asker's (owner, store) scopes (migration 0013;
+`search_postings` by primary key within the asker's (owner, store) scopes (migration 0015;
 postings.py). Quotes, `NEAR(`, `*`, `-`, `:` or parentheses in the user's text are separators,
 never operators, and a query with no words left returns no hits instead of an error.
 
@@ -78,7 +78,7 @@ VECTOR_CACHE_BYTES = 256 * 1024 * 1024
 
 # Per-word raw relevance of a typical right answer on each backend, measured on the fixed corpus
 # of tests/test_search_index.py: the `k` of `s / (s + k)` (see the module docstring). Both rank
-# with BM25 since migration 0013, so both have the same.
+# with BM25 since migration 0015, so both have the same.
 _HALF_SCORE = {"sqlite": 1.4, "postgresql": 1.4}
 
 
@@ -197,7 +197,7 @@ WHERE c.owner_id = :owner AND c.vector_store_id IN :stores
 ORDER BY t.rank DESC, c.seq
 """
 
-# PostgreSQL (migration 0013; see postings.py): the posting lists of the query's terms in the
+# PostgreSQL (migration 0015; see postings.py): the posting lists of the query's terms in the
 # asker's scopes, the scopes' sizes, then the chosen chunks, checked again against owner and store.
 _PG_POSTINGS = sa.text(
     "SELECT string_agg(postings, ''::bytea) AS postings, array_agg(file_id) AS file_ids,"

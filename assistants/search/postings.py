@@ -2,7 +2,7 @@
 
 Ranking every chunk that matches any query word (`ts_rank_cd` over a GIN-matched `tsvector`) cost
 about 10 µs per match, and a three-word query over 100,000 chunks matches up to 29,000 of them.
-So the words are counted at ingestion instead (migration 0013): for each file, each word it holds
+So the words are counted at ingestion instead (migration 0015): for each file, each word it holds
 gets `search_postings` rows whose `postings` pack, per chunk holding the word, the chunk's `seq`,
 how often the word occurs in it and the chunk's length in words (`POSTING`, 12 bytes), at most
 `PART_POSTINGS` chunks a row. The primary key carries the postings too (`INCLUDE`), so a search

@@ -56,9 +56,20 @@ class FileStore:
         with contextlib.suppress(FileNotFoundError):
             await aiofiles.os.remove(self.locate(stored))
 
-    async def save(self, store: SqlStore, owner: str, *, filename: str, purpose: str, content: bytes) -> File:
-        """Write the bytes, then the file's row; a failed row leaves no orphan bytes behind."""
-        file = File(id=new_id("file"), bytes=len(content), created_at=now(), filename=filename, purpose=purpose)
+    async def save(
+        self, store: SqlStore, owner: str, *, filename: str, purpose: str, content: bytes, expires_in: int | None = None
+    ) -> File:
+        """Write the bytes, then the file's row; a failed row leaves no orphan bytes behind.
+        `expires_in`: seconds from now until the expiry sweep deletes the file (None: kept)."""
+        created = now()
+        file = File(
+            id=new_id("file"),
+            bytes=len(content),
+            created_at=created,
+            filename=filename,
+            purpose=purpose,
+            expires_at=None if expires_in is None else created + expires_in,
+        )
         path = await self.write(file.id, content)
         try:
             async with store.transaction() as tx:

@@ -48,13 +48,31 @@ api_keys = sa.Table(
     sa.Column("created_at", sa.BigInteger(), nullable=False),
 )
 
+# Failed sign-ins (migration 0013): one row per try for its user name ("name:...") and one for
+# its client address ("address:..."), counted within a window by every server process.
+login_failures = sa.Table(
+    "login_failures",
+    metadata,
+    sa.Column("seq", SeqType, primary_key=True, autoincrement=True),
+    sa.Column("subject", sa.String(320), nullable=False),
+    sa.Column("at_ms", sa.BigInteger(), nullable=False),
+    sa.Index("ix_login_failures_subject_at", "subject", "at_ms"),
+    sa.Index("ix_login_failures_at", "at_ms"),
+)
+
 assistants = _object_table("assistants")
 threads = _object_table(
     "threads",
     # The chat UI names sessions by its own ids; this column finds a session by that id in one lookup.
     sa.Column("ui_id", sa.String(64), nullable=True, unique=True),
 )
-files = _object_table("files", sa.Column("path", sa.String(512), nullable=False))
+files = _object_table(
+    "files",
+    sa.Column("path", sa.String(512), nullable=False),
+    # When the file is deleted by the expiry sweep (`expires_after` on upload; migration 0014).
+    sa.Column("expires_at", sa.BigInteger(), nullable=True),
+    sa.Index("ix_files_expires_at", "expires_at"),
+)
 messages = _object_table(
     "messages",
     sa.Column("thread_id", sa.String(64), nullable=False),
@@ -182,16 +200,16 @@ run_events = sa.Table(
 
 # The full-text machinery differs by dialect and is created by migrations in raw SQL, outside this
 # metadata: on SQLite an FTS5 table (with its shadow tables) and its update trigger, on PostgreSQL
-# the posting tables of migration 0013 (before it, a generated `tsvector` column and its GIN
+# the posting tables of migration 0015 (before it, a generated `tsvector` column and its GIN
 # index). Schema comparisons skip these names.
 SEARCH_FTS_TABLE = "search_chunks_fts"
 SEARCH_FTS_SHADOW_TABLES = frozenset(
     f"{SEARCH_FTS_TABLE}_{suffix}" for suffix in ("data", "idx", "docsize", "config")
 )
 SEARCH_FTS_CONTENT_VIEW = "search_chunks_fts_content"  # migration 0008: the FTS5 table's content
-SEARCH_TSV_COLUMN = "tsv"  # until migration 0013
-SEARCH_TSV_INDEX = "ix_search_chunks_tsv"  # until migration 0013
-# Migration 0013: PostgreSQL's posting lists and file lengths (assistants/search/postings.py).
+SEARCH_TSV_COLUMN = "tsv"  # until migration 0015
+SEARCH_TSV_INDEX = "ix_search_chunks_tsv"  # until migration 0015
+# Migration 0015: PostgreSQL's posting lists and file lengths (assistants/search/postings.py).
 SEARCH_POSTGRES_TABLES = frozenset({"search_postings", "search_file_lengths"})
 
 

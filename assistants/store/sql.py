@@ -112,6 +112,8 @@ def _columns_for(obj: BaseModel) -> dict[str, Any]:
         )
     elif isinstance(obj, RunStep):
         columns.update(thread_id=obj.thread_id, run_id=obj.run_id)
+    elif isinstance(obj, File):
+        columns["expires_at"] = obj.expires_at
     elif isinstance(obj, VectorStoreFileBatch):
         columns["vector_store_id"] = obj.vector_store_id
     elif isinstance(obj, VectorStoreFile):
@@ -350,6 +352,8 @@ class StoreTx:
 
         The runs kept are those placed after a kept message, or after one deleted since (they show
         last); runs placed after an earlier message, or before every message, belong to earlier turns.
+        A turn starts at each user message: the engine stores them without a `run_id` (additional
+        messages of a run included), which is what the chat's rendering assumes too.
         """
         messages = schema.messages
         user_seqs = (
@@ -402,6 +406,17 @@ class StoreTx:
         ).all()
         kept_messages = [Message.model_validate(row[0]) for row in rows]
         return kept_messages, kept_runs, steps, len(user_seqs)
+
+    async def expired_files(self, now: int, limit: int = 100) -> builtins.list[tuple[str, str]]:
+        """(owner, file id) of up to `limit` files whose `expires_at` has come, oldest first."""
+        table = schema.files
+        query = (
+            sa.select(table.c.owner_id, table.c.id)
+            .where(table.c.expires_at.is_not(None), table.c.expires_at <= now)
+            .order_by(table.c.expires_at)
+            .limit(limit)
+        )
+        return [(str(row[0]), str(row[1])) for row in (await self.conn.execute(query)).all()]
 
     async def files_by_id(self, file_ids: builtins.list[str], *, owner: str) -> dict[str, File]:
         """The owner's files among `file_ids`."""
@@ -464,6 +479,76 @@ class StoreTx:
         table = schema.runs
         row = (await self.conn.execute(sa.select(table.c.data).where(table.c.thread_id == thread_id, table.c.active))).first()
         return None if row is None else Run.model_validate(row[0])
+
+    async def take_turns_starting_runs(self, owner: str) -> None:
+        """Make this transaction wait for any other one starting a run for `owner` to end, so that
+        counting the owner's active runs after inserting one sees every run started before.
+
+        PostgreSQL: a transaction-scoped advisory lock per owner (taken again in the same
+        transaction, it is held already); the count after it sees the runs committed meanwhile
+        because transactions run at READ COMMITTED. SQLite needs none: its writes take turns on the
+        database, and a write transaction reads what the writes before it left. That holds because
+        Python's sqlite3 (legacy transaction control, as SQLAlchemy leaves it) opens the transaction
+        at the first write, so no earlier read in it pins an older snapshot; an explicit `BEGIN`
+        at the start would make simultaneous starts fail with SQLITE_BUSY_SNAPSHOT instead.
+        """
+        if self.conn.dialect.name == "postgresql":
+            await self.conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:owner))"),
+                {"space": RUN_START_LOCK_SPACE, "owner": owner},
+            )
+
+    # Failed sign-ins (the login throttle) -----------------------------------------------------
+
+    async def take_turns_signing_in(self, subjects: builtins.list[str]) -> None:
+        """Make this transaction wait for any other one counting a sign-in for these subjects (user
+        name, client address) to end, so that a count after inserting sees every try before it.
+        PostgreSQL: transaction-scoped advisory locks, always taken in the order given; SQLite
+        needs none (its writes take turns, and a write transaction reads the latest rows)."""
+        if self.conn.dialect.name == "postgresql":
+            for subject in subjects:
+                # Names and addresses lock in key spaces of their own: a name whose hash equals an
+                # address's cannot make two tries take the same two locks in opposite orders.
+                space = SIGN_IN_NAME_LOCK_SPACE if subject.startswith("name:") else SIGN_IN_ADDRESS_LOCK_SPACE
+                await self.conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:subject))"),
+                    {"space": space, "subject": subject},
+                )
+
+    async def add_login_failures(self, subjects: builtins.list[str], at_ms: int) -> builtins.list[int]:
+        """Count a try against each subject; the rows' `seq`s, in order."""
+        table = schema.login_failures
+        seqs = []
+        for subject in subjects:
+            result = await self.conn.execute(table.insert().values(subject=subject, at_ms=at_ms).returning(table.c.seq))
+            seqs.append(int(result.scalar_one()))
+        return seqs
+
+    async def recent_login_failures(self, subject: str, *, since_ms: int, limit: int, besides: int) -> builtins.list[int]:
+        """When the subject's newest `limit` tries after `since_ms` were made, newest first,
+        leaving out the row `besides` (the try being decided)."""
+        table = schema.login_failures
+        query = (
+            sa.select(table.c.at_ms)
+            .where(table.c.subject == subject, table.c.at_ms > since_ms, table.c.seq != besides)
+            .order_by(table.c.at_ms.desc())
+            .limit(limit)
+        )
+        return [int(value) for value in (await self.conn.execute(query)).scalars()]
+
+    async def forget_login_failures(self, *, subject: str, seq: int) -> None:
+        """Clear every try of `subject` (a user name that signed in) and the row `seq` (that try's
+        address row: a right password does not count against its address)."""
+        table = schema.login_failures
+        await self.conn.execute(table.delete().where(sa.or_(table.c.subject == subject, table.c.seq == seq)))
+
+    async def prune_login_failures(self, before_ms: int, subjects: builtins.list[str] | None = None) -> None:
+        """Forget tries made at or before `before_ms` (outside every window): of `subjects`, or of all."""
+        table = schema.login_failures
+        query = table.delete().where(table.c.at_ms <= before_ms)
+        if subjects is not None:
+            query = query.where(table.c.subject.in_(subjects))
+        await self.conn.execute(query)
 
     async def count_active_runs(self, owner: str) -> int:
         """How many runs of the owner are active (queued, in progress, waiting for tools, cancelling)."""
@@ -655,6 +740,14 @@ class StoreTx:
         query = sa.select(schema.api_keys.c.user_id).where(schema.api_keys.c.key_hash == key_hash)
         value = (await self.conn.execute(query)).scalar()
         return None if value is None else str(value)
+
+
+RUN_START_LOCK_SPACE = 0x72756E73
+"""The first key of the per-owner advisory locks that run starts take turns on (PostgreSQL)."""
+SIGN_IN_NAME_LOCK_SPACE = 0x6C6F6769
+"""The first key of the per-user-name advisory locks sign-in tries take turns on (PostgreSQL)."""
+SIGN_IN_ADDRESS_LOCK_SPACE = 0x6C6F6761
+"""The first key of the per-client-address advisory locks sign-in tries take turns on (PostgreSQL)."""
 
 
 class SqlStore:

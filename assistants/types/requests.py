@@ -34,6 +34,19 @@ class RequestModel(BaseModel):
         return validate_metadata(value) if value is not None else None
 
 
+class FileExpiry(RequestModel):
+    """A file's expiry policy on upload: deleted `seconds` after its creation (1 hour to 30 days)."""
+
+    anchor: Literal["created_at"]
+    seconds: Annotated[int, Field(ge=3600, le=2_592_000)]
+
+
+class FileExpiryField(RequestModel):
+    """The `expires_after` part of a file upload (a multipart form), validated on its own."""
+
+    expires_after: FileExpiry
+
+
 class AssistantCreate(RequestModel):
     model: Annotated[str, Field(min_length=1, max_length=256)]
     name: Annotated[str, Field(max_length=256)] | None = None

@@ -7,12 +7,12 @@ import os
 import secrets
 import sys
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from ..config import Settings
 from ..runtime import Runtime
+from ..store import SqlStore
 
 SECRET_FILE = "chainlit_auth_secret"
 
@@ -68,71 +68,72 @@ FAILURES_PER_NAME = 5
 FAILURES_PER_ADDRESS = 20
 """Failed logins from one client address within the window (any names) before it is refused."""
 TOO_MANY_ATTEMPTS_TEXT = "Too many failed sign-ins. Wait a few minutes, then try again."
-MAX_TRACKED = 100_000
-"""Names and addresses counted at most; past it, those without a recent failure are forgotten."""
 LOGIN_PAGE_KEY = "too many requests"
 """Chainlit's login page looks its error up among `auth.login.errors` by the response's status
 text, lower-cased: for HTTP 429 that is "Too Many Requests"."""
 
 
+class SignInRefused(Exception):
+    """Too many failed sign-ins for the name or the address: try again in `retry_after` seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(TOO_MANY_ATTEMPTS_TEXT)
+        self.retry_after = retry_after
+
+
 class LoginThrottle:
-    """Counts failed logins per user name and per client address, in this process's memory.
+    """Counts failed sign-ins per user name and per client address, in the database, so that every
+    server process behind a load balancer counts the same tries.
 
     A name with `FAILURES_PER_NAME` failures in the last `THROTTLE_WINDOW_SECONDS` (or an address
-    with `FAILURES_PER_ADDRESS`) is refused until the oldest of them ages out; a successful login
-    clears the name's count. Each server process counts on its own.
+    with `FAILURES_PER_ADDRESS`) is refused until the oldest of them ages out; a successful sign-in
+    clears the name's count. A try is counted before its password is checked, in a transaction
+    that first waits for other tries of the same name or address, so tries sent in parallel (to one
+    process or several) cannot slip in together. A refused try is not counted.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, store: Callable[[], Awaitable[SqlStore]], clock: Callable[[], float] = time.time) -> None:
+        self._store = store
         self._clock = clock
-        self._names: dict[str, deque[float]] = {}
-        self._addresses: dict[str, deque[float]] = {}
 
-    def retry_after(self, name: str, address: str) -> int | None:
-        """Seconds until a try is allowed again, or None when it is allowed now."""
-        now = self._clock()
-        waits = [
-            self._wait(self._names, name.casefold(), FAILURES_PER_NAME, now),
-            self._wait(self._addresses, address, FAILURES_PER_ADDRESS, now),
-        ]
-        longest = max((w for w in waits if w is not None), default=None)
-        return None if longest is None else max(1, int(longest + 0.999))
+    async def attempt(self, name: str, address: str) -> int:
+        """Count a try, or raise `SignInRefused`; returns what `succeeded` needs when it was right."""
+        now_ms = int(self._clock() * 1000)
+        since_ms = now_ms - THROTTLE_WINDOW_SECONDS * 1000
+        limits = {f"name:{name.casefold()}"[:320]: FAILURES_PER_NAME, f"address:{address}"[:320]: FAILURES_PER_ADDRESS}
+        store = await self._store()
+        # A name or address already at its limit is refused from a plain read: a flood of refused
+        # tries neither writes nor queues on the locks below.
+        async with store.read() as tx:
+            _refuse_if_due(limits, [await tx.recent_login_failures(s, since_ms=since_ms, limit=n, besides=0) for s, n in limits.items()], now_ms)
+        async with store.transaction() as tx:
+            await tx.take_turns_signing_in(list(limits))
+            seqs = await tx.add_login_failures(list(limits), now_ms)
+            earlier = [
+                await tx.recent_login_failures(subject, since_ms=since_ms, limit=limit, besides=seq)
+                for (subject, limit), seq in zip(limits.items(), seqs, strict=True)
+            ]
+            # Raised inside the transaction: the refused try is rolled back, not counted.
+            _refuse_if_due(limits, earlier, now_ms)
+            await tx.prune_login_failures(since_ms, list(limits))
+        return seqs[-1]
 
-    def attempt(self, name: str, address: str) -> float:
-        """Count a try as failed before its password is checked (so parallel tries all count);
-        returns its stamp for `succeeded`."""
-        now = self._clock()
-        if len(self._names) + len(self._addresses) > MAX_TRACKED:
-            self._forget_stale(now)
-        for table, key in ((self._names, name.casefold()), (self._addresses, address)):
-            table.setdefault(key, deque()).append(now)
-        return now
-
-    def succeeded(self, name: str, address: str, stamp: float) -> None:
+    async def succeeded(self, name: str, token: int) -> None:
         """The try was right: the name's failures are cleared and the try no longer counts."""
-        self._names.pop(name.casefold(), None)
-        failures = self._addresses.get(address)
-        if failures is not None and stamp in failures:
-            failures.remove(stamp)
+        store = await self._store()
+        async with store.transaction() as tx:
+            await tx.forget_login_failures(subject=f"name:{name.casefold()}"[:320], seq=token)
 
-    def _forget_stale(self, now: float) -> None:
-        for table in (self._names, self._addresses):
-            for key in [k for k, failures in table.items() if not failures or failures[-1] <= now - THROTTLE_WINDOW_SECONDS]:
-                del table[key]
 
-    @staticmethod
-    def _wait(table: dict[str, deque[float]], key: str, limit: int, now: float) -> float | None:
-        failures = table.get(key)
-        if failures is None:
-            return None
-        while failures and failures[0] <= now - THROTTLE_WINDOW_SECONDS:
-            failures.popleft()
-        if not failures:
-            del table[key]
-            return None
-        if len(failures) < limit:
-            return None
-        return failures[-limit] + THROTTLE_WINDOW_SECONDS - now
+def _refuse_if_due(limits: dict[str, int], earlier: list[list[int]], now_ms: int) -> None:
+    """Raise `SignInRefused` when a subject's earlier tries (newest first) reach its limit."""
+    waits = [
+        stamps[limit - 1] + THROTTLE_WINDOW_SECONDS * 1000 - now_ms
+        for limit, stamps in zip(limits.values(), earlier, strict=True)
+        if len(stamps) >= limit
+    ]
+    if waits:
+        raise SignInRefused(max(1, -(-max(waits) // 1000)))
 
 
 def ensure_login_messages(translations: Path) -> None:

@@ -8,6 +8,7 @@ caller's objects: another user's file id, message id or websocket session id rea
 from __future__ import annotations
 
 import html
+import logging
 import mimetypes
 from typing import Annotated, Any
 
@@ -29,30 +30,43 @@ from fastapi.security import OAuth2PasswordRequestForm
 from ..api._http import content_disposition
 from ..exceptions import NotFoundError
 from ..runtime import Runtime
+from ..store import SqlStore
 from ..store.sniff import IMAGE_TYPES
 from ..tools.file_search import Citation
-from .auth import TOO_MANY_ATTEMPTS_TEXT, LoginThrottle
+from .auth import TOO_MANY_ATTEMPTS_TEXT, LoginThrottle, SignInRefused
 from .data_layer import EngineDataLayer
 from .render import CITATION_ROUTE, FILE_ROUTE, TRANSCRIPT_ROUTE, transcript_page
+
+log = logging.getLogger(__name__)
 
 CurrentUser = Annotated[Any, Depends(get_current_user)]
 
 
 def build_chat_router(runtime: Runtime, data_layer: EngineDataLayer, throttle: LoginThrottle | None = None) -> APIRouter:
     router = APIRouter()
-    throttle = throttle or LoginThrottle()
+
+    async def store() -> SqlStore:
+        return (await runtime.start()).store
+
+    throttle = throttle or LoginThrottle(store)
 
     @router.post("/login")
     async def login(request: Request, response: Response, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> Any:
         """Chainlit's password login, refused for a while after repeated failures (HTTP 429)."""
         address = request.client.host if request.client else "unknown"
-        wait = throttle.retry_after(form.username, address)
-        if wait is not None:
-            raise HTTPException(status_code=429, detail=TOO_MANY_ATTEMPTS_TEXT, headers={"retry-after": str(wait)})
-        # Counted before the (slow) password check, so tries sent in parallel cannot all slip in.
-        stamp = throttle.attempt(form.username, address)
+        try:
+            # Counted before the (slow) password check, so tries sent in parallel cannot all slip in.
+            token = await throttle.attempt(form.username, address)
+        except SignInRefused as refused:
+            raise HTTPException(
+                status_code=429, detail=TOO_MANY_ATTEMPTS_TEXT, headers={"retry-after": str(refused.retry_after)}
+            ) from refused
         result = await chainlit_server.login(request, response, form)
-        throttle.succeeded(form.username, address, stamp)
+        try:
+            await throttle.succeeded(form.username, token)
+        except Exception:
+            # The sign-in stands; at worst its failures count until they age out.
+            log.exception("could not clear the failed sign-ins of a successful one")
         return result
 
     async def owner_of(user: Any) -> str:

@@ -18,8 +18,8 @@ word counting, so an upgraded database searches as a new one does. SQLite is unc
 The downgrade drops both tables and brings back the generated column and its GIN index, which
 PostgreSQL recomputes from the chunks' text.
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0015
+Revises: 0014
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013"
-down_revision = "0012"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
