@@ -343,7 +343,11 @@ class ScriptedModel:
         if self._thread is not None:
             raise RuntimeError("ScriptedModel is already running")
         # Binding here, before the thread starts, makes the port known at once and avoids a pick-then-bind race.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not the default 0: asyncio turns Nagle's algorithm off (TCP_NODELAY) only for
+        # accepted sockets whose `proto` says TCP, and they inherit it from this one. With Nagle on,
+        # each SSE chunk after the headers waited for the client's delayed ACK, about 40 ms on a
+        # reused connection, which no real provider adds.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
