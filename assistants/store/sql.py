@@ -37,6 +37,7 @@ from ..types import (
 from ..types.objects import FileCounts, MessageCreationDetails
 from . import schema, sqlite_driver
 from .base import ListParams, Page
+from .turns import WriteTurns
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -755,6 +756,7 @@ class SqlStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._write_turns = WriteTurns() if engine.dialect.name == "sqlite" else None
 
     @classmethod
     def from_url(cls, url: str) -> SqlStore:
@@ -784,8 +786,14 @@ class SqlStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[StoreTx]:
-        """A transaction: everything inside commits together or not at all."""
-        async with self.engine.begin() as conn:
+        """A transaction: everything inside commits together or not at all.
+
+        On SQLite the process's transactions take turns (see `turns.WriteTurns`)."""
+        if self._write_turns is None:
+            async with self.engine.begin() as conn:
+                yield StoreTx(conn)
+            return
+        async with self._write_turns.turn(), self.engine.begin() as conn:
             yield StoreTx(conn)
 
     @asynccontextmanager
