@@ -23,6 +23,7 @@ Usage::
     .venv/bin/python bench/load.py                       # 200 sessions, 60 s, SQLite
     .venv/bin/python bench/load.py --sessions 20 --seconds 10
     .venv/bin/python bench/load.py --postgres postgresql+asyncpg://user@host/db
+    .venv/bin/python bench/load.py --rounds 3           # does memory keep growing, round after round?
 """
 
 from __future__ import annotations
@@ -103,6 +104,9 @@ async def session(http: httpx.AsyncClient, slot: Slot, deadline: float, tally: T
 
 
 async def load(api_url: str, key: str, server_pid: int, model_pid: int, args: argparse.Namespace) -> str:
+    """`args.rounds` rounds of load on the same server, one table row each; the sessions' threads
+    are made once, before the first round. A later round's memory shows whether what the first
+    left behind was a one-time cost (caches, pools, the allocator's high-water mark) or growth."""
     # The server (uvicorn) closes connections idle for 5 s; expiring ours sooner keeps a request
     # from racing that close (a spurious ReadError), as in bench/engine_overhead.py.
     limits = httpx.Limits(
@@ -112,7 +116,23 @@ async def load(api_url: str, key: str, server_pid: int, model_pid: int, args: ar
         base_url=api_url, headers={"Authorization": f"Bearer {key}"}, timeout=120, limits=limits
     ) as http:
         slots = await make_slots(http, args.sessions)
-        await asyncio.sleep(2)
+    await asyncio.sleep(2)
+    rows = [await load_round(api_url, key, slots, server_pid, model_pid, args, limits) for _ in range(args.rounds)]
+    return "\n".join(rows)
+
+
+async def load_round(
+    api_url: str,
+    key: str,
+    slots: Sequence[Slot],
+    server_pid: int,
+    model_pid: int,
+    args: argparse.Namespace,
+    limits: httpx.Limits,
+) -> str:
+    async with httpx.AsyncClient(
+        base_url=api_url, headers={"Authorization": f"Bearer {key}"}, timeout=120, limits=limits
+    ) as http:
         before = rss_mb(server_pid)
         load_before = os.getloadavg()[0]
         cpu_before = cpu_seconds(server_pid), cpu_seconds(model_pid), cpu_seconds(os.getpid())
@@ -151,7 +171,7 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 @contextlib.contextmanager
-def loaded_server(args: argparse.Namespace) -> Iterator[tuple[Server, subprocess.Popen[bytes]]]:
+def loaded_server(args: argparse.Namespace) -> Iterator[tuple[Server, subprocess.Popen[str]]]:
     """The stamping scripted model and the real server against it, for `args.sessions` sessions."""
     model, model_url = start_model(0, args.delay, "--stamps", str(args.tokens))
     try:
@@ -171,6 +191,7 @@ def loaded_server(args: argparse.Namespace) -> Iterator[tuple[Server, subprocess
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_load_arguments(parser)
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of load on the same server, a row each")
     args = parser.parse_args(argv)
     with loaded_server(args) as (server, model):
         key = server.key_for("loader")
