@@ -1,0 +1,280 @@
+"""The store's objects as rows: which table holds each model, the columns derived from it, and the
+operations every kind shares (insert, save, find, get, delete, list).
+
+`StoreTx` (in `sql.py`) gathers these with the operations of each area (`_threads`, `_runs`,
+`_files`, `_accounts`).
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import Mapping
+from typing import Any, TypeVar, cast
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..exceptions import InvalidRequestError, NotFoundError
+from ..types import (
+    Assistant,
+    File,
+    Message,
+    Run,
+    RunStep,
+    TextContent,
+    TextValue,
+    Thread,
+    VectorStore,
+    VectorStoreFile,
+    VectorStoreFileBatch,
+)
+from . import schema
+from .base import ListParams, Page
+
+T = TypeVar("T", bound=BaseModel)
+
+_TABLES: list[tuple[type[BaseModel], sa.Table, str]] = [
+    (Assistant, schema.assistants, "assistant"),
+    (Thread, schema.threads, "thread"),
+    (Message, schema.messages, "message"),
+    (Run, schema.runs, "run"),
+    (RunStep, schema.run_steps, "run step"),
+    (File, schema.files, "file"),
+    (VectorStore, schema.vector_stores, "vector store"),
+    (VectorStoreFileBatch, schema.vector_store_file_batches, "vector store file batch"),
+    # Listed for `insert` and `list` only: its ids repeat across stores, so it has its own
+    # get, save and delete below.
+    (VectorStoreFile, schema.vector_store_files, "vector store file"),
+]
+
+ACTIVE_RUN_STATUSES = ("queued", "in_progress", "requires_action", "cancelling")
+
+
+class ActiveRunConflict(Exception):
+    """Raised inside the store when the one-active-run index refuses a second active run."""
+
+
+UI_ID_LENGTH = cast(sa.String, schema.threads.c.ui_id.type).length or 64
+"""The longest `metadata.ui_thread` a thread can carry (its column's size)."""
+
+
+def _write_refused(table: sa.Table, exc: IntegrityError) -> Exception | None:
+    """What a refused insert or update means: another active run, or a chat id already taken
+    (None: neither, a bug to show as it is).
+
+    `ui_thread` is unique across all users (the chat looks sessions up by it alone), so a `/v1`
+    caller naming another user's chat session learns only that the id is taken.
+    """
+    if table is schema.runs:
+        return ActiveRunConflict(str(exc))
+    if table is schema.threads and "ui_id" in str(exc.orig):
+        return InvalidRequestError(
+            "Invalid 'metadata.ui_thread': another thread already has this chat id. Leave it out: "
+            "the chat sets it on the sessions it creates.",
+            param="metadata",
+        )
+    return None
+
+
+def _table_for(cls: type[BaseModel]) -> tuple[sa.Table, str]:
+    for model, table, label in _TABLES:
+        if issubclass(cls, model):
+            return table, label
+    raise TypeError(f"{cls.__name__} is not stored")
+
+
+def _columns_for(obj: BaseModel) -> dict[str, Any]:
+    """The filter columns derived from the object itself, so they can never disagree with `data`."""
+    columns: dict[str, Any] = {}
+    if isinstance(obj, Thread):
+        ui_id = obj.metadata.get("ui_thread")
+        if ui_id is not None and len(ui_id) > UI_ID_LENGTH:
+            raise InvalidRequestError(
+                f"Invalid 'metadata.ui_thread': at most {UI_ID_LENGTH} characters (it is the chat's id for a session).",
+                param="metadata",
+            )
+        columns["ui_id"] = ui_id
+    elif isinstance(obj, Message):
+        columns["thread_id"] = obj.thread_id
+    elif isinstance(obj, Run):
+        columns.update(
+            thread_id=obj.thread_id,
+            status=obj.status.value,
+            active=obj.status.value in ACTIVE_RUN_STATUSES,
+            expires_at=obj.expires_at,
+        )
+    elif isinstance(obj, RunStep):
+        columns.update(thread_id=obj.thread_id, run_id=obj.run_id)
+    elif isinstance(obj, File):
+        columns["expires_at"] = obj.expires_at
+    elif isinstance(obj, VectorStoreFileBatch):
+        columns["vector_store_id"] = obj.vector_store_id
+    elif isinstance(obj, VectorStoreFile):
+        columns.update(vector_store_id=obj.vector_store_id, status=obj.status, usage_bytes=obj.usage_bytes)
+    return columns
+
+
+def _id(obj: BaseModel) -> str:
+    # Every stored model has an `id`; `BaseModel` itself does not say so.
+    return str(cast(Any, obj).id)
+
+
+def _data(obj: BaseModel) -> dict[str, Any]:
+    return obj.model_dump(mode="json")
+
+
+def _text_content(text: str) -> str:
+    """A message's `content` holding `text` (none when empty), as JSON."""
+    parts = [TextContent(text=TextValue(value=text, annotations=[])).model_dump(mode="json")] if text else []
+    return json.dumps(parts)
+
+class ObjectsTx:
+    """Store operations on one connection; inside `transaction()` they commit or roll back together."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def insert(self, obj: BaseModel, *, owner: str, **extra: Any) -> None:
+        """Insert a new object owned by `owner` (extra columns: e.g. a file's `path`)."""
+        table, _ = _table_for(type(obj))
+        values = {
+            "id": _id(obj),
+            "owner_id": owner,
+            "created_at": cast(Any, obj).created_at,
+            "data": _data(obj),
+            **_columns_for(obj),
+            **extra,
+        }
+        try:
+            await self.conn.execute(table.insert().values(**values))
+        except IntegrityError as exc:
+            refused = _write_refused(table, exc)
+            if refused is None:
+                raise
+            raise refused from exc
+
+    async def save(self, obj: BaseModel) -> None:
+        """Write back a changed object (same id)."""
+        table, _ = _table_for(type(obj))
+        try:
+            await self.conn.execute(
+                table.update()
+                .where(table.c.id == _id(obj))
+                .values(data=_data(obj), **_columns_for(obj))
+            )
+        except IntegrityError as exc:
+            refused = _write_refused(table, exc)
+            if refused is None:
+                raise
+            raise refused from exc
+
+    async def find(self, cls: type[T], object_id: str, *, owner: str | None) -> T | None:
+        """The object, or None when it does not exist or belongs to someone else."""
+        table, _ = _table_for(cls)
+        query = sa.select(table.c.data).where(table.c.id == object_id)
+        if owner is not None:
+            query = query.where(table.c.owner_id == owner)
+        row = (await self.conn.execute(query)).first()
+        return None if row is None else cls.model_validate(row[0])
+
+    async def get(self, cls: type[T], object_id: str, *, owner: str | None, param: str | None = None) -> T:
+        """The object, or `NotFoundError` in OpenAI's words ("No assistant found with id ...")."""
+        found = await self.find(cls, object_id, owner=owner)
+        if found is None:
+            _, label = _table_for(cls)
+            raise NotFoundError(f"No {label} found with id '{object_id}'.", param=param)
+        return found
+
+    async def owner_of(self, cls: type[BaseModel], object_id: str) -> str | None:
+        """Who owns an object (None if it does not exist)."""
+        table, _ = _table_for(cls)
+        row = (await self.conn.execute(sa.select(table.c.owner_id).where(table.c.id == object_id))).first()
+        return None if row is None else str(row[0])
+
+    async def delete(self, cls: type[BaseModel], object_id: str, *, owner: str | None) -> bool:
+        """Delete one object; children of threads and runs go with them."""
+        table, _ = _table_for(cls)
+        query = table.delete().where(table.c.id == object_id)
+        if owner is not None:
+            query = query.where(table.c.owner_id == owner)
+        result = await self.conn.execute(query)
+        if result.rowcount and table is schema.threads:
+            for child in (schema.messages, schema.runs, schema.run_steps):
+                await self.conn.execute(child.delete().where(child.c.thread_id == object_id))
+        return bool(result.rowcount)
+
+    async def list(
+        self,
+        cls: type[T],
+        *,
+        owner: str | None,
+        params: ListParams,
+        where: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        title_contains: str | None = None,
+        fields: Mapping[str, str] | None = None,
+    ) -> Page[T]:
+        """One page of objects, filtered by columns and by `metadata` key/values, all in SQL."""
+        table, label = _table_for(cls)
+        conditions: builtins.list[sa.ColumnElement[bool]] = []
+        if owner is not None:
+            conditions.append(table.c.owner_id == owner)
+        for column, value in (where or {}).items():
+            conditions.append(table.c[column] == value)
+        for name, value in (fields or {}).items():
+            conditions.append(table.c.data[name].as_string() == value)
+        sqlite = self.conn.dialect.name == "sqlite"
+        for key, value in (metadata or {}).items():
+            if sqlite:
+                # SQLite (before 3.45) matches JSON path labels against the raw, escaped key text, so
+                # keys with quotes, backslashes or non-ASCII characters never match a path: use json_each.
+                pairs = sa.func.json_each(table.c.data, "$.metadata").table_valued("key", "value")
+                conditions.append(sa.exists(sa.select(1).select_from(pairs).where(pairs.c.key == key, pairs.c.value == value)))
+            else:
+                conditions.append(table.c.data["metadata"][key].as_string() == value)
+        if title_contains:
+            escaped = title_contains.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_")
+            title = table.c.data["metadata"]["title"].as_string()
+            if sqlite:
+                # SQLite's LIKE and lower() fold ASCII only; fold both sides with Python's casefold.
+                pattern = "%" + escaped.casefold() + "%"
+                conditions.append(sa.func.casefold(title).like(pattern, escape="\\"))
+            else:
+                pattern = "%" + escaped + "%"
+                conditions.append(title.ilike(pattern, escape="\\"))
+        descending = params.order == "desc"
+        for cursor, param in ((params.after, "after"), (params.before, "before")):
+            if cursor is None:
+                continue
+            seq = (await self.conn.execute(sa.select(table.c.seq).where(table.c.id == cursor, *conditions))).scalar()
+            if seq is None:
+                raise InvalidRequestError(
+                    f"Invalid '{param}': no {label} with id '{cursor}' in this list.", param=param
+                )
+            # `after` walks forward in the list's order; `before` walks backward.
+            forward = (param == "after") != descending
+            conditions.append(table.c.seq > seq if forward else table.c.seq < seq)
+        # A `before` cursor alone reads backwards from the cursor, then restores the list's order.
+        reverse = params.before is not None and params.after is None
+        ascending = (not descending) != reverse
+        query = (
+            sa.select(table.c.data)
+            .where(*conditions)
+            .order_by(table.c.seq.asc() if ascending else table.c.seq.desc())
+            .limit(params.limit + 1)
+        )
+        rows = [row[0] for row in (await self.conn.execute(query)).all()]
+        has_more = len(rows) > params.limit
+        rows = rows[: params.limit]
+        if reverse:
+            rows.reverse()
+        items = [cls.model_validate(row) for row in rows]
+        return Page(
+            data=items,
+            has_more=has_more,
+            first_id=_id(items[0]) if items else None,
+            last_id=_id(items[-1]) if items else None,
+        )
