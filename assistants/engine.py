@@ -4,6 +4,9 @@ One `Engine` serves the chat UI, the `/v1` routes and the CLI. It validates requ
 objects (all or nothing, in one transaction), starts run tasks and publishes events. Every method
 takes the `owner` (a user id): nobody reads or changes another user's objects, and a foreign id
 reads as not found.
+
+Its file operations live in `engine_files.py` and its background upkeep (run leases, ending runs
+whose process stopped, expiry sweeps) in `engine_upkeep.py`; `Engine` inherits both.
 """
 
 from __future__ import annotations
@@ -12,14 +15,13 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import sqlalchemy as sa
 
 from .background import stop_background
 from .config import Settings
+from .engine_upkeep import EngineUpkeep
 from .event_log import CANCEL_CHANNEL, CHANNEL, EventLog, PostgresWakeups
 from .events import Event, EventBus, Subscription
 from .exceptions import InvalidRequestError, NotFoundError, TooManyRequestsError
@@ -31,7 +33,6 @@ from .runs._steps import with_outputs
 from .search import SqlChunkIndex
 from .search.embed import Embedder
 from .store import ActiveRunConflict, FileStore, ListParams, Page, SqlStore, StoreTx
-from .store.sniff import clean_filename, image_type
 from .tools import FunctionRegistry
 from .tools.code_interpreter import CodeInterpreter
 from .tools.file_search import Citation, FileSearch, find_citation
@@ -40,7 +41,6 @@ from .types import (
     ContextMode,
     File,
     Message,
-    MessageStatus,
     Run,
     RunStatus,
     RunStep,
@@ -52,16 +52,12 @@ from .types import (
 )
 from .types.objects import (
     ImageFileContent,
-    IncompleteDetails,
-    LastError,
     MessageContent,
-    MessageCreationDetails,
     TruncationStrategy,
 )
 from .types.requests import (
     AssistantCreate,
     AssistantUpdate,
-    FileExpiry,
     MessageCreate,
     MessageUpdate,
     RunCreate,
@@ -73,15 +69,10 @@ from .types.requests import (
     ThreadUpdate,
 )
 from .types.session import session_of
-from .vector_stores import PURGE_SECONDS, VectorStores
+from .vector_stores import VectorStores
 
 log = logging.getLogger(__name__)
 
-EXPIRY_SWEEP_SECONDS = 5.0
-LOGIN_FAILURES_KEPT_SECONDS = 24 * 3600
-"""Failed sign-ins are kept this long at most (far past the sign-in throttle's window)."""
-BATCH_FILE_SECONDS = 30 * 24 * 3600
-"""A `batch` file uploaded without `expires_after` expires after 30 days, as on the hosted API."""
 
 
 def _content_of(body: MessageCreate) -> list[MessageContent]:
@@ -93,7 +84,7 @@ def _content_of(body: MessageCreate) -> list[MessageContent]:
     ]
 
 
-class Engine:
+class Engine(EngineUpkeep):
     """The Assistants data plane, and the scheduler of runs on the execution plane."""
 
     def __init__(
@@ -171,143 +162,6 @@ class Engine:
         if self._wakeups is not None:
             await self._wakeups.close()
         await self.events.close()
-
-    async def recover(self) -> None:
-        """Runs left working by a process that stopped (this one's previous life included) are ended
-        with a message saying so, so that no run is ever stuck."""
-        await self.end_abandoned_runs()
-
-    async def end_abandoned_runs(self) -> list[str]:
-        """End runs whose executing process stopped (their lease ran out); returns their ids.
-
-        Runs waiting for tool outputs keep waiting (the outputs can still come); runs another live
-        process executes hold a current lease and are left alone.
-        """
-        async with self.store.read() as tx:
-            abandoned = await tx.abandoned_runs(now())
-        ended: list[str] = []
-        for owner, run in abandoned:
-            if run.id in self._tasks:
-                continue
-            if await self._force_end(
-                owner, run, "The server process running this run stopped before it finished (a crash or restart). Run it again."
-            ):
-                ended.append(run.id)
-        return ended
-
-    async def _lease_forever(self) -> None:
-        """Renew the leases of the runs this process executes, on its own clock so that slow sweep
-        work never lets them lapse; and cancel any of them stored as `cancelling` (a cancel whose
-        notification was lost)."""
-        while True:
-            await asyncio.sleep(self.settings.run_lease_seconds / 3)
-            try:
-                running = list(self._tasks)
-                async with self.store.transaction() as tx:
-                    await tx.lease_runs(running, self.worker_id, now() + self.settings.run_lease_seconds)
-                    statuses = await tx.run_statuses(running)
-                for run_id, status in statuses.items():
-                    if status == RunStatus.cancelling.value:
-                        self._cancel_here(run_id)
-            except Exception:
-                log.exception("renewing run leases failed; it will try again")
-
-    def _cancel_here(self, run_id: str) -> None:
-        """Another process was asked to cancel a run: cancel it if this process executes it."""
-        task = self._tasks.get(run_id)
-        if task is not None:
-            task.cancel()
-
-    async def _force_end(self, owner: str, run: Run, message: str) -> bool:
-        """End a run no task is executing: `cancelled` if it was being cancelled, else `failed`.
-
-        Its open steps fail with it, and a half-written answer is kept as `incomplete`.
-        """
-        async with self.store.transaction() as tx:
-            _, until = await tx.run_lease(run.id, lock=True)
-            stored = await tx.get(Run, run.id, owner=owner)
-            if stored.status not in (RunStatus.queued, RunStatus.in_progress, RunStatus.cancelling):
-                return False  # It ended (or paused) meanwhile, perhaps by another process's sweep.
-            if until is not None and until >= now():
-                return False  # Its process renewed the lease meanwhile: it is alive.
-            if stored.status is RunStatus.cancelling:
-                ended = transition(stored, RunStatus.cancelled)
-            else:
-                ended = transition(stored, RunStatus.failed, last_error=LastError(code="server_error", message=message))
-            await tx.save(ended)
-            stamp = now()
-            for step in await tx.run_steps(run.id):
-                if step.status is not StepStatus.in_progress:
-                    continue
-                await tx.save(end_step(step, StepStatus.failed, stamp=stamp))
-                if isinstance(step.step_details, MessageCreationDetails):
-                    written = await tx.find(Message, step.step_details.message_creation.message_id, owner=None)
-                    if written is not None and written.status is MessageStatus.in_progress:
-                        await tx.save(
-                            written.model_copy(
-                                update={
-                                    "status": MessageStatus.incomplete,
-                                    "incomplete_at": stamp,
-                                    "incomplete_details": IncompleteDetails(reason="run_failed"),
-                                }
-                            )
-                        )
-        self._publish(f"thread.run.{ended.status.value}", ended.wire(), ended)
-        return True
-
-    async def _sweep_forever(self) -> None:
-        purged_at = 0.0
-        while True:
-            await asyncio.sleep(min(EXPIRY_SWEEP_SECONDS, self.settings.run_lease_seconds / 3))
-            try:
-                await self.end_abandoned_runs()
-                await self.expire_runs()
-                await self.expire_files()
-                if time.monotonic() - purged_at >= PURGE_SECONDS:
-                    purged_at = time.monotonic()
-                    await self.vector_stores.purge_expired()
-                    await self.events.forget_old()
-                    async with self.store.transaction() as tx:
-                        # Failed sign-ins past every throttle window (each try prunes only its own).
-                        await tx.prune_login_failures((now() - LOGIN_FAILURES_KEPT_SECONDS) * 1000)
-            except Exception:
-                log.exception("the expiry sweep failed; it will try again")
-
-    async def expire_runs(self) -> list[str]:
-        """Expire runs that waited in `requires_action` past `expires_at`. Returns their ids."""
-        async with self.store.read() as tx:
-            due = await tx.expired_runs(now())
-        expired: list[str] = []
-        for owner, run in due:
-            if await self._expire(owner, run.id):
-                expired.append(run.id)
-        return expired
-
-    async def _expire(self, owner: str, run_id: str) -> bool:
-        async with self.store.transaction() as tx:
-            run = await tx.get(Run, run_id, owner=owner)
-            if run.status is not RunStatus.requires_action or run.expires_at is None or run.expires_at > now():
-                return False
-            ended = transition(run, RunStatus.expired)
-            await tx.save(ended)
-            steps = [end_step(s, StepStatus.expired) for s in await tx.run_steps(run_id) if s.status is StepStatus.in_progress]
-            for step in steps:
-                await tx.save(step)
-        for step in steps:
-            self._publish("thread.run.step.expired", step.wire(), run)
-        self._publish("thread.run.expired", ended.wire(), run)
-        return True
-
-    def _publish(self, name: str, data: dict[str, Any], run: Run | None = None, thread_id: str | None = None) -> None:
-        self.bus.publish(
-            Event(
-                name,  # type: ignore[arg-type]
-                data,
-                thread_id=run.thread_id if run else thread_id,
-                run_id=run.id if run else None,
-                assistant_id=run.assistant_id if run else None,
-            )
-        )
 
     # Assistants --------------------------------------------------------------------------------
 
@@ -771,72 +625,6 @@ class Engine:
             await self.create_run(owner, thread_id, body, run_id=run_id)
             async for event in subscription.until_run_pauses():
                 yield event
-
-    # Files -------------------------------------------------------------------------------------
-
-    async def create_file(
-        self, owner: str, *, filename: str, purpose: str, content: bytes, expires_after: FileExpiry | None = None
-    ) -> File:
-        """Store an uploaded file. `expires_after` (seconds from its creation) has the expiry sweep
-        delete it then; without one, a `batch` file expires after 30 days and others are kept, as
-        on the hosted API."""
-        if len(content) > self.settings.max_file_bytes:
-            raise InvalidRequestError(
-                f"Invalid 'file': {len(content)} bytes is over the limit of {self.settings.max_file_bytes} bytes.",
-                param="file",
-            )
-        if purpose == "vision" and image_type(content) is None:
-            raise InvalidRequestError(
-                "Invalid 'file': a file for 'vision' must be a PNG, JPEG, GIF or WebP image, and this one's "
-                "content is not.",
-                param="file",
-            )
-        if expires_after is not None:
-            expires_in: int | None = expires_after.seconds
-        else:
-            expires_in = BATCH_FILE_SECONDS if purpose == "batch" else None
-        # Only the name's last part is kept, printable and bounded; the bytes are stored by id.
-        return await self.files.save(
-            self.store, owner, filename=clean_filename(filename), purpose=purpose, content=content, expires_in=expires_in
-        )
-
-    async def get_file(self, owner: str, file_id: str) -> File:
-        async with self.store.read() as tx:
-            return await tx.get(File, file_id, owner=owner)
-
-    async def file_content(self, owner: str, file_id: str) -> tuple[File, bytes]:
-        async with self.store.read() as tx:
-            file = await tx.get(File, file_id, owner=owner)
-            path = await tx.file_path(file_id, owner=owner)
-        return file, await self.files.read(path)
-
-    async def delete_file(self, owner: str, file_id: str) -> bool:
-        async with self.store.transaction() as tx:
-            await tx.get(File, file_id, owner=owner)
-            path = await tx.file_path(file_id, owner=owner)
-            deleted = await tx.delete(File, file_id, owner=owner)
-        await self.files.remove(path)
-        # A deleted file must stop turning up in file search.
-        await self.vector_stores.forget_file(owner, file_id)
-        return deleted
-
-    async def expire_files(self) -> list[str]:
-        """Delete the files whose `expires_at` has come (bytes, row, and their place in file search)."""
-        deleted: list[str] = []
-        while True:
-            async with self.store.read() as tx:
-                due = await tx.expired_files(now())
-            for owner, file_id in due:
-                with contextlib.suppress(NotFoundError):  # Deleted meanwhile, here or by another process.
-                    if await self.delete_file(owner, file_id):
-                        deleted.append(file_id)
-            if len(due) < 100:
-                return deleted
-
-    async def list_files(self, owner: str, params: ListParams, purpose: str | None = None) -> Page[File]:
-        async with self.store.read() as tx:
-            fields = {"purpose": purpose} if purpose is not None else None
-            return await tx.list(File, owner=owner, params=params, fields=fields)
 
 
 def _searched_files(body: MessageCreate) -> list[str]:
