@@ -540,14 +540,8 @@ class Engine(EngineUpkeep):
             return cancelling
         # Nothing is executing (the run waits for tool outputs, or its process stopped): finish here.
         async with self.store.transaction() as tx:
-            cancelled = transition(cancelling, RunStatus.cancelled)
-            await tx.save(cancelled)
-            steps = [end_step(s, StepStatus.cancelled) for s in await tx.run_steps(run_id) if s.status is StepStatus.in_progress]
-            for step in steps:
-                await tx.save(step)
-        for step in steps:
-            self._publish("thread.run.step.cancelled", step.wire(), cancelled)
-        self._publish("thread.run.cancelled", cancelled.wire(), cancelled)
+            cancelled, steps = await self._end_with_open_steps(tx, cancelling, RunStatus.cancelled, StepStatus.cancelled)
+        self._publish_ended(cancelled, steps)
         return cancelled
 
     async def submit_tool_outputs(self, owner: str, thread_id: str, run_id: str, body: SubmitToolOutputsRequest) -> Run:

@@ -18,7 +18,8 @@ from .event_log import EventLog
 from .events import Event, EventBus
 from .ids import now
 from .runs._status import end_step, transition
-from .types import Message, MessageStatus, Run, RunStatus, StepStatus
+from .store import StoreTx
+from .types import Message, MessageStatus, Run, RunStatus, RunStep, StepStatus
 from .types.objects import IncompleteDetails, LastError, MessageCreationDetails
 from .vector_stores import PURGE_SECONDS
 
@@ -153,15 +154,27 @@ class EngineUpkeep(EngineFiles):
             run = await tx.get(Run, run_id, owner=owner)
             if run.status is not RunStatus.requires_action or run.expires_at is None or run.expires_at > now():
                 return False
-            ended = transition(run, RunStatus.expired)
-            await tx.save(ended)
-            steps = [end_step(s, StepStatus.expired) for s in await tx.run_steps(run_id) if s.status is StepStatus.in_progress]
-            for step in steps:
-                await tx.save(step)
-        for step in steps:
-            self._publish("thread.run.step.expired", step.wire(), run)
-        self._publish("thread.run.expired", ended.wire(), run)
+            ended, steps = await self._end_with_open_steps(tx, run, RunStatus.expired, StepStatus.expired)
+        self._publish_ended(ended, steps)
         return True
+
+    @staticmethod
+    async def _end_with_open_steps(
+        tx: StoreTx, run: Run, to: RunStatus, steps_to: StepStatus
+    ) -> tuple[Run, list[RunStep]]:
+        """Store `run` moved to `to` and its open steps ended as `steps_to` (a run nothing executes)."""
+        ended = transition(run, to)
+        await tx.save(ended)
+        steps = [end_step(s, steps_to) for s in await tx.run_steps(run.id) if s.status is StepStatus.in_progress]
+        for step in steps:
+            await tx.save(step)
+        return ended, steps
+
+    def _publish_ended(self, run: Run, steps: list[RunStep]) -> None:
+        """The events of `_end_with_open_steps`, once its transaction has committed."""
+        for step in steps:
+            self._publish(f"thread.run.step.{step.status.value}", step.wire(), run)
+        self._publish(f"thread.run.{run.status.value}", run.wire(), run)
 
     def _publish(self, name: str, data: dict[str, Any], run: Run | None = None, thread_id: str | None = None) -> None:
         self.bus.publish(
