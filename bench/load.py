@@ -104,20 +104,23 @@ async def session(http: httpx.AsyncClient, slot: Slot, deadline: float, tally: T
 
 
 async def load(api_url: str, key: str, server_pid: int, model_pid: int, args: argparse.Namespace) -> str:
-    """`args.rounds` rounds of load on the same server, one table row each; the sessions' threads
-    are made once, before the first round. A later round's memory shows whether what the first
-    left behind was a one-time cost (caches, pools, the allocator's high-water mark) or growth."""
+    """`args.rounds` rounds of load on the same server, one table row each, each round on new
+    threads (so every round does the same work: threads that grew round after round would make
+    each run read more). A later round's memory shows whether what the first left behind was a
+    one-time cost (caches, pools, the allocator's high-water mark) or growth."""
     # The server (uvicorn) closes connections idle for 5 s; expiring ours sooner keeps a request
     # from racing that close (a spurious ReadError), as in bench/engine_overhead.py.
     limits = httpx.Limits(
         max_connections=args.sessions + 10, max_keepalive_connections=args.sessions + 10, keepalive_expiry=2.0
     )
-    async with httpx.AsyncClient(
-        base_url=api_url, headers={"Authorization": f"Bearer {key}"}, timeout=120, limits=limits
-    ) as http:
-        slots = await make_slots(http, args.sessions)
-    await asyncio.sleep(2)
-    rows = [await load_round(api_url, key, slots, server_pid, model_pid, args, limits) for _ in range(args.rounds)]
+    rows = []
+    for _ in range(args.rounds):
+        async with httpx.AsyncClient(
+            base_url=api_url, headers={"Authorization": f"Bearer {key}"}, timeout=120, limits=limits
+        ) as http:
+            slots = await make_slots(http, args.sessions)
+        await asyncio.sleep(2)
+        rows.append(await load_round(api_url, key, slots, server_pid, model_pid, args, limits))
     return "\n".join(rows)
 
 
