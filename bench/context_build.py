@@ -2,7 +2,7 @@
 
 In-process: a `Runtime` on a temporary SQLite database (or ``--postgres URL``), one session per
 context mode and thread size, filled in one transaction through `StoreTx.insert`. Each
-measurement calls `build_context` the way the runner does (inside `store.transaction()`, with a
+measurement calls `build_context` the way the runner does (on `store.read()`, with a
 run of that thread, no tail and no tools, the window the runner uses), and never needs the model:
 the `summary` session already holds a summary that covers everything before the last N messages.
 
@@ -81,7 +81,7 @@ class Case:
     times: list[float] = field(default_factory=list)
     """Seconds inside `build_context`."""
     with_tx: list[float] = field(default_factory=list)
-    """Seconds including opening and committing the transaction."""
+    """Seconds including opening and closing the read connection."""
     sent: int = 0
     prompt_tokens: int = 0
     truncated: int = 0
@@ -146,7 +146,7 @@ async def measure(runtime: Runtime, assistant_id: str, case: Case, repeats: int)
     window = engine.settings.context_window - 4096
     for _ in range(repeats):
         outer = time.perf_counter()
-        async with store.transaction() as tx:
+        async with store.read() as tx:
             inner = time.perf_counter()
             prepared = await build_context(
                 tx, run=run, thread=thread, tail=[], tools=[], window=window, prompt_budget=None,
@@ -186,10 +186,10 @@ def report(cases: Sequence[Case], sizes: Sequence[int], backend: str, args: argp
         f"- Store: {backend}; messages of ~20 words; N = {N_RECENT} for `last_n` and `summary`; "
         f"window = context_window - 4096; repeats: {args.repeats_small} (small) / {args.repeats_large} (large)"
         f"{'; quick run' if args.quick else ''}.",
-        "- Time inside `build_context` (the transaction is opened before and committed after; "
+        "- Time inside `build_context` (the read connection is opened before and closed after; "
         "the last column adds that).",
         "",
-        "| mode | messages | median ms | p99 ms | sent | prompt tokens | left out | median ms incl. tx |",
+        "| mode | messages | median ms | p99 ms | sent | prompt tokens | left out | median ms incl. connection |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for case in cases:

@@ -7,6 +7,7 @@ the scripted model. The assertions read the requests the model got (`model.reque
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from assistants.tools import default_registry
 from assistants.tools import examples as _examples  # noqa: F401  (registers `calculate`)
 from assistants.types import ContextMode, Message, Run, RunStatus, Session
 from assistants.types.objects import TruncationStrategy
-from assistants.types.requests import AssistantCreate, MessageCreate, RunCreate
+from assistants.types.requests import AssistantCreate, MessageCreate, RunCreate, ThreadCreate
 from tests.conftest import StartRuntime
 from tests.scripted_model import RecordedRequest, ScriptedModel
 
@@ -382,6 +383,36 @@ async def test_summary_is_not_requested_while_the_history_fits_the_window(
     assert_recorded(run, model.last_messages, mode="summary")
     assert run.context is not None and run.context.summary_used is False
     assert (await chat.reload()).summary is None
+
+
+async def test_writing_the_summary_holds_no_transaction_while_the_model_answers(
+    start_runtime: StartRuntime, model: ScriptedModel
+) -> None:
+    """Bringing the summary up to date asks the model (seconds, or up to the provider timeout).
+    Meanwhile the rest of the process writes as usual: on SQLite a transaction open across that
+    call would hold the process's turn at the database and stall every other write."""
+    chat = await open_chat(start_runtime, model, mode=ContextMode.summary, n=4)
+    await chat.history(12)
+    model.add_slow_start(60.0, "SUMMARY-LATE")
+    run = asyncio.create_task(chat.run())
+    try:
+        asked = await asyncio.to_thread(
+            model.wait_for, lambda m: any(is_summary_request(r) for r in chat_requests(m)), 20.0
+        )
+        assert asked, "the run asked for a summary"
+        # The model is still working on the summary: other writes go ahead (well within 60 s).
+        async with asyncio.timeout(20):
+            other = await chat.engine.create_assistant(chat.owner, AssistantCreate(model="scripted-model"))
+            await chat.engine.create_thread(chat.owner, ThreadCreate())
+        assert not run.done()
+        assert len(chat_requests(model)) == 1, "the run is still waiting for its summary"
+        assert (await chat.engine.get_assistant(chat.owner, other.id)).id == other.id
+    finally:
+        run.cancel()
+        stored = await chat.engine.list_runs(chat.owner, chat.session.id, _asc(10))
+        for active in stored.data:
+            if active.status in (RunStatus.queued, RunStatus.in_progress):
+                await chat.engine.cancel_run(chat.owner, chat.session.id, active.id)
 
 
 async def test_summary_is_made_once_per_run_even_across_tool_rounds(

@@ -4,10 +4,14 @@ pass straight through when nested in the same task, and run side by side on Post
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 
+import pytest
 import sqlalchemy as sa
 
 from assistants.store import SqlStore, schema
+from assistants.store.turns import TurnTimeout, WriteTurns
 
 
 async def _holder_and_follower(store: SqlStore) -> tuple[bool, bool]:
@@ -84,13 +88,74 @@ async def test_a_cancelled_waiter_leaves_the_turns_working(store: SqlStore, stor
         async with store.transaction() as tx:
             await tx.conn.execute(sa.text("SELECT 1"))
 
+    entered: list[str] = []
+
+    async def recording_waiter() -> None:
+        async with store.transaction() as tx:
+            entered.append("waiter")
+            await tx.conn.execute(sa.text("SELECT 1"))
+
     holder = asyncio.create_task(a())
     await a_in.wait()
-    cancelled = asyncio.create_task(waiter())
+    cancelled = asyncio.create_task(recording_waiter())
     await asyncio.sleep(0.05)
     cancelled.cancel()
     release.set()
     await asyncio.wait_for(holder, timeout=30)
-    assert cancelled.cancelled() or cancelled.done()
+    with contextlib.suppress(asyncio.CancelledError):
+        await cancelled
+    if store_url.startswith("sqlite"):
+        # It was still waiting for its turn when it was cancelled: it never ran.
+        assert cancelled.cancelled() and entered == []
     # The turn is free again.
     await asyncio.wait_for(waiter(), timeout=30)
+
+
+async def test_a_holder_cancelled_or_failing_inside_its_turn_frees_it(store: SqlStore) -> None:
+    inside = asyncio.Event()
+
+    async def hold_forever() -> None:
+        async with store.transaction() as tx:
+            await tx.conn.execute(sa.text("SELECT 1"))
+            inside.set()
+            await asyncio.Event().wait()
+
+    holder = asyncio.create_task(hold_forever())
+    await inside.wait()
+    holder.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await holder
+
+    with pytest.raises(RuntimeError, match="boom"):
+        async with store.transaction() as tx:
+            await tx.conn.execute(sa.text("SELECT 1"))
+            raise RuntimeError("boom")
+
+    async with asyncio.timeout(30), store.transaction() as tx:
+        assert (await tx.conn.execute(sa.text("SELECT 2"))).scalar_one() == 2
+
+
+async def test_a_turn_not_given_in_time_fails_clearly_and_a_long_one_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    turns = WriteTurns(wait_seconds=0.2, slow_seconds=0.1)
+    release = asyncio.Event()
+    held = asyncio.Event()
+
+    async def hold() -> None:
+        async with turns.turn():
+            held.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold(), name="slow-writer")
+    await held.wait()
+    with pytest.raises(TurnTimeout, match="slow-writer"):
+        async with turns.turn():
+            pass
+    with caplog.at_level(logging.WARNING, logger="assistants.store.turns"):
+        await asyncio.sleep(0.15)
+        release.set()
+        await holder
+    assert any("held the SQLite database" in r.getMessage() and "slow-writer" in r.getMessage() for r in caplog.records)
+    async with turns.turn():
+        pass

@@ -55,6 +55,25 @@ class PromptBudgetExceeded(AssistantsError):
 class PreparedContext:
     messages: list[dict[str, Any]]
     record: ContextRecord
+    summary: SummaryUpdate | None = None
+    """A rolling summary brought up to date for this request, to store (`save_summary`)."""
+
+
+@dataclass(frozen=True)
+class SummaryUpdate:
+    """The session's rolling summary, now covering every message up to `upto` (a message id)."""
+
+    session_id: str
+    text: str
+    upto: str
+
+
+async def save_summary(tx: StoreTx, update: SummaryUpdate) -> None:
+    """Store an updated rolling summary on the session as it is now: only the summary changes, so
+    a rename or a settings change made while the summary was written is kept."""
+    current = session_of(await tx.get(Thread, update.session_id, owner=None))
+    if current is not None:
+        await tx.save(current.with_updates(summary=update.text, summary_upto=update.upto))
 
 
 def _is_history(message: Message, run_id: str) -> bool:
@@ -136,7 +155,12 @@ async def build_context(
     summarize: Any,
     read_file: Any,
 ) -> PreparedContext:
-    """The messages for the next model request, and the record of what they hold."""
+    """The messages for the next model request, and the record of what they hold.
+
+    It only reads: run it on `store.read()`. In `summary` mode it may ask the model to bring the
+    session's rolling summary up to date, which takes seconds; that summary comes back in
+    `PreparedContext.summary`, for the caller to store (`save_summary`) in a short transaction
+    of its own, so no transaction (on SQLite, no turn at the database) waits for the model."""
     system: list[dict[str, Any]] = [{"role": "system", "content": run.instructions}] if run.instructions else []
     fixed = count_messages(system + tail) + count_tools(tools)
     budget = window - fixed
@@ -149,13 +173,14 @@ async def build_context(
     strategy = run.truncation_strategy
     mode = session.context_mode.value if session else f"truncation:{strategy.type}"
     summary_used = False
+    summary_update: SummaryUpdate | None = None
     costs: list[int] | None = None
 
     if session is not None and session.context_mode is ContextMode.one_off:
         history = await _newest_user_message(tx, thread.id, run.id, read_file)
         left_out = await tx.count_messages(thread.id) - len(history)
     elif session is not None and session.context_mode is ContextMode.summary:
-        history, left_out, summary_text = await _summary_context(tx, session, run, summarize, read_file)
+        history, left_out, summary_text, summary_update = await _summary_context(tx, session, run, summarize, read_file)
         if summary_text:
             summary_used = True
             note = {"role": "system", "content": f"Summary of the earlier conversation:\n{summary_text}"}
@@ -192,7 +217,7 @@ async def build_context(
         summary_used=summary_used,
         truncated=max(left_out, 0),
     )
-    return PreparedContext(messages=messages, record=record)
+    return PreparedContext(messages=messages, record=record, summary=summary_update)
 
 
 async def _last_messages(tx: StoreTx, thread_id: str, run_id: str, count: int) -> list[Message]:
@@ -232,10 +257,11 @@ async def _newest_user_message(tx: StoreTx, thread_id: str, run_id: str, read_fi
 
 async def _summary_context(
     tx: StoreTx, session: Session, run: Run, summarize: Any, read_file: Any
-) -> tuple[list[dict[str, Any]], int, str | None]:
-    """Recent turns verbatim, and the rolling summary brought up to date with the turns before them."""
+) -> tuple[list[dict[str, Any]], int, str | None, SummaryUpdate | None]:
+    """Recent turns verbatim, and the rolling summary brought up to date with the turns before them
+    (returned as an update to store when it changed)."""
     # The summary state is read afresh: an earlier round of this run (or another run) may have
-    # moved it on since the run loaded its thread, and saving a stale copy would undo that.
+    # moved it on since the run loaded its thread.
     current = session_of(await tx.get(Thread, session.id, owner=None))
     if current is not None:
         session = current
@@ -255,6 +281,7 @@ async def _summary_context(
         rows = await tx.messages_page_desc(session.id, limit=keep + SUMMARY_MAX_NEW, before_seq=None)
         recent, older = split(rows)
     summary = session.summary
+    update: SummaryUpdate | None = None
     if older and session.summary_upto != older[-1].id:
         ids = [m.id for m in older]
         start = ids.index(session.summary_upto) + 1 if session.summary_upto in ids else 0
@@ -262,9 +289,8 @@ async def _summary_context(
         transcript = "\n".join(f"{m.role}: {m.text}" for m in fresh)
         prompt = f"Previous summary:\n{summary or '(none)'}\n\nNew messages:\n{transcript}"
         summary = (await summarize([{"role": "system", "content": SUMMARY_SYSTEM}, {"role": "user", "content": prompt}])).strip()
-        updated = session.with_updates(summary=summary[:500], summary_upto=older[-1].id)
-        await tx.save(updated)
-        summary = updated.summary
+        summary = summary[:500]
+        update = SummaryUpdate(session_id=session.id, text=summary, upto=older[-1].id)
     history = [await to_chat_message(m, read_file) for m in recent]
     left_out = await tx.count_messages(session.id) - len(history)
-    return history, left_out, summary
+    return history, left_out, summary, update

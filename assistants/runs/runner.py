@@ -57,7 +57,7 @@ from ..types.objects import (
 )
 from ._checkpoints import AnswerCheckpoints
 from ._code import CodeCalls, input_files
-from ._context import PromptBudgetExceeded, build_context
+from ._context import PromptBudgetExceeded, build_context, save_summary
 from ._recovery import rebuild_tail, tool_round
 from ._steps import RunRecorder, ToolOutputs
 from ._stream import AccumulatedCall, DeltaAccumulator
@@ -198,7 +198,7 @@ class RunExecutor:
             if rounds >= self.settings.max_tool_rounds:
                 raise RunawayToolLoop(self.settings.max_tool_rounds)
             prompt_budget = None if run.max_prompt_tokens is None else run.max_prompt_tokens - usage.prompt_tokens
-            async with self.store.transaction() as tx:
+            async with self.store.read() as tx:
                 prepared = await build_context(
                     tx,
                     run=run,
@@ -210,6 +210,9 @@ class RunExecutor:
                     summarize=self._summarize(run),
                     read_file=self._read_file(recorder.owner),
                 )
+            if prepared.summary is not None:
+                async with self.store.transaction() as tx:
+                    await save_summary(tx, prepared.summary)
             if recorder.run.context is None:
                 # Kept in memory and stored with the next write (usage, or the run's end), which
                 # saves a transaction before the first token.
