@@ -132,7 +132,7 @@ def _text_content(text: str) -> str:
     return json.dumps(parts)
 
 class ObjectsTx:
-    """Store operations on one connection; inside `transaction()` they commit or roll back together."""
+    """The connection every `StoreTx` area works on, and the operations all stored kinds share."""
 
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn

@@ -7,6 +7,7 @@ query fetches `limit + 1` rows past a cursor's `seq`, never a whole list.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -74,11 +75,8 @@ class SqlStore:
         """A transaction: everything inside commits together or not at all.
 
         On SQLite the process's transactions take turns (see `turns.WriteTurns`)."""
-        if self._write_turns is None:
-            async with self.engine.begin() as conn:
-                yield StoreTx(conn)
-            return
-        async with self._write_turns.turn(), self.engine.begin() as conn:
+        turn = self._write_turns.turn() if self._write_turns is not None else contextlib.nullcontext()
+        async with turn, self.engine.begin() as conn:
             yield StoreTx(conn)
 
     @asynccontextmanager
