@@ -7,13 +7,14 @@ measure that tracks what the provider will bill.
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import re
+from array import array
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import bpe_openai
+import numpy as np
 
 MESSAGE_OVERHEAD = 3
 """Tokens a chat format adds around each message (role and separators)."""
@@ -74,22 +75,22 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @functools.cache
-def _chars_started() -> list[int]:
+def _chars_started() -> np.ndarray:
     # A token's bytes may end in the middle of a character. Counting only the bytes that start a
     # character (every byte but UTF-8 continuation bytes) gives each character to the token
     # holding its first byte, so the running sum is always a valid index into the string.
     encoding = _encoding()
-    table: list[int] = []
-    for token in range(encoding.max_token_value + 1):
+    table = np.zeros(encoding.max_token_value + 1, dtype=np.int64)
+    for token in range(table.size):
         try:
             raw: bytes = encoding.decode_single_token_bytes(token)
         except KeyError:
             raw = b""
-        table.append(len(raw.translate(None, _CONTINUATION_BYTES)))
+        table[token] = len(raw.translate(None, _CONTINUATION_BYTES))
     return table
 
 
-def token_ends(text: str) -> list[int]:
+def token_ends(text: str) -> array[int]:
     """The character offset in `text` at which each of its tokens ends.
 
     `len(result)` is the token count and `result[-1] == len(text)`, so `text[ends[i - 1]:ends[j]]`
@@ -97,21 +98,21 @@ def token_ends(text: str) -> list[int]:
     as ordinary text, and texts of any length work: they are encoded in segments cut at
     whitespace, which can differ from a single pass by a token at each cut.
     """
+    ends = array("q")
     if not text:
-        return []
+        return ends
     # Lone surrogates cannot be encoded as UTF-8; replacing each with one U+FFFD keeps every
     # offset valid for the original string.
     clean = _SURROGATE.sub("\ufffd", text)
     table = _chars_started()
     encoding = _encoding()
-    ends: list[int] = []
     position = 0
     while position < len(clean):
         stop = _segment_stop(clean, position)
-        tokens: list[int] = encoding.encode_ordinary(clean[position:stop])
-        # `accumulate(initial=...)` yields the segment start first; it is not a token end.
-        running = itertools.accumulate(map(table.__getitem__, tokens), initial=position)
-        ends.extend(itertools.islice(running, 1, None))
+        tokens = np.asarray(encoding.encode_ordinary(clean[position:stop]), dtype=np.int64)
+        running = np.cumsum(table[tokens])
+        running += position
+        ends.frombytes(running.tobytes())
         position = stop
     return ends
 

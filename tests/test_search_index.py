@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import pytest
 
 from assistants.exceptions import InvalidRequestError
+from assistants.search.chunk import chunk_text
 from assistants.search.index import ChunkIndex, ChunkRow, Hit, SqlChunkIndex, query_terms
 from assistants.search.postings import (
     K1,
     POSTING,
     B,
     PostingList,
+    _shared_pieces,
     bm25_top,
     file_postings,
     posting_rows,
@@ -276,6 +279,46 @@ def test_file_postings_count_words_per_chunk() -> None:
     assert [(term, part, len(packed) // POSTING.itemsize) for term, part, packed in posting_rows(many)] == [
         ("kettl", 0, 100), ("kettl", 1, 100), ("kettl", 2, 50)
     ]
+
+
+# Letters, digits, ASCII separators, and characters that normalisation changes or joins: a
+# combining accent, "<" with a combining stroke (NFKC makes "≮"), a superscript, a ligature,
+# full-width and CJK letters, final sigma, and non-ASCII spaces and apostrophes.
+AWKWARD = list("abc xyz 12 .,;-_\n\t") + ["e\u0301", "\u0301", "<\u0338", "²", "ﬁ", "ｆｕｌｌ", "東京", "Σς", "\u00a0", "\u3000", "’", "Café ", "kettles "]
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize(("max_tokens", "overlap"), [(800, 400), (100, 50), (150, 40), (100, 0)])
+def test_counting_shared_text_once_gives_each_chunks_own_counts(seed: int, max_tokens: int, overlap: int) -> None:
+    """Overlapping chunks' shared text is counted once (`spans`); the posting lists must be exactly
+    those of counting every chunk on its own, whatever characters sit at the cuts."""
+    rng = random.Random(seed)
+    text = "".join(rng.choice(AWKWARD) for _ in range(20_000))
+    chunks = chunk_text(text, max_tokens=max_tokens, overlap=overlap)
+    texts, seqs = [chunk.text for chunk in chunks], list(range(100, 100 + len(chunks)))
+    alone = file_postings(texts, seqs)
+    shared = file_postings(texts, seqs, [(chunk.start, chunk.end) for chunk in chunks])
+    assert (shared.chunks, shared.words, shared.lists) == (alone.chunks, alone.words, alone.lists)
+    assert alone.lists
+
+
+def test_counting_shared_text_once_checks_the_spans() -> None:
+    """Spans that do not fit the texts fall back to counting chunk by chunk, never to wrong counts."""
+    agreeing = ["kettles boil water", "boil water fast", "unrelated words"]
+    spans = [(0, 18), (8, 23), (23, 38)]
+    assert _shared_pieces(agreeing, spans) is not None
+    assert file_postings(agreeing, [1, 2, 3], spans).lists == file_postings(agreeing, [1, 2, 3]).lists
+    # The second chunk says "boil tea, " where the first holds "boil water".
+    disagreeing = ["kettles boil water", "boil tea, fast", "unrelated words"]
+    alone = file_postings(disagreeing, [1, 2, 3])
+    assert "tea" in alone.lists
+    for bad in (
+        [(0, 18), (8, 22), (22, 37)],  # the shared text differs
+        [(0, 18), (8, 20), (20, 35)],  # a span shorter than its text
+        [(0, 18), (0, 14), (18, 33)],  # starts that do not rise
+    ):
+        assert _shared_pieces(disagreeing, bad) is None, bad
+        assert file_postings(disagreeing, [1, 2, 3], bad).lists == alone.lists, bad
 
 
 async def test_a_word_in_many_chunks_finds_them_all(index: SqlChunkIndex) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -115,7 +116,7 @@ def chunk_text(
     return chunks
 
 
-def _preferred_stop(text: str, ends: list[int], *, floor: int, stop: int) -> int:
+def _preferred_stop(text: str, ends: Sequence[int], *, floor: int, stop: int) -> int:
     """The token index to end a chunk at: the latest natural break after token `floor`."""
     low = ends[floor - 1]
     window = text[low : ends[stop - 1]]
@@ -136,7 +137,7 @@ def _preferred_stop(text: str, ends: list[int], *, floor: int, stop: int) -> int
     return bisect.bisect_left(ends, low + cut, floor, stop) + 1
 
 
-def _word_start(text: str, ends: list[int], first: int, *, floor: int) -> int:
+def _word_start(text: str, ends: Sequence[int], first: int, *, floor: int) -> int:
     """`first`, or a token shortly before it, whose start is not inside a word."""
     for candidate in range(first, max(floor, first - _START_SNAP_TOKENS) - 1, -1):
         offset = ends[candidate - 1]
