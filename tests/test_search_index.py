@@ -7,12 +7,21 @@ import random
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from assistants.exceptions import InvalidRequestError
 from assistants.search.chunk import chunk_text
-from assistants.search.index import ChunkIndex, ChunkRow, Hit, SqlChunkIndex, query_terms
+from assistants.search.index import (
+    COUNT_BATCH_CHUNKS,
+    ChunkIndex,
+    ChunkRow,
+    Hit,
+    SqlChunkIndex,
+    query_terms,
+)
 from assistants.search.postings import (
     K1,
+    PART_POSTINGS,
     POSTING,
     B,
     PostingList,
@@ -327,6 +336,28 @@ async def test_a_word_in_many_chunks_finds_them_all(index: SqlChunkIndex) -> Non
     assert sorted(hit.index for hit in hits) == list(range(250))
     assert await index.remove_file("vs_1", "file-a") == 250
     assert await index.search(ALICE, ["vs_1"], "kettles") == []
+
+
+async def test_a_file_counted_in_batches_is_indexed_whole(index: SqlChunkIndex) -> None:
+    """Past `COUNT_BATCH_CHUNKS` chunks PostgreSQL counts and stores a file's words a batch at a
+    time; every chunk must still be found, with the scores of the file counted in one go."""
+    total = COUNT_BATCH_CHUNKS + 501
+    texts = [f"Kettle {i} whistles." if i % 2 else f"Kettles boil water number {i}." for i in range(total)]
+    await index.add(ALICE, "vs_1", "file-a", rows(*texts))
+    hits = await index.search(ALICE, ["vs_1"], "kettle", limit=100)
+    # BM25 over one word: the shorter chunks (the odd ones) score higher, all alike.
+    assert len(hits) == 100 and all(hit.index % 2 for hit in hits)
+    assert len({round(hit.score, 9) for hit in hits}) == 1
+    assert [hit.index for hit in await index.search(ALICE, ["vs_1"], f"number {total - 1}")][:1] == [total - 1]
+    assert await index.count("vs_1") == total
+    if index.dialect == "postgresql":
+        async with index.store.read() as tx:
+            stored = (await tx.conn.execute(sa.text(
+                "SELECT count(*), sum(octet_length(postings)), count(DISTINCT part) FROM search_postings WHERE term = 'kettl'"
+            ))).one()
+        # One posting per chunk, in parts numbered on across the batches.
+        assert stored[1] == total * POSTING.itemsize and stored[0] == stored[2] > total // PART_POSTINGS
+    assert await index.remove_file("vs_1", "file-a") == total
 
 
 @pytest.mark.parametrize("seq_space", [3_000, 10**12])  # Seqs close together, and far apart.

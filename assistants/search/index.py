@@ -49,7 +49,7 @@ import logging
 import secrets
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -187,6 +187,40 @@ async def _copy_records(conn: Any, table: str, columns: Sequence[str], records: 
     await raw.driver_connection.copy_records_to_table(table, columns=columns, records=records)
 
 
+class _Counting:
+    """A file's words counted into posting lists in a worker thread, a batch of chunks at a time,
+    starting at once; iterating awaits each batch and starts counting the next."""
+
+    def __init__(self, chunks: Sequence[ChunkRow], seqs: Sequence[int]) -> None:
+        self._texts = [chunk.text for chunk in chunks]
+        self._spans = [(chunk.start, chunk.end) for chunk in chunks]
+        self._seqs = seqs
+        batches = -(-len(chunks) // COUNT_BATCH_CHUNKS)
+        size = -(-len(chunks) // batches)
+        self._batches = [range(start, min(start + size, len(chunks))) for start in range(0, len(chunks), size)]
+        self._pending = self._count(0)
+
+    def _count(self, at: int) -> asyncio.Future[FilePostings] | None:
+        if at >= len(self._batches):
+            return None
+        batch = self._batches[at]
+        texts, seqs, spans = self._texts[batch.start : batch.stop], self._seqs[batch.start : batch.stop], self._spans[batch.start : batch.stop]
+        return asyncio.ensure_future(asyncio.to_thread(file_postings, texts, seqs, spans))
+
+    async def __aiter__(self) -> AsyncIterator[FilePostings]:
+        for at in range(1, len(self._batches) + 1):
+            current = self._pending
+            assert current is not None
+            postings = await current
+            self._pending = self._count(at)
+            yield postings
+
+    def cancel(self) -> None:
+        """Stop waiting for a batch still being counted (the thread finishes it unheard)."""
+        if self._pending is not None and not self._pending.done():
+            self._pending.cancel()
+
+
 def new_chunk_id() -> str:
     """A fresh chunk id: `chunk_` and 24 random hex digits (cheap enough for bulk ingestion)."""
     return "chunk_" + secrets.token_hex(12)
@@ -230,6 +264,10 @@ _PG_ADD_LENGTHS = sa.text(
     "INSERT INTO search_file_lengths (vector_store_id, file_id, owner_id, chunks, words)"
     " VALUES (:store, :file, :owner, :chunks, :words)"
 )
+COUNT_BATCH_CHUNKS = 10_000
+"""A large file's words are counted in batches of at most this many chunks (of equal size), each
+stored while the next is counted: the memory counting takes stays bounded whatever the file's
+size, and a batch adds a posting row per distinct word it holds, so batches are not small."""
 _PG_LZ4 = sa.text("SET LOCAL default_toast_compression = 'lz4'")
 _PG_REMOVE_FILE = [
     sa.text(f"DELETE FROM {table} WHERE vector_store_id = :store AND file_id = :file")
@@ -364,7 +402,7 @@ class SqlChunkIndex:
             }
             for chunk in chunks
         ]
-        counting: asyncio.Future[FilePostings] | None = None
+        counting: _Counting | None = None
         if rows and self.dialect == "postgresql":
             # The chunks' seqs are drawn first, so their posting lists can name them.
             async with self.store.transaction() as tx:
@@ -372,9 +410,7 @@ class SqlChunkIndex:
             for row, seq in zip(rows, seqs, strict=True):
                 row["seq"] = seq
             # Words are counted in a worker thread while PostgreSQL stores the chunks' text.
-            counting = asyncio.ensure_future(
-                asyncio.to_thread(file_postings, [chunk.text for chunk in chunks], seqs, [(chunk.start, chunk.end) for chunk in chunks])
-            )
+            counting = _Counting(chunks, seqs)
         try:
             vector_rows: list[dict[str, Any]] = []
             if self.embedder is not None and rows:
@@ -402,29 +438,34 @@ class SqlChunkIndex:
                     if tx.conn.dialect.name == "sqlite":
                         await tx.conn.execute(_FTS_ADD, {"store": vector_store_id, "file": file_id})
                 if counting is not None:
-                    await self._add_postings(tx.conn, owner, vector_store_id, file_id, await counting)
+                    await self._add_postings(tx.conn, owner, vector_store_id, file_id, counting)
                 if vector_rows:
                     await tx.conn.execute(vectors.insert(), vector_rows)
         finally:
-            if counting is not None and not counting.done():
+            if counting is not None:
                 counting.cancel()
 
     @staticmethod
-    async def _add_postings(conn: Any, owner: str, vector_store_id: str, file_id: str, postings: FilePostings) -> None:
+    async def _add_postings(conn: Any, owner: str, vector_store_id: str, file_id: str, counting: _Counting) -> None:
+        # The primary key holds the postings too, and PostgreSQL compresses index entries of over
+        # 512 bytes with `default_toast_compression`: lz4 halves the COPY's time against the
+        # default pglz (the table's own compression setting does not reach its indexes).
+        await conn.execute(_PG_LZ4)
+        parts: dict[str, int] = {}
+        chunks = words = 0
+        # A batch is stored while the next one is counted.
+        async for postings in counting:
+            chunks, words = chunks + postings.chunks, words + postings.words
+            if postings.lists:
+                # A batch adds a row or more per distinct word (thousands).
+                await _copy_records(
+                    conn,
+                    "search_postings",
+                    ("vector_store_id", "owner_id", "term", "file_id", "part", "postings"),
+                    [(vector_store_id, owner, term, file_id, part, packed) for term, part, packed in posting_rows(postings, parts)],
+                )
         keys = {"store": vector_store_id, "owner": owner, "file": file_id}
-        await conn.execute(_PG_ADD_LENGTHS, {**keys, "chunks": postings.chunks, "words": postings.words})
-        if postings.lists:
-            # The primary key holds the postings too, and PostgreSQL compresses index entries of
-            # over 512 bytes with `default_toast_compression`: lz4 halves the COPY's time against
-            # the default pglz (the table's own compression setting does not reach its indexes).
-            await conn.execute(_PG_LZ4)
-            # A file adds a row or more per distinct word (thousands).
-            await _copy_records(
-                conn,
-                "search_postings",
-                ("vector_store_id", "owner_id", "term", "file_id", "part", "postings"),
-                [(vector_store_id, owner, term, file_id, part, packed) for term, part, packed in posting_rows(postings)],
-            )
+        await conn.execute(_PG_ADD_LENGTHS, {**keys, "chunks": chunks, "words": words})
 
     @staticmethod
     async def _delete(conn: Any, vector_store_id: str, file_id: str | None) -> int:

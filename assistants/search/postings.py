@@ -142,23 +142,20 @@ def file_postings(texts: Sequence[str], seqs: Sequence[int], spans: Sequence[tup
         dtype=np.int32,
         count=len(known),
     )
-    # Each word counts in every chunk that holds its piece. (32-bit arrays where they suffice:
-    # these run to millions of entries, and fresh memory costs more than the arithmetic.)
+    # Each word counts in every chunk that holds its piece: its first holder, its second, ...
+    # (32-bit arrays where they suffice: there are millions of words, and on a fresh process
+    # the memory costs more than the arithmetic.)
     terms = term_of[np.frombuffer(ids, dtype=np.int32)]
     kept = terms >= 0
     piece_of = np.repeat(np.arange(len(pieces.texts), dtype=np.int32), lengths)[kept]
     terms = terms[kept]
     holders = pieces.counts[piece_of]
-    if (holders == 1).all():
-        chunk = pieces.holders[pieces.starts[piece_of]]
-    else:
-        which = np.repeat(np.arange(terms.size, dtype=np.int32), holders)
-        slot = np.arange(which.size, dtype=np.int32)
-        slot -= np.repeat(np.cumsum(holders, dtype=np.int32) - holders, holders)
-        slot += pieces.starts[piece_of][which]
-        chunk = pieces.holders[slot]
-        terms = terms[which]
-    term_ids, chunk, counts = _group_count(terms, chunk, len(texts))
+    slots = pieces.starts[piece_of]
+    keys = [terms.astype(np.int64) * len(texts) + pieces.holders[slots]]
+    for nth in range(1, int(pieces.counts.max())):
+        more = holders > nth
+        keys.append(terms[more].astype(np.int64) * len(texts) + pieces.holders[slots[more] + nth])
+    term_ids, chunk, counts = _group_count(np.concatenate(keys) if len(keys) > 1 else keys[0], len(texts))
     if term_ids.size == 0:
         return FilePostings(lists={}, chunks=len(texts), words=total_words)
     records = np.empty(chunk.size, dtype=POSTING)
@@ -189,12 +186,9 @@ def _words(text: str) -> list[bytes]:
     return words
 
 
-def _group_count(terms: np.ndarray, chunks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The distinct (term, chunk) pairs, sorted by term then chunk, and how often each occurs.
-    Chunks are below `size`."""
-    keys = terms.astype(np.int64)
-    keys *= size
-    keys += chunks
+def _group_count(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct (term, chunk) pairs of `keys` (term * size + chunk), sorted by term then
+    chunk, and how often each occurs."""
     keys.sort()
     first = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
     unique = keys[first]
@@ -277,12 +271,20 @@ def _word_cut(before: str, after: str) -> bool:
     return not after.isalnum() or (before.isascii() and not before.isalnum())
 
 
-def posting_rows(postings: FilePostings) -> Iterator[tuple[str, int, bytes]]:
-    """`(term, part, postings)` for `search_postings`: each list cut into `PART_POSTINGS` pieces."""
+def posting_rows(postings: FilePostings, parts: dict[str, int] | None = None) -> Iterator[tuple[str, int, bytes]]:
+    """`(term, part, postings)` for `search_postings`: each list cut into `PART_POSTINGS` pieces.
+
+    `parts` carries each term's part numbers on from an earlier batch of the same file's chunks
+    (and is updated), so a file can be counted and stored a batch at a time.
+    """
     size = PART_POSTINGS * POSTING.itemsize
     for term, packed in postings.lists.items():
-        for part, start in enumerate(range(0, len(packed), size)):
+        part = parts.get(term, 0) if parts is not None else 0
+        for start in range(0, len(packed), size):
             yield term, part, packed[start : start + size]
+            part += 1
+        if parts is not None:
+            parts[term] = part
 
 
 class PostingList(NamedTuple):
