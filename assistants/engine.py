@@ -32,7 +32,7 @@ from .runs._status import end_step, transition
 from .runs._steps import with_outputs
 from .search import SqlChunkIndex
 from .search.embed import Embedder
-from .store import ActiveRunConflict, FileStore, ListParams, Page, SqlStore, StoreTx
+from .store import ActiveRunConflict, FileStore, ListParams, Page, SqlStore, StoreTx, lease_for
 from .tools import FunctionRegistry
 from .tools.code_interpreter import CodeInterpreter
 from .tools.file_search import Citation, FileSearch, find_citation
@@ -444,7 +444,7 @@ class Engine(EngineUpkeep):
             # Leased to this process from the start: it executes the run as soon as the
             # transaction commits.
             await tx.insert(
-                run, owner=owner, worker_id=self.worker_id, lease_until=now() + self.settings.run_lease_seconds
+                run, owner=owner, worker_id=self.worker_id, lease_until=lease_for(self.settings.run_lease_seconds)
             )
         except ActiveRunConflict as exc:
             # Another request won the race between our check and our insert.
@@ -519,10 +519,10 @@ class Engine(EngineUpkeep):
             if run.status not in (RunStatus.queued, RunStatus.in_progress, RunStatus.requires_action):
                 raise InvalidRequestError(f"Cannot cancel run with status '{run.status.value}'.", param="run_id")
             task = self._tasks.get(run_id)
-            worker, until = await tx.run_lease(run_id)
+            worker, live = await tx.run_lease(run_id)
             # Executing (or about to be) under a live lease: by another process, or by this one
             # whose task has not started yet (it ends the run `cancelled` when it starts).
-            executing = task is None and run.status is not RunStatus.requires_action and until is not None and until >= now()
+            executing = task is None and run.status is not RunStatus.requires_action and live
             elsewhere = executing and worker != self.worker_id
             cancelling = transition(run, RunStatus.cancelling)
             await tx.save(cancelling)
@@ -585,7 +585,7 @@ class Engine(EngineUpkeep):
                 completed_steps.append(done)
             queued = transition(stored, RunStatus.queued, expires_at=now() + self.settings.run_expiry_seconds)
             await tx.save(queued)
-            await tx.lease_runs([run_id], self.worker_id, now() + self.settings.run_lease_seconds)
+            await tx.lease_runs([run_id], self.worker_id, self.settings.run_lease_seconds)
         for step in completed_steps:
             self._publish("thread.run.step.completed", step.wire(), queued)
         self._publish("thread.run.queued", queued.wire(), queued)

@@ -50,7 +50,7 @@ class EngineUpkeep(EngineFiles):
         process executes hold a current lease and are left alone.
         """
         async with self.store.read() as tx:
-            abandoned = await tx.abandoned_runs(now())
+            abandoned = await tx.abandoned_runs()
         ended: list[str] = []
         for owner, run in abandoned:
             if run.id in self._tasks:
@@ -70,7 +70,7 @@ class EngineUpkeep(EngineFiles):
             try:
                 running = list(self._tasks)
                 async with self.store.transaction() as tx:
-                    await tx.lease_runs(running, self.worker_id, now() + self.settings.run_lease_seconds)
+                    await tx.lease_runs(running, self.worker_id, self.settings.run_lease_seconds)
                     statuses = await tx.run_statuses(running)
                 for run_id, status in statuses.items():
                     if status == RunStatus.cancelling.value:
@@ -90,11 +90,11 @@ class EngineUpkeep(EngineFiles):
         Its open steps fail with it, and a half-written answer is kept as `incomplete`.
         """
         async with self.store.transaction() as tx:
-            _, until = await tx.run_lease(run.id, lock=True)
+            _, live = await tx.run_lease(run.id, lock=True)
             stored = await tx.get(Run, run.id, owner=owner)
             if stored.status not in (RunStatus.queued, RunStatus.in_progress, RunStatus.cancelling):
                 return False  # It ended (or paused) meanwhile, perhaps by another process's sweep.
-            if until is not None and until >= now():
+            if live:
                 return False  # Its process renewed the lease meanwhile: it is alive.
             if stored.status is RunStatus.cancelling:
                 ended = transition(stored, RunStatus.cancelled)

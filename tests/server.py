@@ -69,6 +69,14 @@ class Server:
             self.process.wait()
 
 
+def clock_ahead(seconds: int) -> dict[str, str]:
+    """Environment that runs a server with its wall clock `seconds` ahead of the machine's, through
+    libfaketime (Debian's `faketime`, which `.ci/run` installs); monotonic clocks are left alone."""
+    found = sorted(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1"))
+    assert found, "libfaketime is missing: apt-get install faketime"
+    return {"LD_PRELOAD": str(found[0]), "FAKETIME": f"+{seconds}s", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+
 def start_server(tmp: Path, *, model_url: str | None, extra_env: dict[str, str] | None = None) -> Server:
     """Start `chainlit run app.py --headless` on a free port and wait until `/v1` answers."""
     env = {k: v for k, v in os.environ.items() if k != "CI"}  # Chainlit's --ci would fake the API key.

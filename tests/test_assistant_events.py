@@ -25,7 +25,7 @@ from tests.conftest import (
     sdk_client,
 )
 from tests.scripted_model import ScriptedModel
-from tests.server import Server, start_server
+from tests.server import Server, clock_ahead, start_server
 from tests.test_api_vector_stores import wait_until
 
 
@@ -235,3 +235,49 @@ def test_instances_cancel_each_others_runs_restart_safely_and_take_over_after_a_
             if srv.process.poll() is None:
                 srv.stop()
         asyncio.run(drop_pg_database(url))
+
+
+def test_leases_hold_between_instances_whose_clocks_disagree(
+    scripted_model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Leases are stamped and compared on the database's clock: an instance whose clock runs a
+    minute ahead neither ends another's live run nor keeps its own crashed run alive a minute."""
+    model = scripted_model
+    model.reset()
+    url = asyncio.run(create_pg_database())
+    env = {"ASSISTANTS_DATABASE_URL": url, "ASSISTANTS_RUN_LEASE_SECONDS": "3", "ASSISTANTS_CODE_WARM_KERNELS": "0"}
+    started: list[Server] = []
+    try:
+        a = start_server(tmp_path_factory.mktemp("clock-a"), model_url=model.base_url, extra_env=env)
+        started.append(a)
+        ahead = start_server(tmp_path_factory.mktemp("clock-b"), model_url=model.base_url, extra_env={**env, **clock_ahead(60)})
+        started.append(ahead)
+        ahead.keys = a.keys
+        on_a, on_ahead = sdk_client(a, "crew"), sdk_client(ahead, "crew")
+        created = on_ahead.beta.assistants.create(model="scripted-model")
+        assert created.created_at > time.time() + 50  # The clock really is ahead.
+
+        # A's run outlives several of the other instance's sweeps (every second with 3-second leases).
+        model.add_endless(0.05)
+        run = on_a.beta.threads.create_and_run(assistant_id=created.id, thread={"messages": [{"role": "user", "content": "1"}]})
+        wait_for_status(on_ahead, run.thread_id, run.id, {"in_progress"})
+        time.sleep(5.0)
+        assert on_ahead.beta.threads.runs.retrieve(run_id=run.id, thread_id=run.thread_id).status == "in_progress"
+        on_ahead.beta.threads.runs.cancel(run_id=run.id, thread_id=run.thread_id)
+        assert wait_for_status(on_a, run.thread_id, run.id, {"cancelled"}).status == "cancelled"
+
+        # The instance ahead is killed mid-run: A ends its run once the lease runs out, not a minute
+        # later (waiting for it gives up after 30 s).
+        model.add_endless(0.05)
+        run = on_ahead.beta.threads.create_and_run(assistant_id=created.id, thread={"messages": [{"role": "user", "content": "2"}]})
+        wait_for_status(on_a, run.thread_id, run.id, {"in_progress"})
+        ahead.process.kill()
+        ahead.process.wait()
+        failed = wait_for_status(on_a, run.thread_id, run.id, {"failed"})
+        assert failed.last_error is not None and "stopped before it finished" in failed.last_error.message
+    finally:
+        for srv in started:
+            if srv.process.poll() is None:
+                srv.stop()
+        asyncio.run(drop_pg_database(url))
+

@@ -509,7 +509,7 @@ async def test_upgrade_from_0009_adds_run_leases_and_downgrade_removes_them(stor
         await upgrade(store.engine)
 
         async with store.read() as tx:
-            assert await tx.abandoned_runs(0) == []
+            assert await tx.abandoned_runs() == []
         assert await schema_differences(store) == []
 
         def run(connection: Connection) -> None:

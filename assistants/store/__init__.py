@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..config import Settings
+from ._runs import lease_for
 from .base import ListParams, Page
 from .files import FileStore
 from .migrate import upgrade
@@ -16,6 +17,7 @@ __all__ = [
     "Page",
     "SqlStore",
     "StoreTx",
+    "lease_for",
     "open_store",
 ]
 

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from ..types import Run
 from . import schema
 from ._objects import ObjectsTx
+from .clock import db_now
 
 RUN_START_LOCK_SPACE = 0x72756E73
 """The first key of the per-owner advisory locks that run starts take turns on (PostgreSQL)."""
@@ -61,24 +62,27 @@ class RunsTx(ObjectsTx):
         query = sa.select(table.c.owner_id, table.c.data).where(table.c.active)
         return [(str(row[0]), Run.model_validate(row[1])) for row in (await self.conn.execute(query)).all()]
 
-    async def lease_runs(self, run_ids: builtins.list[str], worker_id: str, until: int) -> None:
-        """Claim (or renew the claim on) runs this process executes, until Unix time `until`."""
+    async def lease_runs(self, run_ids: builtins.list[str], worker_id: str, seconds: int) -> None:
+        """Claim (or renew the claim on) runs this process executes, for `seconds` from now on the
+        database's clock."""
         if not run_ids:
             return
         table = schema.runs
         await self.conn.execute(
-            table.update().where(table.c.id.in_(run_ids)).values(worker_id=worker_id, lease_until=until)
+            table.update().where(table.c.id.in_(run_ids)).values(worker_id=worker_id, lease_until=lease_for(seconds))
         )
 
-    async def run_lease(self, run_id: str, *, lock: bool = False) -> tuple[str | None, int | None]:
-        """`(worker_id, lease_until)` of a run; `lock` holds its row until the transaction ends
+    async def run_lease(self, run_id: str, *, lock: bool = False) -> tuple[str | None, bool]:
+        """`(worker_id, live)` of a run: the process that claimed it, and whether its lease still
+        runs on the database's clock. `lock` holds its row until the transaction ends
         (PostgreSQL; SQLite transactions that write are serialized anyway)."""
         table = schema.runs
-        query = sa.select(table.c.worker_id, table.c.lease_until).where(table.c.id == run_id)
+        live = sa.and_(table.c.lease_until.is_not(None), table.c.lease_until >= db_now())
+        query = sa.select(table.c.worker_id, live.label("live")).where(table.c.id == run_id)
         if lock and self.conn.dialect.name == "postgresql":
             query = query.with_for_update()
         row = (await self.conn.execute(query)).first()
-        return (None, None) if row is None else (row.worker_id, row.lease_until)
+        return (None, False) if row is None else (row.worker_id, bool(row.live))
 
     async def run_statuses(self, run_ids: builtins.list[str]) -> dict[str, str]:
         """The stored status of each of these runs."""
@@ -88,13 +92,18 @@ class RunsTx(ObjectsTx):
         query = sa.select(table.c.id, table.c.status).where(table.c.id.in_(run_ids))
         return {str(row.id): str(row.status) for row in (await self.conn.execute(query)).all()}
 
-    async def abandoned_runs(self, now: int) -> builtins.list[tuple[str, Run]]:
+    async def abandoned_runs(self) -> builtins.list[tuple[str, Run]]:
         """Runs still working (queued, in progress, cancelling) whose executing process's lease ran
-        out, or that no process ever claimed: their process stopped."""
+        out on the database's clock, or that no process ever claimed: their process stopped."""
         table = schema.runs
         query = sa.select(table.c.owner_id, table.c.data).where(
             table.c.active,
             table.c.status.in_(("queued", "in_progress", "cancelling")),
-            sa.or_(table.c.lease_until.is_(None), table.c.lease_until < now),
+            sa.or_(table.c.lease_until.is_(None), table.c.lease_until < db_now()),
         )
         return [(str(row[0]), Run.model_validate(row[1])) for row in (await self.conn.execute(query)).all()]
+
+
+def lease_for(seconds: int) -> sa.ColumnElement[int]:
+    """A run's `lease_until` for a lease of `seconds` from now, on the database's clock."""
+    return db_now() + seconds
