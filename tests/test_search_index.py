@@ -279,6 +279,10 @@ def test_file_postings_count_words_per_chunk() -> None:
     }
     # A query's words find the same terms.
     assert search_terms(query_terms("cafés KETTLE boiling")) == ["cafe", "kettl", "boil"]
+    # Text of stop words only indexes nothing but still counts, whether or not chunks share text.
+    for spans in (None, [(0, 20), (14, 33)]):
+        only = file_postings(["To be, or not to be.", "to be. Of it, as is"], [1, 2], spans)
+        assert (only.lists, only.chunks, only.words) == ({}, 2, 6 + 6)
     # Terms too long for an index entry (base64 runs and the like) are left out, both sides.
     long = "x" * 200
     assert set(file_postings([f"kettle {long}"], [1]).lists) == {"kettl"}
@@ -336,6 +340,12 @@ async def test_a_word_in_many_chunks_finds_them_all(index: SqlChunkIndex) -> Non
     assert sorted(hit.index for hit in hits) == list(range(250))
     assert await index.remove_file("vs_1", "file-a") == 250
     assert await index.search(ALICE, ["vs_1"], "kettles") == []
+
+
+async def test_a_file_of_stop_words_is_indexed_and_found_by_nothing(index: SqlChunkIndex) -> None:
+    await index.add(ALICE, "vs_1", "file-a", rows("To be, or not to be.", "That is it."))
+    assert await index.count("vs_1") == 2
+    assert await index.search(ALICE, ["vs_1"], "to be or not") == []
 
 
 async def test_a_file_counted_in_batches_is_indexed_whole(index: SqlChunkIndex) -> None:

@@ -155,9 +155,10 @@ def file_postings(texts: Sequence[str], seqs: Sequence[int], spans: Sequence[tup
     for nth in range(1, int(pieces.counts.max())):
         more = holders > nth
         keys.append(terms[more].astype(np.int64) * len(texts) + pieces.holders[slots[more] + nth])
-    term_ids, chunk, counts = _group_count(np.concatenate(keys) if len(keys) > 1 else keys[0], len(texts))
-    if term_ids.size == 0:
+    if terms.size == 0:
+        # Only stop words: they count in the chunks' lengths, and no term is indexed.
         return FilePostings(lists={}, chunks=len(texts), words=total_words)
+    term_ids, chunk, counts = _group_count(np.concatenate(keys) if len(keys) > 1 else keys[0], len(texts))
     records = np.empty(chunk.size, dtype=POSTING)
     records["seq"] = np.asarray(seqs, dtype=np.int64)[chunk]
     records["tf"] = np.minimum(counts, 65535)
