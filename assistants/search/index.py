@@ -217,8 +217,13 @@ class _Counting:
 
     def cancel(self) -> None:
         """Stop waiting for a batch still being counted (the thread finishes it unheard)."""
-        if self._pending is not None and not self._pending.done():
+        if self._pending is None:
+            return
+        if not self._pending.done():
             self._pending.cancel()
+        elif not self._pending.cancelled():
+            # Its failure is part of the error being raised (or moot): mark it heard.
+            self._pending.exception()
 
 
 def new_chunk_id() -> str:
