@@ -62,24 +62,38 @@ def rss_mb(pid: int) -> float:
 class Tally:
     def __init__(self) -> None:
         self.latencies: list[float] = []
+        self.first_latencies: list[float] = []
+        """The relay latency of each reply's first token."""
+        self.phases: dict[str, list[float]] = {}
+        """Seconds from the start of a run's round (adding its message) to each milestone."""
         self.tokens = 0
         self.runs = 0
         self.errors: list[str] = []
 
 
 async def one_run(http: httpx.AsyncClient, slot: Slot, tally: Tally) -> None:
+    began = time.monotonic()
+
+    def mark(phase: str) -> None:
+        tally.phases.setdefault(phase, []).append(time.monotonic() - began)
+
     await add_message(http, slot)
+    mark("message added")
     ended = None
     body = {"assistant_id": slot.assistant_id, "stream": True}
     async with http.stream("POST", f"/threads/{slot.thread_id}/runs", json=body) as response:
         if response.status_code != 200:
             raise RuntimeError(f"{response.status_code} {(await response.aread())[:200]!r}")
         event = ""
+        first = True
         async for line in response.aiter_lines():
             if line.startswith("event: "):
                 event = line[7:]
                 if event in END_EVENTS:
                     ended = event
+                    mark("run ended")
+                elif event in ("thread.run.created", "thread.run.in_progress"):
+                    mark(event)
             elif line.startswith("data: ") and event == "thread.message.delta":
                 now = time.time()
                 # The delta's text is the stamps the model sent: `..."value":"1795800000.123456 "...`
@@ -87,6 +101,10 @@ async def one_run(http: httpx.AsyncClient, slot: Slot, tally: Tally) -> None:
                 marker = line.find('"value":"')
                 if marker >= 0:
                     for stamp in line[marker + 9 : line.index('"', marker + 9)].split():
+                        if first:
+                            tally.first_latencies.append(now - float(stamp))
+                            mark("first token")
+                            first = False
                         tally.latencies.append(now - float(stamp))
                         tally.tokens += 1
     if ended != "thread.run.completed":
@@ -157,6 +175,15 @@ async def load_round(
         f"| {percentile(lat, 50) * 1000:.1f} | {percentile(lat, 99) * 1000:.1f} | {cpu / elapsed:.2f} "
         f"| {cpu / max(tally.tokens, 1) * 1e6:.0f} | {model_cpu / elapsed:.2f} / {client_cpu / elapsed:.2f} "
         f"| {load_before:.1f} / {load_after:.1f} | {before:.0f} / {at_end:.0f} / {after:.0f} |",
+    ]
+    firsts = tally.first_latencies or [float("nan")]
+    lines += [
+        "",
+        f"Relay of each reply's first token: p50 {percentile(firsts, 50) * 1000:.1f} ms, p99 {percentile(firsts, 99) * 1000:.1f} ms "
+        f"({len(tally.first_latencies):,} replies).",
+        "Median seconds from adding a run's message: "
+        + ", ".join(f"{phase} {percentile(times, 50):.2f}" for phase, times in tally.phases.items())
+        + ".",
     ]
     if tally.errors:
         lines += ["", "First errors:", *(f"- {e}" for e in tally.errors[:5])]

@@ -108,3 +108,45 @@ async def test_an_endless_answer_is_stopped_at_the_run_timeout_and_the_thread_go
     model.add_text("A short answer.")
     run, [answer] = await run_once(engine, thread_id=run.thread_id)
     assert run.status is RunStatus.completed and answer.text == "A short answer."
+
+
+async def test_an_answer_the_database_refuses_fails_the_run_and_leaves_nothing_half_written(
+    start_runtime: StartRuntime, model: ScriptedModel
+) -> None:
+    """The answer's message is stored while its first words already stream: should the database
+    refuse it, the run still ends (failed, in plain words), and no step or message is left open."""
+    engine = (await start_runtime()).engine
+    async with engine.store.engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            await conn.exec_driver_sql(
+                "CREATE TRIGGER refuse_answers BEFORE INSERT ON messages WHEN json_extract(NEW.data, '$.role') = 'assistant'"
+                " BEGIN SELECT RAISE(ABORT, 'answers refused'); END"
+            )
+        else:
+            await conn.exec_driver_sql(
+                "CREATE FUNCTION refuse_answers() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$ BEGIN IF NEW.data::jsonb->>'role' = 'assistant' THEN RAISE EXCEPTION 'answers refused'; END IF;"
+                " RETURN NEW; END $$"
+            )
+            await conn.exec_driver_sql(
+                "CREATE TRIGGER refuse_answers BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse_answers()"
+            )
+    model.add_text("Words nobody will keep.")
+    run, answers = await run_once(engine)
+    assert run.status is RunStatus.failed and run.last_error is not None
+    assert run.last_error.code == "server_error" and "internal error" in run.last_error.message
+    assert answers == []
+    async with engine.store.read() as tx:
+        steps = await tx.run_steps(run.id)
+    assert [step.status.value for step in steps if step.status.value == "in_progress"] == []
+    # Refused while the run was failing for another reason: that reason is what the user reads.
+    model.add_malformed("The first words")
+    run, answers = await run_once(engine, run.thread_id)
+    assert run.status is RunStatus.failed and run.last_error is not None
+    assert "malformed response" in run.last_error.message and answers == []
+
+    async with engine.store.engine.begin() as conn:
+        await conn.exec_driver_sql("DROP TRIGGER refuse_answers" + ("" if conn.dialect.name == "sqlite" else " ON messages"))
+    model.add_text("Kept this time.")
+    run, [answer] = await run_once(engine, run.thread_id)
+    assert run.status is RunStatus.completed and answer.text == "Kept this time."

@@ -6,8 +6,10 @@ Every write happens before its event is published, so a subscriber that reacts t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import AsyncIterator, Mapping
 from collections.abc import Set as AbstractSet
+from contextlib import asynccontextmanager
 from typing import Any
 
 from ..events import Event, EventBus, EventName
@@ -75,6 +77,11 @@ def _stored_call(
     return FunctionToolCall(id=call.id, function=StepFunction(name=call.name, arguments=call.arguments, output=None))
 
 
+class MessageNotStored(Exception):
+    """Storing a new answer's message failed: nothing of it is in the database (its events were
+    published), and the run cannot end with it."""
+
+
 class RunRecorder:
     """Persists one run's objects and publishes the matching Assistants events."""
 
@@ -86,6 +93,8 @@ class RunRecorder:
         self.checkpoints = checkpoints
         self.message: Message | None = None
         self.message_step: RunStep | None = None
+        self._storing: asyncio.Task[None] | None = None
+        """The open message's first write, while it is still under way (`start_message`)."""
         self.tool_step: RunStep | None = None
         self.partial_text = ""
         """The text streamed so far into the open message, kept if the run ends early."""
@@ -101,11 +110,19 @@ class RunRecorder:
             Event(name, data, thread_id=self.run.thread_id, run_id=self.run.id, assistant_id=self.run.assistant_id)
         )
 
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[StoreTx]:
+        """A transaction of this run's, begun after the open message's first write, so that its
+        rows are stored in the order the run made them (a tool step after the text before it)."""
+        await self._message_stored()
+        async with self.store.transaction() as tx:
+            yield tx
+
     # Run status --------------------------------------------------------------------------------
 
     async def move(self, to: RunStatus, **changes: Any) -> Run:
         """Transition the run from its stored status (another process may have asked to cancel)."""
-        async with self.store.transaction() as tx:
+        async with self._transaction() as tx:
             await self._move_in(tx, to, **changes)
         self.publish(EVENT_FOR_STATUS[to], self.run.wire())  # type: ignore[arg-type]
         return self.run
@@ -120,7 +137,7 @@ class RunRecorder:
         """End the run `completed` with its final answer: the message, its step and the run (with
         its usage) are stored in one transaction, then their events are published as ever."""
         ended = await self._end_message(text, usage=step_usage, incomplete_reason=None)
-        async with self.store.transaction() as tx:
+        async with self._transaction() as tx:
             if ended is not None:
                 await tx.save(ended[0])
                 await tx.save(ended[1])
@@ -132,7 +149,7 @@ class RunRecorder:
     async def save_run(self, **changes: Any) -> None:
         """Store non-status changes (usage, the context record) without an event."""
         self.run = self.run.model_copy(update=changes)
-        async with self.store.transaction() as tx:
+        async with self._transaction() as tx:
             stored = await tx.get(Run, self.run.id, owner=None)
             self.run = self.run.model_copy(update={"status": stored.status, "metadata": stored.metadata})
             await tx.save(self.run)
@@ -162,10 +179,12 @@ class RunRecorder:
             type="message_creation",
             step_details=MessageCreationDetails(message_creation=MessageCreation(message_id=message.id)),
         )
-        async with self.store.transaction() as tx:
-            await tx.insert(step, owner=self.owner)
-            await tx.insert(message, owner=self.owner)
         self.message, self.message_step = message, step
+        # Stored by a task of its own, so the first words go out without waiting for the database
+        # (on SQLite, for the process's turn to write) while the provider's next chunks queue up;
+        # every later write of the message waits for it (`_message_stored`).
+        self._storing = asyncio.ensure_future(self._insert_message(step, message))
+        self._storing.add_done_callback(self._stored)
         # Each object is serialized once for its two events: subscribers never change event data.
         step_wire, message_wire = step.wire(), message.wire()
         self.publish("thread.run.step.created", step_wire)
@@ -173,6 +192,34 @@ class RunRecorder:
         self.publish("thread.message.created", message_wire)
         self.publish("thread.message.in_progress", message_wire)
         return message
+
+    async def _insert_message(self, step: RunStep, message: Message) -> None:
+        async with self.store.transaction() as tx:
+            await tx.insert(step, owner=self.owner)
+            await tx.insert(message, owner=self.owner)
+
+    def _stored(self, storing: asyncio.Task[None]) -> None:
+        if storing is self._storing and not storing.cancelled() and storing.exception() is None:
+            self._storing = None
+
+    async def _message_stored(self) -> None:
+        """Wait until the open message's first write is done. If it failed, the message is
+        forgotten and `MessageNotStored` raised."""
+        storing = self._storing
+        if storing is None:
+            return
+        try:
+            # Shielded: cancelling the run does not cancel the write; the run's end waits for it.
+            await asyncio.shield(storing)
+        except BaseException:
+            if not storing.done() or (not storing.cancelled() and storing.exception() is None):
+                raise
+            self.message = self.message_step = None
+            self._storing = None
+            raise MessageNotStored(f"The answer of run {self.run.id} could not be stored.") from (
+                None if storing.cancelled() else storing.exception()
+            )
+        self._storing = None
 
     def message_delta(self, text: str, first: bool) -> None:
         """Publish a text delta (stored once, when the message ends, not per token)."""
@@ -192,7 +239,7 @@ class RunRecorder:
     def checkpoint_message(self) -> None:
         """Have the text streamed so far stored within a second (see `AnswerCheckpoints`), so that
         a process killed mid-answer leaves the words already shown in the database."""
-        if self.message is not None:
+        if self.message is not None and self._storing is None:
             self.checkpoints.note(self.message.id, self.partial_text)
 
     async def finish_message(self, text: str, *, usage: Usage | None, incomplete_reason: str | None = None) -> None:
@@ -200,7 +247,7 @@ class RunRecorder:
         ended = await self._end_message(text, usage=usage, incomplete_reason=incomplete_reason)
         if ended is None:
             return
-        async with self.store.transaction() as tx:
+        async with self._transaction() as tx:
             await tx.save(ended[0])
             await tx.save(ended[1])
         self._published_end(*ended)
@@ -212,6 +259,7 @@ class RunRecorder:
         land after them; None when no message is open."""
         if self.message is None or self.message_step is None:
             return None
+        await self._message_stored()
         await self.checkpoints.settle(self.message.id)
         stamp = now()
         annotations = file_path_annotations(text, self.written) if self.written else []
@@ -260,7 +308,7 @@ class RunRecorder:
             type="tool_calls",
             step_details=ToolCallsDetails(tool_calls=[]),
         )
-        async with self.store.transaction() as tx:
+        async with self._transaction() as tx:
             await tx.insert(step, owner=self.owner)
         self.tool_step = step
         self.publish("thread.run.step.created", step.wire())
@@ -324,14 +372,14 @@ class RunRecorder:
         details = ToolCallsDetails(tool_calls=[_stored_call(c, code, search) for c in calls])
         self.tool_step = self.tool_step.model_copy(update={"step_details": details, "usage": usage})
         self.partial_outputs = {}
-        async with self.store.transaction() as tx:
+        async with self._transaction() as tx:
             await tx.save(self.tool_step)
         return self.tool_step
 
     async def fill_outputs(self, step: RunStep, outputs: ToolOutputs) -> RunStep:
         """Store the outputs known so far; the step stays open while the run waits for the rest."""
         step = with_outputs(step, outputs)
-        async with self.store.transaction() as tx:
+        async with self._transaction() as tx:
             await tx.save(step)
         self.tool_step = None
         return step
@@ -343,7 +391,7 @@ class RunRecorder:
         finished = end_step(with_outputs(step, outputs), status, last_error=error)
         assert isinstance(finished.step_details, ToolCallsDetails)
         calls = finished.step_details.tool_calls
-        async with self.store.transaction() as tx:
+        async with self._transaction() as tx:
             await tx.save(finished)
         if self.tool_step is not None and self.tool_step.id == step.id:
             self.tool_step = None

@@ -59,7 +59,7 @@ from ._checkpoints import AnswerCheckpoints
 from ._code import CodeCalls, input_files
 from ._context import PromptBudgetExceeded, build_context, save_summary
 from ._recovery import rebuild_tail, tool_round
-from ._steps import RunRecorder, ToolOutputs
+from ._steps import MessageNotStored, RunRecorder, ToolOutputs
 from ._stream import AccumulatedCall, DeltaAccumulator
 from ._tools import dispatch
 
@@ -155,7 +155,11 @@ class RunExecutor:
         """Close whatever is open (partial message, tool step), then move the run to `status`."""
         # The partial answer is kept: it is stored as `incomplete`, never dropped.
         if recorder.message is not None:
-            await recorder.finish_message(recorder.partial_text, usage=None, incomplete_reason=message_reason)
+            try:
+                await recorder.finish_message(recorder.partial_text, usage=None, incomplete_reason=message_reason)
+            except MessageNotStored:
+                # Nothing of the answer was stored; the run still ends, saying so.
+                log.exception("run %s ends without its answer", recorder.run.id)
         step_status = {
             RunStatus.cancelled: StepStatus.cancelled,
             RunStatus.failed: StepStatus.failed,
