@@ -149,15 +149,15 @@ def file_postings(texts: Sequence[str], seqs: Sequence[int], spans: Sequence[tup
     kept = terms >= 0
     piece_of = np.repeat(np.arange(len(pieces.texts), dtype=np.int32), lengths)[kept]
     terms = terms[kept]
+    if terms.size == 0:
+        # Only stop words: they count in the chunks' lengths, and no term is indexed.
+        return FilePostings(lists={}, chunks=len(texts), words=total_words)
     holders = pieces.counts[piece_of]
     slots = pieces.starts[piece_of]
     keys = [terms.astype(np.int64) * len(texts) + pieces.holders[slots]]
     for nth in range(1, int(pieces.counts.max())):
         more = holders > nth
         keys.append(terms[more].astype(np.int64) * len(texts) + pieces.holders[slots[more] + nth])
-    if terms.size == 0:
-        # Only stop words: they count in the chunks' lengths, and no term is indexed.
-        return FilePostings(lists={}, chunks=len(texts), words=total_words)
     term_ids, chunk, counts = _group_count(np.concatenate(keys) if len(keys) > 1 else keys[0], len(texts))
     records = np.empty(chunk.size, dtype=POSTING)
     records["seq"] = np.asarray(seqs, dtype=np.int64)[chunk]
