@@ -1,7 +1,11 @@
 """Phases 3 and 4 of a run: write messages and steps as the run progresses, and publish events.
 
 Every write happens before its event is published, so a subscriber that reacts to an event
-(`retrieve` after `thread.run.completed`, say) always finds the stored object.
+(`retrieve` after `thread.run.completed`, say) always finds the stored object. One exception: an
+answer's `thread.run.step.created` and `thread.message.created` (and its first deltas) go out
+while the new message and its step are being stored, so that the first words never wait for the
+database; a `retrieve` of that message within those milliseconds may not find it yet. Every later
+write of the run waits for that one (`RunRecorder._transaction`).
 """
 
 from __future__ import annotations
