@@ -318,12 +318,21 @@ class Engine(EngineUpkeep):
         return message
 
     async def get_message(self, owner: str, thread_id: str, message_id: str) -> Message:
+        await self._stored(message_id)
         async with self.store.read() as tx:
             await tx.get(Thread, thread_id, owner=owner)
             message = await tx.get(Message, message_id, owner=owner)
             if message.thread_id != thread_id:
                 raise _missing("message", message_id)
             return message
+
+    async def _stored(self, object_id: str) -> None:
+        """Wait while this process is still storing a new answer's message or step of this id: its
+        events went out while it was being stored (`RunRecorder.start_message`)."""
+        storing = self.executor.storing.get(object_id)
+        if storing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(storing)
 
     async def citation(self, owner: str, message_id: str, marker: int) -> tuple[Citation, bool]:
         """What marker `[marker]` of an answer cites, and whether its file can still be opened."""
@@ -600,6 +609,7 @@ class Engine(EngineUpkeep):
             return await tx.list(RunStep, owner=owner, params=params, where={"run_id": run_id})
 
     async def get_step(self, owner: str, thread_id: str, run_id: str, step_id: str) -> RunStep:
+        await self._stored(step_id)
         async with self.store.read() as tx:
             step = await tx.get(RunStep, step_id, owner=owner)
         if step.run_id != run_id or step.thread_id != thread_id:

@@ -150,3 +150,54 @@ async def test_an_answer_the_database_refuses_fails_the_run_and_leaves_nothing_h
     model.add_text("Kept this time.")
     run, [answer] = await run_once(engine, run.thread_id)
     assert run.status is RunStatus.completed and answer.text == "Kept this time."
+
+
+async def test_an_answer_is_retrievable_as_soon_as_its_created_event_is_seen(
+    start_runtime: StartRuntime, model: ScriptedModel
+) -> None:
+    """The answer's message and step are stored while its first words stream; a retrieve that
+    reacts to `thread.message.created` waits for that write rather than missing the message."""
+    engine = (await start_runtime()).engine
+    assistant = await engine.create_assistant(OWNER, AssistantCreate(model="scripted-model"))
+    thread = await engine.create_thread(OWNER, ThreadCreate())
+    await engine.create_message(OWNER, thread.id, MessageCreate(role="user", content="Hello?"))
+    model.add_text("Here already.")
+    held = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold_the_tables() -> None:
+        # Keep the answer's insert waiting: SQLite's process-wide write turn, or PostgreSQL's
+        # table locks (reads still go through).
+        if engine.store.engine.dialect.name == "sqlite":
+            async with engine.store.transaction():
+                held.set()
+                await release.wait()
+        else:
+            async with engine.store.engine.begin() as conn:
+                await conn.exec_driver_sql("LOCK TABLE messages, run_steps IN SHARE MODE")
+                held.set()
+                await release.wait()
+
+    async with engine.subscribe(thread_id=thread.id) as events:
+        run = await engine.create_run(OWNER, thread.id, RunCreate(assistant_id=assistant.id))
+        holder: asyncio.Task[None] | None = None
+        async with asyncio.timeout(WAIT):
+            async for event in events:
+                if event.event == "thread.run.in_progress":
+                    holder = asyncio.ensure_future(hold_the_tables())
+                    await held.wait()
+                elif event.event == "thread.message.created":
+                    message_id = event.data["id"]
+                    break
+        assert holder is not None
+        retrieving = asyncio.ensure_future(engine.get_message(OWNER, thread.id, message_id))
+        await asyncio.sleep(0.2)
+        assert not retrieving.done()  # Waiting for the write, not refused.
+        release.set()
+        await holder
+        async with asyncio.timeout(WAIT):
+            message = await retrieving
+        assert message.id == message_id and message.role == "assistant"
+    async with asyncio.timeout(WAIT):
+        await engine.wait_for_run(run.id)
+    assert (await engine.get_run(OWNER, thread.id, run.id)).status is RunStatus.completed

@@ -4,8 +4,8 @@ Every write happens before its event is published, so a subscriber that reacts t
 (`retrieve` after `thread.run.completed`, say) always finds the stored object. One exception: an
 answer's `thread.run.step.created` and `thread.message.created` (and its first deltas) go out
 while the new message and its step are being stored, so that the first words never wait for the
-database; a `retrieve` of that message within those milliseconds may not find it yet. Every later
-write of the run waits for that one (`RunRecorder._transaction`).
+database. In this process a `retrieve` of either waits for it (`Engine.get_message`, `get_step`);
+every later write of the run waits for it too (`RunRecorder._transaction`).
 """
 
 from __future__ import annotations
@@ -89,8 +89,18 @@ class MessageNotStored(Exception):
 class RunRecorder:
     """Persists one run's objects and publishes the matching Assistants events."""
 
-    def __init__(self, store: SqlStore, bus: EventBus, owner: str, run: Run, checkpoints: AnswerCheckpoints) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        bus: EventBus,
+        owner: str,
+        run: Run,
+        checkpoints: AnswerCheckpoints,
+        storing: dict[str, asyncio.Task[None]] | None = None,
+    ) -> None:
         self.store = store
+        self.storing = {} if storing is None else storing
+        """The process's messages and steps still being stored, by id, for readers to wait for."""
         self.bus = bus
         self.owner = owner
         self.run = run
@@ -189,6 +199,7 @@ class RunRecorder:
         # every later write of the message waits for it (`_message_stored`).
         self._storing = asyncio.ensure_future(self._insert_message(step, message))
         self._storing.add_done_callback(self._stored)
+        self.storing[message.id] = self.storing[step.id] = self._storing
         # Each object is serialized once for its two events: subscribers never change event data.
         step_wire, message_wire = step.wire(), message.wire()
         self.publish("thread.run.step.created", step_wire)
@@ -203,6 +214,8 @@ class RunRecorder:
             await tx.insert(message, owner=self.owner)
 
     def _stored(self, storing: asyncio.Task[None]) -> None:
+        for key in [key for key, task in self.storing.items() if task is storing]:
+            del self.storing[key]
         if storing is self._storing and not storing.cancelled() and storing.exception() is None:
             self._storing = None
 

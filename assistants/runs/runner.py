@@ -91,12 +91,14 @@ class RunExecutor:
         self.settings = settings
         self.checkpoints = AnswerCheckpoints(store)
         """Stores the text of this process's answers being streamed, every second."""
+        self.storing: dict[str, asyncio.Task[None]] = {}
+        """New answers' messages and steps still being stored, by their ids (`RunRecorder.start_message`)."""
 
     async def execute(self, owner: str, run_id: str) -> None:
         """Take the run from `queued` to its next pause or end. Never leaves it stuck."""
         async with self.store.read() as tx:
             run = await tx.get(Run, run_id, owner=owner)
-        recorder = RunRecorder(self.store, self.bus, owner, run, self.checkpoints)
+        recorder = RunRecorder(self.store, self.bus, owner, run, self.checkpoints, self.storing)
         deadline = asyncio.timeout(self.settings.run_timeout_seconds)
         try:
             async with deadline:
