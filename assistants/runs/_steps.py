@@ -81,6 +81,11 @@ def _stored_call(
     return FunctionToolCall(id=call.id, function=StepFunction(name=call.name, arguments=call.arguments, output=None))
 
 
+MESSAGE_STORE_SECONDS = 30.0
+"""How long a run waits for its answer's message to be stored before giving it up (SQLite's own
+busy timeout is as long)."""
+
+
 class MessageNotStored(Exception):
     """Storing a new answer's message failed: nothing of it is in the database (its events were
     published), and the run cannot end with it."""
@@ -216,27 +221,65 @@ class RunRecorder:
     def _stored(self, storing: asyncio.Task[None]) -> None:
         for key in [key for key, task in self.storing.items() if task is storing]:
             del self.storing[key]
-        if storing is self._storing and not storing.cancelled() and storing.exception() is None:
-            self._storing = None
+        if storing is not self._storing or storing.cancelled() or storing.exception() is not None:
+            return
+        self._storing = None
+        if self.message is not None:
+            # Whatever streamed while it was being stored is checkpointed from now on, even if
+            # only tool calls follow.
+            self.checkpoints.note(self.message.id, self.partial_text)
 
     async def _message_stored(self) -> None:
-        """Wait until the open message's first write is done. If it failed, the message is
-        forgotten and `MessageNotStored` raised."""
+        """Wait until the open message's first write is done (at most `MESSAGE_STORE_SECONDS`).
+        If it failed or took too long, the message is forgotten and `MessageNotStored` raised;
+        a cancellation of the run stays a cancellation."""
         storing = self._storing
         if storing is None:
             return
         try:
-            # Shielded: cancelling the run does not cancel the write; the run's end waits for it.
-            await asyncio.shield(storing)
-        except BaseException:
-            if not storing.done() or (not storing.cancelled() and storing.exception() is None):
-                raise
-            self.message = self.message_step = None
-            self._storing = None
-            raise MessageNotStored(f"The answer of run {self.run.id} could not be stored.") from (
-                None if storing.cancelled() else storing.exception()
-            )
+            # Shielded: cancelling the run does not cancel the write; the run's end waits for it,
+            # but not for ever (a table locked by a migration, say).
+            await asyncio.wait_for(asyncio.shield(storing), MESSAGE_STORE_SECONDS)
+        except TimeoutError:
+            storing.cancel()
+            self._forget_message()
+            raise MessageNotStored(
+                f"Storing the answer of run {self.run.id} took over {MESSAGE_STORE_SECONDS:g} s."
+            ) from None
+        except asyncio.CancelledError:
+            if storing.done() and (storing.cancelled() or storing.exception() is not None):
+                self._forget_message()
+            raise
+        except Exception as exc:
+            self._forget_message()
+            raise MessageNotStored(f"The answer of run {self.run.id} could not be stored.") from exc
         self._storing = None
+
+    def _forget_message(self) -> None:
+        """The open message was never stored: close it for subscribers and drop it here."""
+        if self.message is not None and self.message_step is not None:
+            stamp = now()
+            self.publish(
+                "thread.message.incomplete",
+                self.message.model_copy(
+                    update={
+                        "status": MessageStatus.incomplete,
+                        "incomplete_at": stamp,
+                        "incomplete_details": IncompleteDetails(reason="run_failed"),
+                    }
+                ).wire(),
+            )
+            self.publish("thread.run.step.failed", end_step(self.message_step, StepStatus.failed, stamp=stamp).wire())
+        self.message = self.message_step = None
+        self._storing = None
+
+    def raise_if_not_stored(self) -> None:
+        """Raise `MessageNotStored` at once if the open message's first write has failed, so the
+        run stops instead of streaming an answer that cannot be kept."""
+        storing = self._storing
+        if storing is not None and storing.done() and (storing.cancelled() or storing.exception() is not None):
+            self._forget_message()
+            raise MessageNotStored(f"The answer of run {self.run.id} could not be stored.")
 
     def message_delta(self, text: str, first: bool) -> None:
         """Publish a text delta (stored once, when the message ends, not per token)."""

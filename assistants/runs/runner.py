@@ -349,6 +349,7 @@ class RunExecutor:
                     first = True
                 else:
                     first = False
+                recorder.raise_if_not_stored()
                 recorder.partial_text = accumulated.text or accumulated.refusal
                 recorder.message_delta(chunk.content or chunk.refusal or "", first)
                 recorder.checkpoint_message()
