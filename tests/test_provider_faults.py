@@ -201,3 +201,32 @@ async def test_an_answer_is_retrievable_as_soon_as_its_created_event_is_seen(
     async with asyncio.timeout(WAIT):
         await engine.wait_for_run(run.id)
     assert (await engine.get_run(OWNER, thread.id, run.id)).status is RunStatus.completed
+
+
+async def test_text_before_a_slow_tool_call_is_checkpointed_while_the_call_streams(
+    start_runtime: StartRuntime, model: ScriptedModel
+) -> None:
+    """Words shown before a tool call are in the database within a second or so, while the call's
+    arguments still stream (a crash then keeps them), not only when the message ends."""
+    engine = (await start_runtime()).engine
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}}
+    assistant = await engine.create_assistant(OWNER, AssistantCreate(model="scripted-model", tools=[tool]))
+    thread = await engine.create_thread(OWNER, ThreadCreate())
+    await engine.create_message(OWNER, thread.id, MessageCreate(role="user", content="Weather?"))
+    model.add_tool_calls([{"name": "get_weather", "arguments": '{"city": "Kyoto", "unit": "celsius"}'}], text="Looking.", delay=1.0)
+    run = await engine.create_run(OWNER, thread.id, RunCreate(assistant_id=assistant.id))
+
+    async def stored_text() -> tuple[str, str] | None:
+        async with engine.store.read() as tx:
+            messages, _, _ = await tx.thread_history(thread.id)
+        answers = [m for m in messages if m.role == "assistant"]
+        return (answers[0].status.value, answers[0].text) if answers else None
+
+    async with asyncio.timeout(WAIT):
+        while (seen := await stored_text()) is None or seen[1] != "Looking.":
+            await asyncio.sleep(0.1)
+    # Seen while the message is still open: a checkpoint, not the message's end.
+    assert seen == ("in_progress", "Looking.")
+    async with asyncio.timeout(WAIT):
+        await engine.wait_for_run(run.id)
+    assert (await engine.get_run(OWNER, thread.id, run.id)).status is RunStatus.requires_action
