@@ -222,8 +222,13 @@ async def test_text_before_a_slow_tool_call_is_checkpointed_while_the_call_strea
         answers = [m for m in messages if m.role == "assistant"]
         return (answers[0].status.value, answers[0].text) if answers else None
 
+    seen = None
     async with asyncio.timeout(WAIT):
-        while (seen := await stored_text()) is None or seen[1] != "Looking.":
+        # Polling the database: the checkpoint writer signals nothing a test could wait on.
+        for _ in range(int(WAIT * 10)):
+            seen = await stored_text()
+            if seen is not None and seen[1] == "Looking.":
+                break
             await asyncio.sleep(0.1)
     # Seen while the message is still open: a checkpoint, not the message's end.
     assert seen == ("in_progress", "Looking.")
