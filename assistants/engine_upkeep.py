@@ -17,10 +17,10 @@ from .engine_files import EngineFiles
 from .event_log import EventLog
 from .events import Event, EventBus
 from .ids import now
-from .runs._status import end_step, transition
+from .runs._status import end_step, incomplete_message, transition
 from .store import StoreTx
 from .types import Message, MessageStatus, Run, RunStatus, RunStep, StepStatus
-from .types.objects import IncompleteDetails, LastError, MessageCreationDetails
+from .types.objects import LastError, MessageCreationDetails
 from .vector_stores import PURGE_SECONDS
 
 log = logging.getLogger("assistants.engine")
@@ -109,15 +109,7 @@ class EngineUpkeep(EngineFiles):
                 if isinstance(step.step_details, MessageCreationDetails):
                     written = await tx.find(Message, step.step_details.message_creation.message_id, owner=None)
                     if written is not None and written.status is MessageStatus.in_progress:
-                        await tx.save(
-                            written.model_copy(
-                                update={
-                                    "status": MessageStatus.incomplete,
-                                    "incomplete_at": stamp,
-                                    "incomplete_details": IncompleteDetails(reason="run_failed"),
-                                }
-                            )
-                        )
+                        await tx.save(incomplete_message(written, "run_failed", stamp=stamp))
         self._publish(f"thread.run.{ended.status.value}", ended.wire(), ended)
         return True
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ..exceptions import InvalidTransitionError
 from ..ids import now
-from ..types import Run, RunStatus, RunStep, StepStatus
+from ..types import Message, MessageStatus, Run, RunStatus, RunStep, StepStatus
+from ..types.objects import IncompleteDetails
 
 S = RunStatus
 
@@ -65,3 +66,15 @@ STEP_STAMPS: dict[StepStatus, str] = {
 def end_step(step: RunStep, to: StepStatus, *, stamp: int | None = None, **changes: object) -> RunStep:
     """The step closed as `to`, with the matching timestamp set."""
     return step.model_copy(update={"status": to, STEP_STAMPS[to]: stamp or now(), **changes})
+
+
+def incomplete_message(message: Message, reason: str, *, stamp: int | None = None, **changes: object) -> Message:
+    """The message closed as `incomplete` for `reason` (`run_failed`, `run_cancelled`, ...)."""
+    return message.model_copy(
+        update={
+            "status": MessageStatus.incomplete,
+            "incomplete_at": stamp or now(),
+            "incomplete_details": IncompleteDetails(reason=reason),
+            **changes,
+        }
+    )

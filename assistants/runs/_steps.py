@@ -39,7 +39,6 @@ from ..types.objects import (
     CodeOutput,
     FileSearchCall,
     FileSearchToolCall,
-    IncompleteDetails,
     LastError,
     MessageCreation,
     MessageCreationDetails,
@@ -47,7 +46,7 @@ from ..types.objects import (
     ToolCallsDetails,
 )
 from ._checkpoints import AnswerCheckpoints
-from ._status import EVENT_FOR_STATUS, end_step, transition
+from ._status import EVENT_FOR_STATUS, end_step, incomplete_message, transition
 from ._stream import AccumulatedCall
 
 ToolOutputs = Mapping[str, "str | list[CodeOutput] | FileSearchCall"]
@@ -86,6 +85,11 @@ MESSAGE_STORE_SECONDS = 30.0
 busy timeout is as long)."""
 
 
+def _failed(task: asyncio.Task[None]) -> bool:
+    """Whether `task` ended without doing its work (an error, or cancelled)."""
+    return task.done() and (task.cancelled() or task.exception() is not None)
+
+
 class MessageNotStored(Exception):
     """Storing a new answer's message failed: nothing of it is in the database (its events were
     published), and the run cannot end with it."""
@@ -101,10 +105,10 @@ class RunRecorder:
         owner: str,
         run: Run,
         checkpoints: AnswerCheckpoints,
-        storing: dict[str, asyncio.Task[None]] | None = None,
+        storing: dict[str, asyncio.Task[None]],
     ) -> None:
         self.store = store
-        self.storing = {} if storing is None else storing
+        self.storing = storing
         """The process's messages and steps still being stored, by id, for readers to wait for."""
         self.bus = bus
         self.owner = owner
@@ -221,7 +225,7 @@ class RunRecorder:
     def _stored(self, storing: asyncio.Task[None]) -> None:
         for key in [key for key, task in self.storing.items() if task is storing]:
             del self.storing[key]
-        if storing is not self._storing or storing.cancelled() or storing.exception() is not None:
+        if storing is not self._storing or _failed(storing):
             return
         self._storing = None
         if self.message is not None:
@@ -247,7 +251,7 @@ class RunRecorder:
                 f"Storing the answer of run {self.run.id} took over {MESSAGE_STORE_SECONDS:g} s."
             ) from None
         except asyncio.CancelledError:
-            if storing.done() and (storing.cancelled() or storing.exception() is not None):
+            if _failed(storing):
                 self._forget_message()
             raise
         except Exception as exc:
@@ -259,16 +263,7 @@ class RunRecorder:
         """The open message was never stored: close it for subscribers and drop it here."""
         if self.message is not None and self.message_step is not None:
             stamp = now()
-            self.publish(
-                "thread.message.incomplete",
-                self.message.model_copy(
-                    update={
-                        "status": MessageStatus.incomplete,
-                        "incomplete_at": stamp,
-                        "incomplete_details": IncompleteDetails(reason="run_failed"),
-                    }
-                ).wire(),
-            )
+            self.publish("thread.message.incomplete", incomplete_message(self.message, "run_failed", stamp=stamp).wire())
             self.publish("thread.run.step.failed", end_step(self.message_step, StepStatus.failed, stamp=stamp).wire())
         self.message = self.message_step = None
         self._storing = None
@@ -276,8 +271,7 @@ class RunRecorder:
     def raise_if_not_stored(self) -> None:
         """Raise `MessageNotStored` at once if the open message's first write has failed, so the
         run stops instead of streaming an answer that cannot be kept."""
-        storing = self._storing
-        if storing is not None and storing.done() and (storing.cancelled() or storing.exception() is not None):
+        if self._storing is not None and _failed(self._storing):
             self._forget_message()
             raise MessageNotStored(f"The answer of run {self.run.id} could not be stored.")
 
@@ -334,14 +328,7 @@ class RunRecorder:
             )
             step = end_step(self.message_step, StepStatus.completed, stamp=stamp, usage=usage)
         else:
-            message = self.message.model_copy(
-                update={
-                    "status": MessageStatus.incomplete,
-                    "content": content,
-                    "incomplete_at": stamp,
-                    "incomplete_details": IncompleteDetails(reason=incomplete_reason),
-                }
-            )
+            message = incomplete_message(self.message, incomplete_reason, stamp=stamp, content=content)
             step_status = {"run_cancelled": StepStatus.cancelled, "run_expired": StepStatus.expired}.get(
                 incomplete_reason, StepStatus.failed if incomplete_reason == "run_failed" else StepStatus.completed
             )
