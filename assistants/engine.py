@@ -27,7 +27,7 @@ from .events import Event, EventBus, Subscription
 from .exceptions import InvalidRequestError, NotFoundError, TooManyRequestsError
 from .ids import new_id, now
 from .providers import ChatProvider
-from .runs import RunExecutor
+from .runs import Begun, RunExecutor
 from .runs._status import end_step, transition
 from .runs._steps import with_outputs
 from .search import SqlChunkIndex
@@ -372,10 +372,10 @@ class Engine(EngineUpkeep):
         """Validate, store a `queued` run (and its additional messages), and start it."""
         async with self.store.transaction() as tx:
             thread = await tx.get(Thread, thread_id, owner=owner)
-            run = await self._insert_run(tx, owner, thread, body, run_id=run_id)
+            run, begun = await self._insert_run(tx, owner, thread, body, run_id=run_id)
         if any(_searched_files(m) for m in body.additional_messages or []):
             await self.vector_stores.kick()
-        self._announce_and_start(owner, run)
+        self._announce_and_start(owner, run, begun)
         return run
 
     async def create_thread_and_run(self, owner: str, body: ThreadAndRunCreate, *, run_id: str | None = None) -> Run:
@@ -389,7 +389,7 @@ class Engine(EngineUpkeep):
             await tx.take_turns_starting_runs(owner)
             await tx.get(Assistant, body.assistant_id, owner=owner, param="assistant_id")
             thread = await self._insert_thread(tx, owner, thread_body)
-            run = await self._insert_run(tx, owner, thread, run_body, run_id=run_id)
+            run, begun = await self._insert_run(tx, owner, thread, run_body, run_id=run_id)
         if thread_body.tool_resources or any(_searched_files(m) for m in thread_body.messages or []):
             # Files of a vector store created by the `vector_stores` helper, or attached to the
             # thread's messages for file search, are ingested from here.
@@ -398,10 +398,14 @@ class Engine(EngineUpkeep):
         self.bus.publish(
             Event("thread.created", thread.wire(), thread_id=thread.id, run_id=run.id, assistant_id=run.assistant_id)
         )
-        self._announce_and_start(owner, run)
+        self._announce_and_start(owner, run, begun)
         return run
 
-    async def _insert_run(self, tx: StoreTx, owner: str, thread: Thread, body: RunCreate, *, run_id: str | None) -> Run:
+    async def _insert_run(
+        self, tx: StoreTx, owner: str, thread: Thread, body: RunCreate, *, run_id: str | None
+    ) -> tuple[Run, Begun]:
+        """Store a new run, in one transaction with what else its request writes; returns it as
+        created (`queued`) and as stored and executed."""
         assistant = await tx.get(Assistant, body.assistant_id, owner=owner, param="assistant_id")
         active = await tx.active_run(thread.id)
         if active is not None:
@@ -449,11 +453,13 @@ class Engine(EngineUpkeep):
         run = run.model_copy(update={"after_message_id": newest.id if newest else None})
         if session is not None:
             await tx.save(session.with_updates(updated_at=stamp))
+        # Stored already `in_progress` and leased to this process, which executes it as soon as
+        # the transaction commits: its first token waits for no second transaction. The move
+        # from `queued` is still published (and logged) as its own event.
+        started = transition(run, RunStatus.in_progress)
         try:
-            # Leased to this process from the start: it executes the run as soon as the
-            # transaction commits.
             await tx.insert(
-                run, owner=owner, worker_id=self.worker_id, lease_until=lease_for(self.settings.run_lease_seconds)
+                started, owner=owner, worker_id=self.worker_id, lease_until=lease_for(self.settings.run_lease_seconds)
             )
         except ActiveRunConflict as exc:
             # Another request won the race between our check and our insert.
@@ -468,16 +474,19 @@ class Engine(EngineUpkeep):
                 "(ASSISTANTS_MAX_RUNS_PER_USER). Wait for one to finish, or cancel one, and try again.",
                 code="too_many_runs",
             )
-        return run
+        return run, Begun(started, thread=thread, steps=[])
 
-    def _announce_and_start(self, owner: str, run: Run) -> None:
+    def _announce_and_start(self, owner: str, run: Run, begun: Begun) -> None:
         wire = run.wire()  # The same object in both events: subscribers never change event data.
         self._publish("thread.run.created", wire, run)
         self._publish("thread.run.queued", wire, run)
-        self._start(owner, run.id)
+        self._start(owner, begun)
 
-    def _start(self, owner: str, run_id: str) -> None:
-        task = asyncio.create_task(self.executor.execute(owner, run_id), name=f"run {run_id}")
+    def _start(self, owner: str, begun: Begun) -> None:
+        """Publish `thread.run.in_progress` for a run stored so, and execute it in a task."""
+        run_id = begun.run.id
+        self._publish("thread.run.in_progress", begun.run.wire(), begun.run)
+        task = asyncio.create_task(self.executor.execute(owner, run_id, begun), name=f"run {run_id}")
         self._tasks[run_id] = task
         task.add_done_callback(lambda _t: self._tasks.pop(run_id, None))
 
@@ -593,12 +602,14 @@ class Engine(EngineUpkeep):
                 await tx.save(done)
                 completed_steps.append(done)
             queued = transition(stored, RunStatus.queued, expires_at=now() + self.settings.run_expiry_seconds)
-            await tx.save(queued)
+            # Stored `in_progress` at once, as a new run is (`_insert_run`).
+            started = transition(queued, RunStatus.in_progress)
+            await tx.save(started)
             await tx.lease_runs([run_id], self.worker_id, self.settings.run_lease_seconds)
         for step in completed_steps:
             self._publish("thread.run.step.completed", step.wire(), queued)
         self._publish("thread.run.queued", queued.wire(), queued)
-        self._start(owner, run_id)
+        self._start(owner, Begun(started))
         return queued
 
     async def list_steps(self, owner: str, thread_id: str, run_id: str, params: ListParams) -> Page[RunStep]:

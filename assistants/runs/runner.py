@@ -12,6 +12,7 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..config import Settings
@@ -34,7 +35,7 @@ from ..tools.code_interpreter import (
     placed_names,
 )
 from ..tools.file_search import FileSearch
-from ..types import Run, RunStatus, StepStatus, Thread, Usage
+from ..types import Run, RunStatus, RunStep, StepStatus, Thread, Usage
 from ..types.objects import (
     CODE_INTERPRETER_FUNCTION,
     FILE_SEARCH_FUNCTION,
@@ -66,6 +67,17 @@ from ._tools import dispatch
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Begun:
+    """A run its caller moved to `in_progress` in the transaction that started it, with what that
+    transaction already knew: the executor starts from this instead of reading it back."""
+
+    run: Run
+    thread: Thread | None = None
+    steps: list[RunStep] | None = None
+    """The run's steps so far (none for a new run); read from the store when not given."""
+
+
 class RunExecutor:
     """Executes runs. Built once with its collaborators; `execute` is called per run."""
 
@@ -94,10 +106,13 @@ class RunExecutor:
         self.storing: dict[str, asyncio.Task[None]] = {}
         """New answers' messages and steps still being stored, by their ids (`RunRecorder.start_message`)."""
 
-    async def execute(self, owner: str, run_id: str) -> None:
-        """Take the run from `queued` to its next pause or end. Never leaves it stuck."""
-        async with self.store.read() as tx:
-            run = await tx.get(Run, run_id, owner=owner)
+    async def execute(self, owner: str, run_id: str, begun: Begun | None = None) -> None:
+        """Take the run from `queued` (or `begun`) to its next pause or end. Never leaves it stuck."""
+        if begun is None:
+            async with self.store.read() as tx:
+                run = await tx.get(Run, run_id, owner=owner)
+        else:
+            run = begun.run
         recorder = RunRecorder(self.store, self.bus, owner, run, self.checkpoints, self.storing)
         deadline = asyncio.timeout(self.settings.run_timeout_seconds)
         try:
@@ -107,7 +122,7 @@ class RunExecutor:
                     raise asyncio.CancelledError
                 if run.status is RunStatus.queued:
                     await recorder.move(RunStatus.in_progress)
-                await self._loop(recorder)
+                await self._loop(recorder, begun)
         except asyncio.CancelledError:
             await self._end(recorder, RunStatus.cancelled, "run_cancelled")
         except TimeoutError:
@@ -184,11 +199,11 @@ class RunExecutor:
                 await recorder.move(RunStatus.cancelling)
         await recorder.move(status, **changes)
 
-    async def _loop(self, recorder: RunRecorder) -> None:
+    async def _loop(self, recorder: RunRecorder, begun: Begun | None) -> None:
         run = recorder.run
         async with self.store.read() as tx:
-            thread = await tx.get(Thread, run.thread_id, owner=None)
-            steps = await tx.run_steps(run.id)
+            thread = begun.thread if begun and begun.thread else await tx.get(Thread, run.thread_id, owner=None)
+            steps = begun.steps if begun and begun.steps is not None else await tx.run_steps(run.id)
             tail, rounds = await rebuild_tail(tx, steps)
             inputs = await input_files(tx, self.files, recorder.owner, run) if _offers_code(run) else []
             stores = await file_search.store_ids(tx, recorder.owner, run) if _offers_search(run) else []
