@@ -218,6 +218,9 @@ class RunRecorder:
         return message
 
     async def _insert_message(self, step: RunStep, message: Message) -> None:
+        # Behind the tasks already woken by the first words (the streams that relay them): building
+        # the inserts takes the event loop for about a millisecond.
+        await asyncio.sleep(0)
         async with self.store.transaction() as tx:
             await tx.insert(step, owner=self.owner)
             await tx.insert(message, owner=self.owner)
