@@ -3,8 +3,13 @@
 In-process: a `Runtime` on a temporary SQLite database (or ``--postgres URL``), one session per
 context mode and thread size, filled in one transaction through `StoreTx.insert`. Each
 measurement calls `build_context` the way the runner does (on `store.read()`, with a
-run of that thread, no tail and no tools, the window the runner uses), and never needs the model:
-the `summary` session already holds a summary that covers everything before the last N messages.
+run of that thread, no tail and no tools, the window the runner uses, the executor's memory of
+`full` history), and never needs the model: the `summary` session's summary always covers
+everything before the last N messages.
+
+As in a session, a turn (the previous run's answer and a new question) is added before each
+timed build, untimed. *First run* is the build on a thread the process has not built before
+(after a restart): `full` then reads the whole window afresh.
 
 Prints a Markdown table; asserts nothing. Usage::
 
@@ -33,6 +38,7 @@ from assistants.config import Settings  # noqa: E402
 from assistants.engine import _truncation_for  # noqa: E402
 from assistants.ids import new_id, now  # noqa: E402
 from assistants.runs._context import build_context  # noqa: E402
+from assistants.runs._history import HistoryMemory  # noqa: E402
 from assistants.runtime import Runtime  # noqa: E402
 from assistants.sessions import Sessions  # noqa: E402
 from assistants.types import ContextMode, Message, Run, TextContent, TextValue, Thread  # noqa: E402
@@ -78,8 +84,12 @@ class Case:
     mode: ContextMode
     size: int
     thread_id: str = ""
+    ids: list[str] = field(default_factory=list)
+    """The thread's message ids, oldest first."""
     times: list[float] = field(default_factory=list)
     """Seconds inside `build_context`."""
+    first: list[float] = field(default_factory=list)
+    """Seconds inside `build_context` for a thread the process builds for the first time."""
     with_tx: list[float] = field(default_factory=list)
     """Seconds including opening and closing the read connection."""
     sent: int = 0
@@ -98,7 +108,7 @@ async def fill(runtime: Runtime, assistant_id: str, case: Case, rng: random.Rand
     )
     case.thread_id = session.id
     stamp = now()
-    ids: list[str] = []
+    ids = case.ids
     async with engine.store.transaction() as tx:
         for index in range(case.size):
             # Roles alternate and the newest is a user message: what a run answers.
@@ -117,20 +127,44 @@ async def fill(runtime: Runtime, assistant_id: str, case: Case, rng: random.Rand
             await tx.insert(message, owner=OWNER)
             ids.append(message.id)
     if case.mode is ContextMode.summary:
-        # Everything before the last N is already summarized, so no summarization call is due.
-        upto = ids[-N_RECENT - 1] if len(ids) > N_RECENT else None
-        await sessions.update(
-            OWNER, session.id,
-            summary="The user and the assistant discussed the project plan, dates and budget.",
-            summary_upto=upto,
-        )
+        await cover_with_summary(engine, case)
 
 
-async def measure(runtime: Runtime, assistant_id: str, case: Case, repeats: int) -> None:
+async def cover_with_summary(engine: Any, case: Case) -> None:
+    """Everything before the last N is summarized, so no summarization call is due."""
+    upto = case.ids[-N_RECENT - 1] if len(case.ids) > N_RECENT else None
+    await Sessions(engine).update(
+        OWNER, case.thread_id,
+        summary="The user and the assistant discussed the project plan, dates and budget.",
+        summary_upto=upto,
+    )
+
+
+async def next_turn(runtime: Runtime, assistant_id: str, case: Case, rng: random.Random) -> None:
+    """What a session holds before its next run: the last run's answer, and a new question."""
+    engine = runtime.engine
+    stamp = now()
+    async with engine.store.transaction() as tx:
+        for role in ("assistant", "user"):
+            message = Message(
+                id=new_id("message"), created_at=stamp, completed_at=stamp, thread_id=case.thread_id,
+                role=role,  # type: ignore[arg-type]
+                content=[TextContent(text=TextValue(value=sentence(rng)))],
+                assistant_id=assistant_id if role == "assistant" else None,
+                run_id=new_id("run") if role == "assistant" else None, attachments=[],
+            )
+            await tx.insert(message, owner=OWNER)
+            case.ids.append(message.id)
+    if case.mode is ContextMode.summary:
+        await cover_with_summary(engine, case)
+
+
+async def measure(
+    runtime: Runtime, assistant_id: str, case: Case, repeats: int, rng: random.Random, *, first: bool = False
+) -> None:
+    """`repeats` builds, each after a new turn; with `first`, each on a memory that never saw the thread."""
     engine = runtime.engine
     store = engine.store
-    async with store.read() as tx:
-        thread = await tx.get(Thread, case.thread_id, owner=None)  # as the runner reads it
     session = await Sessions(engine).get(OWNER, case.thread_id)
     stamp = now()
     run = Run(
@@ -145,15 +179,21 @@ async def measure(runtime: Runtime, assistant_id: str, case: Case, repeats: int)
     )
     window = engine.settings.context_window - 4096
     for _ in range(repeats):
+        if not first:
+            await next_turn(runtime, assistant_id, case, rng)
+        async with store.read() as tx:
+            thread = await tx.get(Thread, case.thread_id, owner=None)  # as the runner reads it
+        memory = HistoryMemory() if first else engine.executor.history
         outer = time.perf_counter()
         async with store.read() as tx:
             inner = time.perf_counter()
             prepared = await build_context(
                 tx, run=run, thread=thread, tail=[], tools=[], window=window, prompt_budget=None,
-                summarize=summarize, read_file=read_file,
+                summarize=summarize, read_file=read_file, memory=memory,
             )
-            case.times.append(time.perf_counter() - inner)
-        case.with_tx.append(time.perf_counter() - outer)
+            (case.first if first else case.times).append(time.perf_counter() - inner)
+        if not first:
+            case.with_tx.append(time.perf_counter() - outer)
     record = prepared.record
     case.sent, case.prompt_tokens = record.messages, record.prompt_tokens
     case.truncated, case.summary_used = record.truncated, record.summary_used
@@ -166,7 +206,7 @@ async def profile(runtime: Runtime, assistant_id: str, cases: Sequence[Case], ou
     for case in cases:
         profiler = cProfile.Profile()
         profiler.enable()
-        await measure(runtime, assistant_id, Case(case.mode, case.size, case.thread_id), 5)
+        await measure(runtime, assistant_id, Case(case.mode, case.size, case.thread_id, case.ids), 5, random.Random(5))
         profiler.disable()
         path = out / f"context-{case.mode.value}-{case.size}.prof"
         profiler.dump_stats(path)
@@ -187,16 +227,19 @@ def report(cases: Sequence[Case], sizes: Sequence[int], backend: str, args: argp
         f"window = context_window - 4096; repeats: {args.repeats_small} (small) / {args.repeats_large} (large)"
         f"{'; quick run' if args.quick else ''}.",
         "- Time inside `build_context` (the read connection is opened before and closed after; "
-        "the last column adds that).",
+        "the last column adds that), each build after a new turn; *first run*: the median of 5 builds "
+        "on a thread the process has not built before.",
         "",
-        "| mode | messages | median ms | p99 ms | sent | prompt tokens | left out | median ms incl. connection |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| mode | messages | median ms | p99 ms | sent | prompt tokens | left out | median ms incl. connection "
+        "| first run median ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for case in cases:
         lines.append(
             f"| {case.mode.value} | {case.size:,} | {percentile(case.times, 50) * 1000:.2f} "
             f"| {percentile(case.times, 99) * 1000:.2f} | {case.sent:,} | {case.prompt_tokens:,} "
-            f"| {case.truncated:,} | {percentile(case.with_tx, 50) * 1000:.2f} |"
+            f"| {case.truncated:,} | {percentile(case.with_tx, 50) * 1000:.2f} "
+            f"| {percentile(case.first, 50) * 1000:.2f} |"
         )
     small, large = min(sizes), max(sizes)
     lines += [
@@ -215,8 +258,8 @@ def report(cases: Sequence[Case], sizes: Sequence[int], backend: str, args: argp
     lines += [
         "",
         "Target (not asserted): context building for 10,000 messages within 2x of 10 messages. "
-        "`full` sends as much history as fits the window, so its cost follows the window "
-        "(about the number of messages sent), not only the thread's length.",
+        "`full` sends as much history as fits the window; a process remembers what it sent, so "
+        "a thread's next run reads only what is new (first run: the whole window).",
     ]
     return "\n".join(lines)
 
@@ -240,10 +283,11 @@ async def run(args: argparse.Namespace, data_dir: Path) -> str:
                   file=sys.stderr)
         # Warm up: the tokenizer loads on first use, and the statement cache fills.
         for case in cases:
-            await measure(runtime, assistant.id, Case(case.mode, case.size, case.thread_id), 2)
+            await measure(runtime, assistant.id, Case(case.mode, case.size, case.thread_id, case.ids), 2, rng)
         for case in cases:
             repeats = args.repeats_small if case.size == min(sizes) else args.repeats_large
-            await measure(runtime, assistant.id, case, repeats)
+            await measure(runtime, assistant.id, case, 5, rng, first=True)
+            await measure(runtime, assistant.id, case, repeats, rng)
         if args.profile is not None:
             await profile(runtime, assistant.id, cases, args.profile)
         return report(cases, sizes, backend, args)

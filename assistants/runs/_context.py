@@ -15,7 +15,6 @@ kept whole so a tool call is never separated from its result. Every run records 
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,14 +27,11 @@ from ..types import (
     Message,
     Run,
     Session,
-    TextContent,
     Thread,
 )
-from ..types.objects import ImageFileContent, ImageURLContent
 from ..types.session import session_of
+from ._history import HISTORY_BATCH, HistoryMemory, history_within, is_history, to_chat_message
 
-HISTORY_BATCH = 200
-"""Messages read per query while filling the token budget, newest first."""
 SUMMARY_MAX_NEW = 200
 """Most messages folded into the summary at once."""
 
@@ -76,73 +72,6 @@ async def save_summary(tx: StoreTx, update: SummaryUpdate) -> None:
         await tx.save(current.with_updates(summary=update.text, summary_upto=update.upto))
 
 
-def _is_history(message: Message, run_id: str) -> bool:
-    """Whether a stored message is history for this run: not one of its own, and not empty.
-
-    A message without content was left by a run that never finished it (the server stopped
-    mid-answer); sending it would put an empty turn before the model.
-    """
-    return message.run_id != run_id and bool(message.content)
-
-
-async def to_chat_message(message: Message, read_file: Any) -> dict[str, Any]:
-    """One stored message as a Chat Completions message (images inlined as data URLs)."""
-    parts: list[dict[str, Any]] = []
-    has_image = False
-    for part in message.content:
-        if isinstance(part, TextContent):
-            parts.append({"type": "text", "text": part.text.value})
-        elif isinstance(part, ImageURLContent):
-            has_image = True
-            parts.append({"type": "image_url", "image_url": {"url": part.image_url.url}})
-        elif isinstance(part, ImageFileContent) and message.role == "user":
-            data = await read_file(part.image_file.file_id)
-            if data is not None:
-                has_image = True
-                encoded = base64.b64encode(data).decode()
-                parts.append({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{encoded}"}})
-    if not has_image:
-        return {"role": message.role, "content": "".join(p["text"] for p in parts if p["type"] == "text")}
-    return {"role": message.role, "content": parts}
-
-
-async def _history_within(
-    tx: StoreTx, thread_id: str, run_id: str, budget: int, read_file: Any
-) -> tuple[list[dict[str, Any]], list[int], int]:
-    """Newest-first history that fits in `budget` tokens: (messages oldest first, their token costs, left out)."""
-    chosen: list[dict[str, Any]] = []
-    costs: list[int] = []
-    spent = 0
-    offset_seq: int | None = None
-    total_seen = 0
-    full = False
-    while not full:
-        batch = await tx.messages_page_desc(thread_id, limit=HISTORY_BATCH, before_seq=offset_seq)
-        if not batch:
-            break
-        for seq, message in batch:
-            offset_seq = seq
-            if not _is_history(message, run_id):
-                continue
-            total_seen += 1
-            chat = await to_chat_message(message, read_file)
-            cost = count_message(chat)
-            if chosen and spent + cost > budget:
-                full = True
-                break
-            chosen.append(chat)
-            costs.append(cost)
-            spent += cost
-        if len(batch) < HISTORY_BATCH:
-            break
-    left_out = 0
-    if full:
-        left_out = await tx.count_messages(thread_id) - len(chosen)
-    chosen.reverse()
-    costs.reverse()
-    return chosen, costs, max(left_out, 0)
-
-
 async def build_context(
     tx: StoreTx,
     *,
@@ -154,13 +83,15 @@ async def build_context(
     prompt_budget: int | None,
     summarize: Any,
     read_file: Any,
+    memory: HistoryMemory | None = None,
 ) -> PreparedContext:
     """The messages for the next model request, and the record of what they hold.
 
     It only reads: run it on `store.read()`. In `summary` mode it may ask the model to bring the
     session's rolling summary up to date, which takes seconds; that summary comes back in
     `PreparedContext.summary`, for the caller to store (`save_summary`) in a short transaction
-    of its own, so no transaction (on SQLite, no turn at the database) waits for the model."""
+    of its own, so no transaction (on SQLite, no turn at the database) waits for the model.
+    `memory` remembers what `full` context sent, so the thread's next run reads only what is new."""
     system: list[dict[str, Any]] = [{"role": "system", "content": run.instructions}] if run.instructions else []
     fixed = count_messages(system + tail) + count_tools(tools)
     budget = window - fixed
@@ -192,7 +123,7 @@ async def build_context(
         history = [await to_chat_message(m, read_file) for m in kept]
         left_out = await tx.count_messages(thread.id) - len(history)
     else:
-        history, costs, left_out = await _history_within(tx, thread.id, run.id, budget, read_file)
+        history, costs, left_out = await history_within(tx, thread.id, run.id, budget, read_file, memory)
     if costs is None:
         costs = [count_message(m) for m in history]
 
@@ -231,7 +162,7 @@ async def _last_messages(tx: StoreTx, thread_id: str, run_id: str, count: int) -
     while len(kept) < count:
         limit = min(HISTORY_BATCH, count - len(kept) + 1)
         rows = await tx.messages_page_desc(thread_id, limit=limit, before_seq=before_seq)
-        kept.extend(m for _, m in rows if _is_history(m, run_id))
+        kept.extend(m for _, m in rows if is_history(m, run_id))
         if len(rows) < limit:
             break
         before_seq = rows[-1][0]
@@ -247,7 +178,7 @@ async def _newest_user_message(tx: StoreTx, thread_id: str, run_id: str, read_fi
     while True:
         rows = await tx.messages_page_desc(thread_id, limit=limit, before_seq=before_seq)
         for _, message in rows:
-            if message.role == "user" and _is_history(message, run_id):
+            if message.role == "user" and is_history(message, run_id):
                 return [await to_chat_message(message, read_file)]
         if len(rows) < limit:
             return []
@@ -268,7 +199,7 @@ async def _summary_context(
     keep = session.context_n
 
     def split(rows: list[tuple[int, Message]]) -> tuple[list[Message], list[Message]]:
-        ordered = [m for _, m in reversed(rows) if _is_history(m, run.id)]
+        ordered = [m for _, m in reversed(rows) if is_history(m, run.id)]
         recent = ordered[-keep:] if keep else []
         return recent, ordered[: len(ordered) - len(recent)]
 

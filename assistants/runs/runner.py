@@ -59,6 +59,7 @@ from ..types.objects import (
 from ._checkpoints import AnswerCheckpoints
 from ._code import CodeCalls, input_files
 from ._context import PromptBudgetExceeded, build_context, save_summary
+from ._history import HistoryMemory
 from ._recovery import rebuild_tail, tool_round
 from ._steps import MessageNotStored, RunRecorder, ToolOutputs
 from ._stream import AccumulatedCall, DeltaAccumulator
@@ -105,6 +106,8 @@ class RunExecutor:
         """Stores the text of this process's answers being streamed, every second."""
         self.storing: dict[str, asyncio.Task[None]] = {}
         """New answers' messages and steps still being stored, by their ids (`RunRecorder.start_message`)."""
+        self.history = HistoryMemory()
+        """Each thread's history as its last run sent it (`full` context), so the next reads only what is new."""
 
     async def execute(self, owner: str, run_id: str, begun: Begun | None = None) -> None:
         """Take the run from `queued` (or `begun`) to its next pause or end. Never leaves it stuck."""
@@ -230,6 +233,7 @@ class RunExecutor:
                     prompt_budget=prompt_budget,
                     summarize=self._summarize(run),
                     read_file=self._read_file(recorder.owner),
+                    memory=self.history,
                 )
             if prepared.summary is not None:
                 async with self.store.transaction() as tx:

@@ -63,6 +63,28 @@ class ThreadsTx(ObjectsTx):
         rows = (await self.conn.execute(query)).all()
         return [(int(row[0]), Message.model_validate(row[1])) for row in rows]
 
+    async def messages_after(self, thread_id: str, seq: int, *, limit: int) -> builtins.list[tuple[int, Message]]:
+        """Up to `limit` messages of a thread stored after `seq`, oldest first, as `(seq, message)`."""
+        table = schema.messages
+        query = (
+            sa.select(table.c.seq, table.c.data)
+            .where(table.c.thread_id == thread_id, table.c.seq > seq)
+            .order_by(table.c.seq)
+            .limit(limit)
+        )
+        rows = (await self.conn.execute(query)).all()
+        return [(int(row[0]), Message.model_validate(row[1])) for row in rows]
+
+    async def messages_through(self, thread_id: str, seq: int) -> tuple[int, str | None]:
+        """How many messages of a thread have a `seq` up to `seq`, and the id of the newest of them:
+        together they change when any of those messages is deleted, even if SQLite gives its
+        `seq` (a rowid) to a new message."""
+        table = schema.messages
+        upto = sa.and_(table.c.thread_id == thread_id, table.c.seq <= seq)
+        newest = sa.select(table.c.id).where(upto).order_by(table.c.seq.desc()).limit(1).scalar_subquery()
+        row = (await self.conn.execute(sa.select(sa.func.count(), newest).select_from(table).where(upto))).one()
+        return int(row[0]), row[1]
+
     async def run_steps(self, run_id: str) -> builtins.list[RunStep]:
         """All steps of a run, in the order they were created."""
         table = schema.run_steps
