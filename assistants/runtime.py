@@ -12,7 +12,7 @@ import logging
 
 from .config import Settings
 from .engine import Engine
-from .providers import ChatProvider, build_provider
+from .providers import ChatProvider, OpenAIChatProvider, UnconfiguredProvider, build_provider
 from .search.embed import build_embedder
 from .store import open_store
 from .tokens import count_text
@@ -32,6 +32,8 @@ class Runtime:
         self._provider = provider
         self._registry = registry
         self._engine: Engine | None = None
+        self._built_provider: OpenAIChatProvider | UnconfiguredProvider | None = None
+        """The provider built from the settings, closed with the runtime (an injected one is the caller's)."""
         self._accounts: Accounts | None = None
         self._lock = asyncio.Lock()
 
@@ -43,7 +45,9 @@ class Runtime:
             from .tools import examples  # noqa: F401  (registers the example tools)
 
             store = await open_store(self.settings)
-            provider = self._provider or build_provider(self.settings)
+            provider = self._provider
+            if provider is None:
+                provider = self._built_provider = build_provider(self.settings)
             if not self.settings.provider_configured and self._provider is None:
                 log.warning("No model provider configured: set OPENAI_BASE_URL / OPENAI_API_KEY. Runs will fail until then.")
             engine = Engine(
@@ -89,6 +93,9 @@ class Runtime:
             await self._engine.close()
             await self._engine.store.close()
             self._engine = None
+        if self._built_provider is not None:
+            await self._built_provider.close()
+            self._built_provider = None
 
 
 runtime = Runtime()

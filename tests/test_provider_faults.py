@@ -8,6 +8,7 @@ free for the next run. Runs on both backends.
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from assistants.engine import Engine
 from assistants.types import Message, MessageStatus, Run, RunStatus
@@ -71,6 +72,19 @@ async def test_a_provider_silent_past_the_timeout_is_retried_then_fails(
     run, answers = await run_once(engine)
     assert run.status is RunStatus.failed and run.last_error is not None
     assert "did not answer in time" in run.last_error.message
+    assert answers == []
+
+
+async def test_a_provider_that_refuses_connections_fails_the_run_in_plain_words(
+    start_runtime: StartRuntime, model: ScriptedModel
+) -> None:
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    engine = (await start_runtime(OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1", ASSISTANTS_PROVIDER_RETRIES=1)).engine
+    run, answers = await run_once(engine)
+    assert run.status is RunStatus.failed and run.last_error is not None
+    assert "could not be reached" in run.last_error.message, run.last_error.message
     assert answers == []
 
 

@@ -3,7 +3,9 @@
 `OpenAIChatProvider` wraps an injected `openai.AsyncOpenAI` client and translates its exceptions
 into our `ProviderError` tree at this boundary, so run logic never sees an `openai` exception.
 Retries belong to the run engine (it must not retry once tokens have reached the user), so the
-client is built with `max_retries=0`.
+client is built with `max_retries=0`. Its HTTP transport is the SDK's aiohttp one
+(`openai.DefaultAioHttpClient`): reading a streamed answer costs the event loop about a fifth less
+per token than through httpx2 and anyio.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Protocol
 
+import aiohttp
 import openai
 from openai.types.chat import ChatCompletion
 
@@ -108,6 +111,18 @@ def _detail(message: str) -> str:
     return re.sub(r"^Error code: \d+ - ", "", message)
 
 
+def _refused(exc: BaseException) -> bool:
+    """Whether the SDK's timeout error stands for a connection that failed at once: the aiohttp
+    transport reports every `aiohttp.ClientConnectionError` (a refused connection, a server that
+    hung up) as `ConnectTimeout`. Its own timeouts stay timeouts."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, aiohttp.ClientConnectionError):
+            return not isinstance(cause, TimeoutError)
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def translate_error(exc: Exception) -> ProviderError:
     """Turn an `openai`/`httpx` exception into our provider error, with words for the user."""
     if isinstance(exc, openai.RateLimitError):
@@ -136,7 +151,7 @@ def translate_error(exc: Exception) -> ProviderError:
         if exc.status_code == 400:
             error.code = "invalid_prompt"
         return error
-    if isinstance(exc, (openai.APITimeoutError, *TIMEOUT_ERRORS)):
+    if isinstance(exc, (openai.APITimeoutError, *TIMEOUT_ERRORS)) and not _refused(exc):
         return ProviderConnectionError("The model provider did not answer in time. Try again later.")
     if isinstance(exc, (openai.APIConnectionError, *HTTP_ERRORS)):
         return ProviderConnectionError(
@@ -198,6 +213,10 @@ class OpenAIChatProvider:
         if not response.choices:
             return ""
         return response.choices[0].message.content or ""
+
+    async def close(self) -> None:
+        """Close the client's connections (its aiohttp session)."""
+        await self.client.close()
 
     async def list_models(self) -> list[str]:
         try:
@@ -284,8 +303,11 @@ class UnconfiguredProvider:
     async def list_models(self) -> list[str]:
         return []
 
+    async def close(self) -> None:
+        """Nothing to release."""
 
-def build_provider(settings: Settings) -> ChatProvider:
+
+def build_provider(settings: Settings) -> OpenAIChatProvider | UnconfiguredProvider:
     """The provider the settings describe. Called once at start-up, never inside run logic."""
     if not settings.provider_configured:
         return UnconfiguredProvider()
@@ -294,5 +316,6 @@ def build_provider(settings: Settings) -> ChatProvider:
         api_key=settings.openai_api_key or "not-needed",
         max_retries=0,
         timeout=settings.provider_timeout_seconds,
+        http_client=openai.DefaultAioHttpClient(),
     )
     return OpenAIChatProvider(client)
