@@ -369,13 +369,14 @@ class Engine(EngineUpkeep):
     # Runs --------------------------------------------------------------------------------------
 
     async def create_run(self, owner: str, thread_id: str, body: RunCreate, *, run_id: str | None = None) -> Run:
-        """Validate, store a `queued` run (and its additional messages), and start it."""
+        """Validate, store a run (and its additional messages), and start it; returns it as created (`queued`)."""
         async with self.store.transaction() as tx:
             thread = await tx.get(Thread, thread_id, owner=owner)
             run, begun = await self._insert_run(tx, owner, thread, body, run_id=run_id)
+        # Its task exists before anything else is awaited: a cancel always finds it (`cancel_run`).
+        self._announce_and_start(owner, run, begun)
         if any(_searched_files(m) for m in body.additional_messages or []):
             await self.vector_stores.kick()
-        self._announce_and_start(owner, run, begun)
         return run
 
     async def create_thread_and_run(self, owner: str, body: ThreadAndRunCreate, *, run_id: str | None = None) -> Run:
@@ -390,15 +391,15 @@ class Engine(EngineUpkeep):
             await tx.get(Assistant, body.assistant_id, owner=owner, param="assistant_id")
             thread = await self._insert_thread(tx, owner, thread_body)
             run, begun = await self._insert_run(tx, owner, thread, run_body, run_id=run_id)
-        if thread_body.tool_resources or any(_searched_files(m) for m in thread_body.messages or []):
-            # Files of a vector store created by the `vector_stores` helper, or attached to the
-            # thread's messages for file search, are ingested from here.
-            await self.vector_stores.kick()
         # Routed to the run too, so a stream of this run opens with `thread.created` as OpenAI's does.
         self.bus.publish(
             Event("thread.created", thread.wire(), thread_id=thread.id, run_id=run.id, assistant_id=run.assistant_id)
         )
         self._announce_and_start(owner, run, begun)
+        if thread_body.tool_resources or any(_searched_files(m) for m in thread_body.messages or []):
+            # Files of a vector store created by the `vector_stores` helper, or attached to the
+            # thread's messages for file search, are ingested from here.
+            await self.vector_stores.kick()
         return run
 
     async def _insert_run(
@@ -486,7 +487,7 @@ class Engine(EngineUpkeep):
         """Publish `thread.run.in_progress` for a run stored so, and execute it in a task."""
         run_id = begun.run.id
         self._publish("thread.run.in_progress", begun.run.wire(), begun.run)
-        task = asyncio.create_task(self.executor.execute(owner, run_id, begun), name=f"run {run_id}")
+        task = asyncio.create_task(self.executor.execute(owner, begun), name=f"run {run_id}")
         self._tasks[run_id] = task
         task.add_done_callback(lambda _t: self._tasks.pop(run_id, None))
 
@@ -538,8 +539,8 @@ class Engine(EngineUpkeep):
                 raise InvalidRequestError(f"Cannot cancel run with status '{run.status.value}'.", param="run_id")
             task = self._tasks.get(run_id)
             worker, live = await tx.run_lease(run_id)
-            # Executing (or about to be) under a live lease: by another process, or by this one
-            # whose task has not started yet (it ends the run `cancelled` when it starts).
+            # Executing under a live lease by another process: this one registers a run's task
+            # before it awaits anything after storing the run (`_start`).
             executing = task is None and run.status is not RunStatus.requires_action and live
             elsewhere = executing and worker != self.worker_id
             cancelling = transition(run, RunStatus.cancelling)

@@ -47,6 +47,7 @@ class Runtime:
             store = await open_store(self.settings)
             provider = self._provider
             if provider is None:
+                await self._close_provider()  # one left by a start that failed
                 provider = self._built_provider = build_provider(self.settings)
             if not self.settings.provider_configured and self._provider is None:
                 log.warning("No model provider configured: set OPENAI_BASE_URL / OPENAI_API_KEY. Runs will fail until then.")
@@ -89,13 +90,20 @@ class Runtime:
         return self._accounts
 
     async def close(self) -> None:
-        if self._engine is not None:
-            await self._engine.close()
-            await self._engine.store.close()
-            self._engine = None
+        try:
+            if self._engine is not None:
+                engine, self._engine = self._engine, None
+                try:
+                    await engine.close()
+                finally:
+                    await engine.store.close()
+        finally:
+            await self._close_provider()
+
+    async def _close_provider(self) -> None:
         if self._built_provider is not None:
-            await self._built_provider.close()
-            self._built_provider = None
+            provider, self._built_provider = self._built_provider, None
+            await provider.close()
 
 
 runtime = Runtime()

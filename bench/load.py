@@ -224,7 +224,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=1, help="rounds of load on the same server, a row each")
     args = parser.parse_args(argv)
     with loaded_server(args) as (server, model):
-        key = server.key_for("loader")
+        # A name of its own: a shared PostgreSQL database keeps the users of earlier loads.
+        key = server.key_for(f"loader_{os.getpid()}")
         table = asyncio.run(load(server.api_url, key, server.process.pid, model.pid, args))
     backend = "PostgreSQL" if args.postgres else "SQLite"
     print(

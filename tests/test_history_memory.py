@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import event
 
 from assistants.ids import new_id, now
-from assistants.runs._history import HistoryMemory, _Remembered, _Run, history_within
+from assistants.runs._history import ITEM_SIZE, HistoryMemory, _Remembered, _Run, history_within
 from assistants.store import SqlStore
 from assistants.types import Message, TextContent, TextValue, Thread
 from assistants.types.objects import ImageFile, ImageFileContent
@@ -143,6 +143,7 @@ async def test_a_run_on_a_long_thread_reads_only_what_is_new(store: SqlStore) ->
                         content=[TextContent(text=TextValue(value=f"message {index}"))], attachments=[]),
                 owner=OWNER,
             )
+    await thread.add("", role="assistant", run_id=new_id("run"))  # an answer left empty: not history
     first = await thread.sent(new_id("run"), 100_000, memory)
     assert len(first[0]) == 600
     await thread.add("the newest question")
@@ -175,9 +176,9 @@ async def test_a_run_on_a_long_thread_reads_only_what_is_new(store: SqlStore) ->
 
 def test_the_memory_drops_the_least_recently_used_threads_beyond_its_size() -> None:
     def remembered(chars: int) -> _Remembered:
-        return _Remembered.of(1, None, 1, "msg_1", _Run([1], [{}], [1], [chars]))
+        return _Remembered.of(1, None, "msg_1", _Run([1], [{}], [1], [chars]), [])
 
-    memory = HistoryMemory(max_chars=100)
+    memory = HistoryMemory(max_chars=100 + 2 * ITEM_SIZE)
     memory.keep("thread_a", remembered(40))
     memory.keep("thread_b", remembered(40))
     assert memory.take("thread_a") is not None  # used: now the most recent ...
@@ -185,5 +186,15 @@ def test_the_memory_drops_the_least_recently_used_threads_beyond_its_size() -> N
     memory.keep("thread_c", remembered(40))  # ... so thread_b goes
     assert memory.take("thread_b") is None
     assert memory.take("thread_c") is not None and memory.take("thread_a") is not None
-    memory.keep("thread_d", remembered(101))  # larger than the whole memory: not kept
+    memory.keep("thread_d", remembered(101 + 2 * ITEM_SIZE))  # larger than the whole memory: not kept
     assert memory.take("thread_d") is None
+
+
+async def test_a_new_message_larger_than_the_budget_after_an_empty_answer(store: SqlStore) -> None:
+    memory = HistoryMemory()
+    thread = await new_thread(store)
+    await thread.add("", role="assistant", run_id=new_id("run"))
+    await assert_same(thread, new_id("run"), 100, memory)  # remembers no message, and the empty one
+    await thread.add("word " * 200)
+    messages, _, left_out = await assert_same(thread, new_id("run"), 10, memory)
+    assert len(messages) == 1 and left_out == 0

@@ -11,7 +11,16 @@ import asyncio
 import socket
 
 from assistants.engine import Engine
-from assistants.types import Message, MessageStatus, Run, RunStatus
+from assistants.runs._status import end_step, incomplete_message
+from assistants.types import (
+    Message,
+    MessageStatus,
+    Run,
+    RunStatus,
+    StepStatus,
+    TextContent,
+    TextValue,
+)
 from assistants.types.requests import AssistantCreate, MessageCreate, RunCreate, ThreadCreate
 from tests.conftest import StartRuntime
 from tests.scripted_model import ScriptedModel
@@ -122,6 +131,40 @@ async def test_an_endless_answer_is_stopped_at_the_run_timeout_and_the_thread_go
     model.add_text("A short answer.")
     run, [answer] = await run_once(engine, thread_id=run.thread_id)
     assert run.status is RunStatus.completed and answer.text == "A short answer."
+
+
+async def test_an_answer_another_process_already_ended_is_left_as_that_process_ended_it(
+    start_runtime: StartRuntime, model: ScriptedModel
+) -> None:
+    """A process that stalled past its run's lease finds its answer ended by another process's
+    sweep: its own end of the answer does not overwrite it (an ended message never changes)."""
+    engine = (await start_runtime()).engine
+    model.add_endless(0.01)
+    assistant = await engine.create_assistant(OWNER, AssistantCreate(model="scripted-model"))
+    thread = await engine.create_thread(OWNER, ThreadCreate())
+    await engine.create_message(OWNER, thread.id, MessageCreate(role="user", content="Go on for ever."))
+    run = await engine.create_run(OWNER, thread.id, RunCreate(assistant_id=assistant.id))
+    async with asyncio.timeout(WAIT):
+        while True:  # the answer is stored and streaming
+            async with engine.store.read() as tx:
+                messages, _, _ = await tx.thread_history(thread.id)
+            answers = [m for m in messages if m.run_id == run.id]
+            if answers:
+                break
+            await asyncio.sleep(0.05)
+    swept = incomplete_message(answers[0], "run_failed", content=[TextContent(text=TextValue(value="As the sweep kept it."))])
+    async with engine.store.transaction() as tx:  # what another process's sweep writes of the answer
+        await tx.save(swept)
+        for step in await tx.run_steps(run.id):
+            await tx.save(end_step(step, StepStatus.failed))
+    await engine.cancel_run(OWNER, thread.id, run.id)
+    async with asyncio.timeout(WAIT):
+        await engine.wait_for_run(run.id)
+    async with engine.store.read() as tx:
+        stored = await tx.get(Message, swept.id, owner=None)
+    assert stored.status is MessageStatus.incomplete and stored.text == "As the sweep kept it."
+    assert stored.incomplete_details is not None and stored.incomplete_details.reason == "run_failed"
+    assert (await engine.get_run(OWNER, thread.id, run.id)).status is RunStatus.cancelled
 
 
 async def test_an_answer_the_database_refuses_fails_the_run_and_leaves_nothing_half_written(

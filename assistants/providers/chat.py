@@ -116,9 +116,11 @@ def _refused(exc: BaseException) -> bool:
     transport reports every `aiohttp.ClientConnectionError` (a refused connection, a server that
     hung up) as `ConnectTimeout`. Its own timeouts stay timeouts."""
     cause: BaseException | None = exc
-    while cause is not None:
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:
         if isinstance(cause, aiohttp.ClientConnectionError):
             return not isinstance(cause, TimeoutError)
+        seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
     return False
 

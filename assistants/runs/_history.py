@@ -4,16 +4,18 @@ Sending a long thread whole means converting and token-counting thousands of mes
 run. But a thread's history only grows at its end: a message's content never changes once its
 run has ended, and a thread has one active run at a time. So each process remembers, per
 thread, the history it last sent (`HistoryMemory`), and the next run reads only the messages
-stored since, after checking with one query that the remembered part is as it was: the same
-number of messages up to the newest remembered `seq`, and the same newest one. A deletion changes
-the first (or, when SQLite gives a deleted newest message's `seq` to a new one, the second); so
-does a message that committed late under a lower `seq` (PostgreSQL hands out sequence numbers
-before commit).
+stored since, after checking with one query that the remembered part is as it was: as many
+messages from the oldest remembered through the newest, and the same newest one. A deletion
+changes the first (or, when SQLite gives a deleted newest message's `seq` to a new one, the
+second); so does a message that committed late under a lower `seq` (PostgreSQL hands out
+sequence numbers before commit). What is remembered is counted from the rows actually read, so a
+change made while they were read also shows up at the next check.
 
 What is remembered covers every message of the thread from `start` (or from the first) up to
 `upto`, by `seq`; the messages of the run being built are newer than all of them and never
 remembered. Another process's writes are seen through the same checks, so instances that share
-one PostgreSQL need no coordination.
+one PostgreSQL need no coordination. A message whose content changes in place after its run
+ended would not be seen; the engine never does that (`RunRecorder.finish_message`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ HISTORY_BATCH = 200
 """Messages read per query while filling the token budget, newest first."""
 MEMORY_CHARS = 16_000_000
 """Characters of message text a process remembers across all threads (least recently used go first)."""
+ITEM_SIZE = 256
+"""What remembering one message costs beside its text, counted in characters."""
 
 
 def is_history(message: Message, run_id: str) -> bool:
@@ -101,27 +105,33 @@ class _Run:
 @dataclass(frozen=True)
 class _Remembered:
     upto: int
-    """Every history message with `seq` from `start` through `upto` is in `items`."""
+    """Every message of the thread with `seq` from `start` through `upto` is in `items` (history)
+    or `skipped` (not history: an answer left empty)."""
     start: int | None
-    """The oldest `seq` covered; None when `items` reach back to the thread's first message."""
-    count: int
-    """How many messages (of any kind) the thread holds up to `upto`, and ..."""
-    newest_id: str | None
-    """... the id of the newest of them: what `messages_through` must still answer."""
+    """The oldest `seq` covered; None when everything up to `upto` is."""
+    newest_id: str
+    """The id of the message at `upto`."""
     items: _Run
+    skipped: list[int]
     newest_costs: list[int]
     """`newest_costs[k]`: the tokens of the newest `k` items (for a binary search of what fits)."""
     size: int
-    """Characters of text held."""
+    """Roughly what it holds, in characters of text (`ITEM_SIZE` more per message)."""
 
     @classmethod
-    def of(cls, upto: int, start: int | None, count: int, newest_id: str | None, items: _Run) -> _Remembered:
+    def of(cls, upto: int, start: int | None, newest_id: str, items: _Run, skipped: list[int]) -> _Remembered:
         newest_costs = [0, *itertools.accumulate(reversed(items.costs))]
-        return cls(upto, start, count, newest_id, items, newest_costs, sum(items.chars))
+        size = sum(items.chars) + ITEM_SIZE * (len(items) + len(skipped))
+        return cls(upto, start, newest_id, items, skipped, newest_costs, size)
+
+    @property
+    def count(self) -> int:
+        """How many messages the thread held from `start` through `upto`."""
+        return len(self.items) + len(self.skipped)
 
     def newest_within(self, room: int) -> int:
         """How many of the newest items fit in `room` tokens."""
-        return bisect.bisect_right(self.newest_costs, room) - 1
+        return max(0, bisect.bisect_right(self.newest_costs, room) - 1)
 
 
 class HistoryMemory:
@@ -165,30 +175,39 @@ async def history_within(
     known = memory.take(thread_id) if memory is not None else None
     fresh: list[tuple[int, Message]] = []
     """Every message stored after what is remembered, newest first."""
-    if known is not None and (known.count, known.newest_id) == await tx.messages_through(thread_id, known.upto):
+    through = 0
+    """How many messages the thread holds up to what is remembered."""
+    if known is not None:
+        count, newest, through = await tx.messages_through(thread_id, known.upto, since=known.start)
+        if (count, newest) != (known.count, known.newest_id):
+            known = None
+    if known is not None:
         fresh = await tx.messages_after(thread_id, known.upto, limit=HISTORY_BATCH + 1)
         fresh.reverse()
         if len(fresh) > HISTORY_BATCH:
             known, fresh = None, []  # Much was added meanwhile: read newest first from the top.
-    else:
-        known = None
 
-    upto = known.upto if known is not None else None
-    """The newest message that can be remembered: any but this run's own, and below all of those."""
+    # What can be remembered for the next run: the messages read (or remembered) up to the newest
+    # that is not this run's own; this run's messages are newer than all of them.
+    upto, newest_id = (known.upto, known.newest_id) if known is not None else (None, "")
+    skipped: list[int] = []
+    odd = False
+    """A message of this run older than one of another's: nothing is remembered (never seen)."""
     newer, older = _Run(), _Run()
     """What is chosen newer than the remembered part, and older than it (both newest first)."""
-    spent = 0
+    spent = taken = 0
     full = exhausted = rereads_files = False
 
     async def consider(seq: int, message: Message, into: _Run) -> bool:
         """Take one stored message, newest first; False once the budget is spent."""
-        nonlocal upto, spent, full, rereads_files
+        nonlocal upto, newest_id, spent, full, rereads_files, odd
         if message.run_id == run_id:
-            if upto is not None and seq <= upto:
-                upto = seq - 1
+            odd = odd or (upto is not None and seq <= upto)
         elif upto is None or seq > upto:
-            upto = seq
+            upto, newest_id = seq, message.id
         if not is_history(message, run_id):
+            if message.run_id != run_id:
+                skipped.append(seq)
             return True
         chat = await to_chat_message(message, read_file)
         cost = count_message(chat)
@@ -202,8 +221,6 @@ async def history_within(
         return True
 
     going = True
-    taken = 0
-    """How many of the newest remembered items are chosen."""
     for seq, message in fresh:
         if not (going := await consider(seq, message, newer)):
             break
@@ -236,31 +253,15 @@ async def history_within(
     chosen.extend(newer)
     left_out = 0
     if full:
-        total = known.count + len(fresh) if known is not None else await tx.count_messages(thread_id)
+        total = through + len(fresh) if known is not None else await tx.count_messages(thread_id)
         left_out = max(total - len(chosen), 0)
-    if memory is not None and upto is not None and not rereads_files:
-        await _remember(tx, memory, thread_id, known, fresh, upto, chosen, exhausted)
+    if memory is not None and upto is not None and not (odd or rereads_files) and (chosen or exhausted):
+        # Covered: from the oldest message chosen (or the first) through `upto`. Counted from what
+        # was read, never by a later query, so a message deleted or committed meanwhile shows up
+        # as a difference at the next run's check.
+        first = None if exhausted else chosen.seqs[0]
+        kept = chosen.slice(0, bisect.bisect_right(chosen.seqs, upto))
+        earlier = known.skipped if known is not None else []
+        gaps = sorted(seq for seq in (*earlier, *skipped) if (first is None or seq >= first) and seq <= upto)
+        memory.keep(thread_id, _Remembered.of(upto, first, newest_id, kept, gaps))
     return chosen.chats, chosen.costs, left_out
-
-
-async def _remember(
-    tx: StoreTx,
-    memory: HistoryMemory,
-    thread_id: str,
-    known: _Remembered | None,
-    fresh: list[tuple[int, Message]],
-    upto: int,
-    chosen: _Run,
-    exhausted: bool,
-) -> None:
-    """Remember the messages just chosen, up to `upto`, for the thread's next run."""
-    if known is not None and upto >= known.upto:
-        count, newest_id = known.count, known.newest_id
-        for seq, message in reversed(fresh):  # oldest first
-            if seq <= upto:
-                count, newest_id = count + 1, message.id
-    else:
-        count, newest_id = await tx.messages_through(thread_id, upto)
-    kept = chosen.slice(0, bisect.bisect_right(chosen.seqs, upto))
-    start = None if exhausted else (kept.seqs[0] if kept else upto + 1)
-    memory.keep(thread_id, _Remembered.of(upto, start, count, newest_id, kept))

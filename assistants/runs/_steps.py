@@ -11,6 +11,7 @@ every later write of the run waits for it too (`RunRecorder._transaction`).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping
 from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager
@@ -52,6 +53,8 @@ from ._stream import AccumulatedCall
 ToolOutputs = Mapping[str, "str | list[CodeOutput] | FileSearchCall"]
 """Outputs by call id: a string for a function call, the outputs list for a code-interpreter call,
 the search with its results for a file-search call."""
+
+log = logging.getLogger(__name__)
 
 
 def with_outputs(step: RunStep, outputs: ToolOutputs) -> RunStep:
@@ -305,6 +308,12 @@ class RunRecorder:
         if ended is None:
             return
         async with self._transaction() as tx:
+            stored = await tx.find(Message, ended[0].id, owner=None)
+            if stored is None or stored.status is not MessageStatus.in_progress:
+                # Ended meanwhile by another process's sweep (this one stalled past its lease):
+                # that end stands, and a message's text never changes once it has ended.
+                log.warning("run %s: its answer %s was already ended; left as it is", self.run.id, ended[0].id)
+                return
             await tx.save(ended[0])
             await tx.save(ended[1])
         self._published_end(*ended)

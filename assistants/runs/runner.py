@@ -1,7 +1,8 @@
 """The run engine's thin public face: execute one run from its stored state to a pause or an end.
 
-A run's execution is one asyncio task. It reads what it needs from the store, so it starts the
-same way on creation and after tool outputs arrive. The phases live in private modules:
+A run's execution is one asyncio task. It starts from what the transaction that started the run
+(its creation, or tool outputs arriving) stored and read (`Begun`), and reads the rest (the
+thread's history, the run's own steps) from the store. The phases live in private modules:
 `_context` (what to send), `_stream` (accumulating deltas), `_tools` (dispatching tool calls),
 `_steps` (persisting and publishing), `_status` (the transition table).
 """
@@ -109,22 +110,13 @@ class RunExecutor:
         self.history = HistoryMemory()
         """Each thread's history as its last run sent it (`full` context), so the next reads only what is new."""
 
-    async def execute(self, owner: str, run_id: str, begun: Begun | None = None) -> None:
-        """Take the run from `queued` (or `begun`) to its next pause or end. Never leaves it stuck."""
-        if begun is None:
-            async with self.store.read() as tx:
-                run = await tx.get(Run, run_id, owner=owner)
-        else:
-            run = begun.run
-        recorder = RunRecorder(self.store, self.bus, owner, run, self.checkpoints, self.storing)
+    async def execute(self, owner: str, begun: Begun) -> None:
+        """Take a run stored `in_progress` to its next pause or end. Never leaves it stuck."""
+        run_id = begun.run.id
+        recorder = RunRecorder(self.store, self.bus, owner, begun.run, self.checkpoints, self.storing)
         deadline = asyncio.timeout(self.settings.run_timeout_seconds)
         try:
             async with deadline:
-                if run.status is RunStatus.cancelling:
-                    # A cancel came (from any process) before this task started.
-                    raise asyncio.CancelledError
-                if run.status is RunStatus.queued:
-                    await recorder.move(RunStatus.in_progress)
                 await self._loop(recorder, begun)
         except asyncio.CancelledError:
             await self._end(recorder, RunStatus.cancelled, "run_cancelled")
@@ -202,11 +194,11 @@ class RunExecutor:
                 await recorder.move(RunStatus.cancelling)
         await recorder.move(status, **changes)
 
-    async def _loop(self, recorder: RunRecorder, begun: Begun | None) -> None:
+    async def _loop(self, recorder: RunRecorder, begun: Begun) -> None:
         run = recorder.run
         async with self.store.read() as tx:
-            thread = begun.thread if begun and begun.thread else await tx.get(Thread, run.thread_id, owner=None)
-            steps = begun.steps if begun and begun.steps is not None else await tx.run_steps(run.id)
+            thread = begun.thread or await tx.get(Thread, run.thread_id, owner=None)
+            steps = begun.steps if begun.steps is not None else await tx.run_steps(run.id)
             tail, rounds = await rebuild_tail(tx, steps)
             inputs = await input_files(tx, self.files, recorder.owner, run) if _offers_code(run) else []
             stores = await file_search.store_ids(tx, recorder.owner, run) if _offers_search(run) else []

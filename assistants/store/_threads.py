@@ -75,15 +75,18 @@ class ThreadsTx(ObjectsTx):
         rows = (await self.conn.execute(query)).all()
         return [(int(row[0]), Message.model_validate(row[1])) for row in rows]
 
-    async def messages_through(self, thread_id: str, seq: int) -> tuple[int, str | None]:
-        """How many messages of a thread have a `seq` up to `seq`, and the id of the newest of them:
-        together they change when any of those messages is deleted, even if SQLite gives its
-        `seq` (a rowid) to a new message."""
+    async def messages_through(self, thread_id: str, seq: int, *, since: int | None = None) -> tuple[int, str | None, int]:
+        """Of a thread's messages with `seq` from `since` (or the first) through `seq`: how many,
+        and the id of the newest (together they change when any of them is deleted, even if SQLite
+        gives its `seq`, a rowid, to a new message); and how many it holds through `seq` in all."""
         table = schema.messages
-        upto = sa.and_(table.c.thread_id == thread_id, table.c.seq <= seq)
-        newest = sa.select(table.c.id).where(upto).order_by(table.c.seq.desc()).limit(1).scalar_subquery()
-        row = (await self.conn.execute(sa.select(sa.func.count(), newest).select_from(table).where(upto))).one()
-        return int(row[0]), row[1]
+        through = sa.and_(table.c.thread_id == thread_id, table.c.seq <= seq)
+        within = through if since is None else sa.and_(through, table.c.seq >= since)
+        newest = sa.select(table.c.id).where(within).order_by(table.c.seq.desc()).limit(1).scalar_subquery()
+        in_range = sa.func.count() if since is None else sa.func.count().filter(table.c.seq >= since)
+        query = sa.select(in_range, newest, sa.func.count()).select_from(table).where(through)
+        row = (await self.conn.execute(query)).one()
+        return int(row[0]), row[1], int(row[2])
 
     async def run_steps(self, run_id: str) -> builtins.list[RunStep]:
         """All steps of a run, in the order they were created."""
