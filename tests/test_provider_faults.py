@@ -39,9 +39,14 @@ async def run_once(engine: Engine, thread_id: str | None = None) -> tuple[Run, l
     async with asyncio.timeout(WAIT):
         await engine.wait_for_run(run.id)
     run = await engine.get_run(OWNER, thread_id, run.id)
+    return run, await answers_of(engine, thread_id, run.id)
+
+
+async def answers_of(engine: Engine, thread_id: str, run_id: str | None = None) -> list[Message]:
+    """The thread's stored answers (of one run when given), oldest first."""
     async with engine.store.read() as tx:
         messages, _, _ = await tx.thread_history(thread_id)
-    return run, [m for m in messages if m.role == "assistant" and m.run_id == run.id]
+    return [m for m in messages if m.role == "assistant" and (run_id is None or m.run_id == run_id)]
 
 
 def chat_requests(model: ScriptedModel) -> int:
@@ -144,12 +149,11 @@ async def test_an_answer_another_process_already_ended_is_left_as_that_process_e
     thread = await engine.create_thread(OWNER, ThreadCreate())
     await engine.create_message(OWNER, thread.id, MessageCreate(role="user", content="Go on for ever."))
     run = await engine.create_run(OWNER, thread.id, RunCreate(assistant_id=assistant.id))
+    answers: list[Message] = []
     async with asyncio.timeout(WAIT):
-        while True:  # the answer is stored and streaming
-            async with engine.store.read() as tx:
-                messages, _, _ = await tx.thread_history(thread.id)
-            answers = [m for m in messages if m.run_id == run.id]
-            if answers:
+        # Polling the database until the answer is stored and streaming.
+        for _ in range(int(WAIT * 20)):
+            if answers := await answers_of(engine, thread.id, run.id):
                 break
             await asyncio.sleep(0.05)
     swept = incomplete_message(answers[0], "run_failed", content=[TextContent(text=TextValue(value="As the sweep kept it."))])
@@ -274,9 +278,7 @@ async def test_text_before_a_slow_tool_call_is_checkpointed_while_the_call_strea
     run = await engine.create_run(OWNER, thread.id, RunCreate(assistant_id=assistant.id))
 
     async def stored_text() -> tuple[str, str] | None:
-        async with engine.store.read() as tx:
-            messages, _, _ = await tx.thread_history(thread.id)
-        answers = [m for m in messages if m.role == "assistant"]
+        answers = await answers_of(engine, thread.id)
         return (answers[0].status.value, answers[0].text) if answers else None
 
     seen = None

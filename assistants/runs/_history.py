@@ -259,9 +259,11 @@ async def history_within(
         # Covered: from the oldest message chosen (or the first) through `upto`. Counted from what
         # was read, never by a later query, so a message deleted or committed meanwhile shows up
         # as a difference at the next run's check.
+        # Every message chosen, and every one skipped, is at or below `upto` (only this run's own
+        # are above it, and those are neither).
         first = None if exhausted else chosen.seqs[0]
-        kept = chosen.slice(0, bisect.bisect_right(chosen.seqs, upto))
         earlier = known.skipped if known is not None else []
-        gaps = sorted(seq for seq in (*earlier, *skipped) if (first is None or seq >= first) and seq <= upto)
-        memory.keep(thread_id, _Remembered.of(upto, first, newest_id, kept, gaps))
+        gaps = sorted(seq for seq in (*earlier, *skipped) if first is None or seq >= first)
+        # A copy: the lists returned are the caller's.
+        memory.keep(thread_id, _Remembered.of(upto, first, newest_id, chosen.slice(0), gaps))
     return chosen.chats, chosen.costs, left_out
