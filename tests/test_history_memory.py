@@ -13,11 +13,12 @@ import random
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import event
 
 from assistants.ids import new_id, now
 from assistants.runs._history import ITEM_SIZE, HistoryMemory, _Remembered, _Run, history_within
-from assistants.store import SqlStore
+from assistants.store import SqlStore, schema
 from assistants.types import Message, TextContent, TextValue, Thread
 from assistants.types.objects import ImageFile, ImageFileContent
 
@@ -160,10 +161,11 @@ async def test_a_run_on_a_long_thread_reads_only_what_is_new(store: SqlStore) ->
         event.remove(store.engine.sync_engine, "before_cursor_execute", record)
     assert second[0][-1] == {"role": "user", "content": "the newest question"}
     assert second[0][:600] == first[0]
-    reads = [s for s in statements if "FROM messages" in s]
-    assert len(reads) == 2, reads  # the check that nothing remembered changed, and what is new
-    assert all("ORDER BY messages.seq DESC" not in s or "count(" in s for s in reads), reads
-    assert any("messages.seq >" in s for s in reads), reads
+    # One statement: the thread's counts (the check that nothing remembered changed) and what is new.
+    reads = [s for s in statements if "messages" in s]
+    assert len(reads) == 1, reads
+    assert "threads.message_count" in reads[0] and "messages.seq >" in reads[0], reads
+    assert "ORDER BY messages.seq DESC" not in reads[0] and "count(" not in reads[0], reads
     # Without the memory, the same run reads the thread page by page.
     statements.clear()
     event.listen(store.engine.sync_engine, "before_cursor_execute", record)
@@ -176,7 +178,7 @@ async def test_a_run_on_a_long_thread_reads_only_what_is_new(store: SqlStore) ->
 
 def test_the_memory_drops_the_least_recently_used_threads_beyond_its_size() -> None:
     def remembered(chars: int) -> _Remembered:
-        return _Remembered.of(1, None, "msg_1", _Run([1], [{}], [1], [chars]), [])
+        return _Remembered.of(1, None, 1, 0, _Run([1], [{}], [1], [chars]))
 
     memory = HistoryMemory(max_chars=100 + 2 * ITEM_SIZE)
     memory.keep("thread_a", remembered(40))
@@ -198,3 +200,60 @@ async def test_a_new_message_larger_than_the_budget_after_an_empty_answer(store:
     await thread.add("word " * 200)
     messages, _, left_out = await assert_same(thread, new_id("run"), 10, memory)
     assert len(messages) == 1 and left_out == 0
+
+
+async def test_budgets_that_fit_exactly_take_the_same_messages_run_after_run(store: SqlStore) -> None:
+    """What is remembered adds up the newest messages' tokens exactly as reading afresh does,
+    also after it has been carried over from run to run (new messages in, old ones out)."""
+    rng = random.Random(7)
+    memory = HistoryMemory()
+    thread = await new_thread(store)
+    for _ in range(40):
+        await thread.add(words(rng), role=rng.choice(["user", "assistant"]))
+    await assert_same(thread, new_id("run"), 100_000, memory)
+    for _ in range(15):
+        for _ in range(rng.randint(1, 3)):
+            await thread.add(words(rng), role=rng.choice(["user", "assistant"]))
+        _, costs, _ = await thread.sent(new_id("run"), 100_000, None)
+        k = rng.randint(2, 12)
+        exact = sum(costs[-k:])
+        short = rng.choice([0, 1])
+        messages, _, left_out = await assert_same(thread, new_id("run"), exact - short, memory)
+        assert len(messages) == k - short and left_out == len(costs) - len(messages)
+        # What is carried over agrees with what remembering the same messages afresh holds.
+        carried = memory.take(thread.id)
+        assert carried is not None and carried.items.seqs == sorted(carried.items.seqs)
+        again = _Remembered.of(carried.upto, carried.start, carried.through, carried.deleted, carried.items)
+        assert carried.size == again.size
+        assert [carried.newest_cost(n) for n in range(len(carried.items) + 1)] == [again.newest_cost(n) for n in range(len(again.items) + 1)]
+        memory.keep(thread.id, carried)
+
+
+async def test_a_message_that_appears_below_what_is_remembered_is_sent(store: SqlStore) -> None:
+    """The store gives a thread's messages their `seq` in the order they commit, but what is
+    remembered is checked against the thread's counts whatever the reason: here a message appears
+    under a `seq` below the newest remembered (as a restore could put it), counted as the store
+    counts, with no message deleted from the thread."""
+    memory = HistoryMemory()
+    thread, other = await new_thread(store), await new_thread(store)
+    await thread.add("first")
+    gap = await other.add("takes a seq between the two")
+    await thread.add("second")
+    await assert_same(thread, new_id("run"), 100_000, memory)
+    async with store.transaction() as tx:
+        [[seq]] = (await tx.conn.execute(sa.select(schema.messages.c.seq).where(schema.messages.c.id == gap.id))).all()
+    await other.delete(gap.id)
+    restored = gap.model_copy(update={"id": new_id("message"), "thread_id": thread.id, "content": [TextContent(text=TextValue(value="restored"))]})
+    async with store.transaction() as tx:
+        await tx.conn.execute(
+            schema.messages.insert().values(
+                seq=seq, id=restored.id, owner_id=OWNER, created_at=restored.created_at,
+                data=restored.model_dump(mode="json"), thread_id=thread.id,
+            )
+        )
+        threads = schema.threads
+        await tx.conn.execute(
+            threads.update().where(threads.c.id == thread.id).values(message_count=threads.c.message_count + 1)
+        )
+    messages, _, _ = await assert_same(thread, new_id("run"), 100_000, memory)
+    assert [m["content"] for m in messages] == ["first", "restored", "second"]

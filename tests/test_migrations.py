@@ -11,12 +11,12 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection
 
 from assistants.ids import new_id
-from assistants.store import SqlStore
+from assistants.store import MessageCounts, SqlStore
 from assistants.store import schema as store_schema
 from assistants.store.migrate import alembic_config, current_revision, upgrade
-from assistants.types import Assistant, File, Thread
+from assistants.types import Assistant, File, Message, TextContent, TextValue, Thread
 
-HEAD = "0015"
+HEAD = "0016"
 OBJECT_TABLES = {"assistants", "threads", "messages", "runs", "run_steps", "files"}
 VECTOR_STORE_TABLES = {"vector_stores", "vector_store_files", "vector_store_file_batches"}
 SEARCH_VECTOR_TABLES = {"search_vectors", "search_generations"}
@@ -705,5 +705,52 @@ async def test_upgrade_from_0014_counts_indexed_chunks_into_posting_lists(store_
         await upgrade(store.engine)
         assert {hit.file_id for hit in await SqlChunkIndex(store).search("user_1", ["vs_1"], "kettle")} == {"file-2", "file-4"}
         assert await schema_differences(store) == []
+    finally:
+        await store.close()
+
+
+async def test_upgrade_from_0015_counts_each_threads_messages_and_downgrade_removes_the_counts(store_url: str) -> None:
+    """0015 -> 0016: threads stored before get their message counts (none lost, as far as anything
+    remembers); the store keeps counting from there. Down again: the columns go, messages stay."""
+    store = SqlStore.from_url(store_url)
+    try:
+        await upgrade(store.engine, "0015")
+        def columns() -> list[sa.ColumnClause[Any]]:
+            return [sa.column("id", sa.String), sa.column("owner_id", sa.String), sa.column("created_at", sa.BigInteger), sa.column("data", sa.JSON)]
+
+        threads_0015 = sa.table("threads", *columns())
+        messages_0015 = sa.table("messages", *columns(), sa.column("thread_id", sa.String))
+        busy, empty = (Thread(id=new_id("thread"), created_at=1) for _ in range(2))
+        async with store.engine.begin() as conn:
+            for thread in (busy, empty):
+                await conn.execute(threads_0015.insert().values(id=thread.id, owner_id="user_1", created_at=1, data=thread.model_dump(mode="json")))
+            for index in range(3):
+                message = Message(id=new_id("message"), created_at=1, thread_id=busy.id, role="user",
+                                  content=[TextContent(text=TextValue(value=f"m{index}"))], attachments=[])
+                await conn.execute(messages_0015.insert().values(
+                    id=message.id, owner_id="user_1", created_at=1, data=message.model_dump(mode="json"), thread_id=busy.id))
+
+        await upgrade(store.engine)
+
+        assert await schema_differences(store) == []
+        async with store.read() as tx:
+            assert await tx.count_messages(busy.id) == 3 and await tx.count_messages(empty.id) == 0
+            counts, rows = await tx.messages_counted(busy.id, after=None, limit=10)
+            assert counts == MessageCounts(3, 0) and [m.text for _, m in rows] == ["m2", "m1", "m0"]
+        async with store.transaction() as tx:
+            assert await tx.delete(Message, rows[0][1].id, owner="user_1")
+        async with store.read() as tx:
+            assert (await tx.messages_counted(busy.id, after=None, limit=10))[0] == MessageCounts(2, 1)
+
+        def run(connection: Connection) -> None:
+            command.downgrade(alembic_config(connection), "0015")
+
+        async with store.engine.begin() as conn:
+            await conn.run_sync(run)
+        async with store.engine.connect() as conn:
+            names = await conn.run_sync(lambda sync: {c["name"] for c in sa.inspect(sync).get_columns("threads")})
+            assert not {"message_count", "messages_deleted"} & names
+            assert len((await conn.execute(sa.select(messages_0015.c.id))).all()) == 2
+            assert "ix_messages_thread_seq" in await conn.run_sync(lambda sync: {i["name"] for i in sa.inspect(sync).get_indexes("messages")})
     finally:
         await store.close()

@@ -8,7 +8,7 @@ import pytest
 
 from assistants.exceptions import InvalidRequestError, NotFoundError
 from assistants.ids import new_id
-from assistants.store import ActiveRunConflict, ListParams, SqlStore
+from assistants.store import ActiveRunConflict, ListParams, MessageCounts, SqlStore
 from assistants.types import (
     Assistant,
     File,
@@ -683,6 +683,53 @@ async def test_delete_messages_after(store: SqlStore) -> None:
         left = await tx.messages_page_desc(thread.id, limit=10, before_seq=None)
         assert [m.text for _, m in left] == ["m1", "m0"]
         assert await tx.find(Message, other_message.id, owner=OWNER) == other_message
+
+
+async def test_a_thread_counts_its_messages_through_every_insert_and_delete(store: SqlStore) -> None:
+    """`count_messages` reads the thread's own count, kept by each write of messages; the counts
+    and the messages of `messages_counted` come from one statement."""
+    thread, other = make_thread(), make_thread()
+    messages = [make_message(thread.id, f"m{i}") for i in range(6)]
+    await insert(store, thread, other, *messages, make_message(other.id, "elsewhere"))
+
+    async def counted(after: int | None = None, limit: int = 10) -> tuple[MessageCounts, list[str]]:
+        async with store.read() as tx:
+            counts, rows = await tx.messages_counted(thread.id, after=after, limit=limit)
+            assert counts.held == await tx.count_messages(thread.id)
+            assert counts.held == len(await tx.messages_page_desc(thread.id, limit=100, before_seq=None))
+            return counts, [m.text for _, m in rows]
+
+    assert await counted() == (MessageCounts(6, 0), ["m5", "m4", "m3", "m2", "m1", "m0"])
+    assert await counted(limit=2) == (MessageCounts(6, 0), ["m5", "m4"])
+    async with store.read() as tx:
+        seqs = {m.text: seq for seq, m in await tx.messages_page_desc(thread.id, limit=10, before_seq=None)}
+    assert (await counted(after=seqs["m3"]))[1] == ["m4", "m5"]  # oldest first after a seq
+    assert await counted(after=seqs["m5"]) == (MessageCounts(6, 0), [])
+
+    async with store.transaction() as tx:
+        assert await tx.delete(Message, messages[0].id, owner=OWNER)
+        assert not await tx.delete(Message, messages[0].id, owner=OWNER)  # gone already: not counted twice
+        assert not await tx.delete(Message, messages[1].id, owner="user_else")
+    assert (await counted())[0] == MessageCounts(5, 1)
+    async with store.transaction() as tx:
+        assert await tx.delete_messages_after(thread.id, messages[2].id) == 3
+        await tx.insert(make_message(thread.id, "m6"), owner=OWNER)
+    assert await counted() == (MessageCounts(3, 4), ["m6", "m2", "m1"])
+    # A refused transaction changes neither the messages nor the counts.
+    with pytest.raises(RuntimeError):
+        async with store.transaction() as tx:
+            await tx.insert(make_message(thread.id, "never"), owner=OWNER)
+            await tx.delete(Message, messages[1].id, owner=OWNER)
+            raise RuntimeError("refused")
+    assert await counted() == (MessageCounts(3, 4), ["m6", "m2", "m1"])
+    async with store.read() as tx:
+        assert await tx.count_messages(other.id) == 1
+        assert (await tx.messages_counted(other.id, after=None, limit=5))[0] == MessageCounts(1, 0)
+    async with store.transaction() as tx:
+        assert await tx.delete(Thread, thread.id, owner=OWNER)
+    async with store.read() as tx:
+        assert await tx.count_messages(thread.id) == 0
+        assert await tx.messages_counted(thread.id, after=None, limit=5) == (MessageCounts(0, 0), [])
 
 
 async def test_run_steps_in_creation_order(store: SqlStore) -> None:

@@ -4,12 +4,13 @@ Sending a long thread whole means converting and token-counting thousands of mes
 run. But a thread's history only grows at its end: a message's content never changes once its
 run has ended, and a thread has one active run at a time. So each process remembers, per
 thread, the history it last sent (`HistoryMemory`), and the next run reads only the messages
-stored since, after checking with one query that the remembered part is as it was: as many
-messages from the oldest remembered through the newest, and the same newest one. A deletion
-changes the first (or, when SQLite gives a deleted newest message's `seq` to a new one, the
-second); so does a message that committed late under a lower `seq` (PostgreSQL hands out
-sequence numbers before commit). What is remembered is counted from the rows actually read, so a
-change made while they were read also shows up at the next check.
+stored since. They are read by the same statement as the thread's message counts, which the
+store keeps in step with its rows (`MessageCounts`): if no message was deleted since, and the
+thread holds as many messages up to the newest remembered as it did then, the remembered part
+is as it was. A deletion changes the first; a message that appears under a lower `seq` changes the
+second (the store gives a thread's messages their `seq` in commit order, so only a writer that
+bypasses it could do that). The check reads no row of the remembered part, so it costs the same
+for a thread of 10 messages as of 10,000, and so does carrying the memory over to the next run.
 
 What is remembered covers every message of the thread from `start` (or from the first) up to
 `upto`, by `seq`; the messages of the run being built are newer than all of them and never
@@ -27,7 +28,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..store import StoreTx
+from ..store import MessageCounts, StoreTx
 from ..tokens import count_message
 from ..types import Message, TextContent
 from ..types.objects import ImageFileContent, ImageURLContent
@@ -105,33 +106,56 @@ class _Run:
 @dataclass(frozen=True)
 class _Remembered:
     upto: int
-    """Every message of the thread with `seq` from `start` through `upto` is in `items` (history)
-    or `skipped` (not history: an answer left empty)."""
+    """Every message of the thread with `seq` from `start` through `upto` that is history is in
+    `items`; the others were not history (an answer left empty)."""
     start: int | None
     """The oldest `seq` covered; None when everything up to `upto` is."""
-    newest_id: str
-    """The id of the message at `upto`."""
+    through: int
+    """How many messages the thread held with `seq` up to `upto`."""
+    deleted: int
+    """How many messages the thread had lost to deletion (`MessageCounts.deleted`)."""
     items: _Run
-    skipped: list[int]
-    newest_costs: list[int]
-    """`newest_costs[k]`: the tokens of the newest `k` items (for a binary search of what fits)."""
+    prefix: list[int]
+    """`prefix[i]`: the tokens of the items before the `i`-th, plus a constant (only differences
+    count): the newest `k` cost `prefix[-1] - prefix[-1 - k]`."""
     size: int
     """Roughly what it holds, in characters of text (`ITEM_SIZE` more per message)."""
 
     @classmethod
-    def of(cls, upto: int, start: int | None, newest_id: str, items: _Run, skipped: list[int]) -> _Remembered:
-        newest_costs = [0, *itertools.accumulate(reversed(items.costs))]
-        size = sum(items.chars) + ITEM_SIZE * (len(items) + len(skipped))
-        return cls(upto, start, newest_id, items, skipped, newest_costs, size)
+    def of(cls, upto: int, start: int | None, through: int, deleted: int, items: _Run) -> _Remembered:
+        prefix = list(itertools.accumulate(items.costs, initial=0))
+        size = sum(items.chars) + ITEM_SIZE * len(items)
+        return cls(upto, start, through, deleted, items, prefix, size)
 
-    @property
-    def count(self) -> int:
-        """How many messages the thread held from `start` through `upto`."""
-        return len(self.items) + len(self.skipped)
+    def moved_on(self, upto: int, start: int | None, through: int, taken: int, newer: _Run) -> _Remembered:
+        """What to remember after a run that sent the newest `taken` items and then `newer` (oldest
+        first), and nothing older: the work is in proportion to what changed, not to what is
+        remembered."""
+        dropped = len(self.items) - taken
+        items = self.items.slice(dropped)
+        items.extend(newer)
+        prefix = self.prefix[dropped:]
+        total = prefix[-1]
+        for cost in newer.costs:
+            total += cost
+            prefix.append(total)
+        size = self.size + sum(newer.chars) - sum(self.items.chars[:dropped]) + ITEM_SIZE * (len(newer) - dropped)
+        return _Remembered(upto, start, through, self.deleted, items, prefix, size)
+
+    def newest_cost(self, k: int) -> int:
+        """The tokens of the newest `k` items."""
+        return self.prefix[-1] - self.prefix[-1 - k]
+
+    def still_holds(self, counts: MessageCounts, fresh: int) -> bool:
+        """Whether the thread still holds exactly what was remembered, given its counts and how
+        many messages it holds after `upto` (both read at one moment): no message was deleted
+        since, so none of those remembered is gone, and as many are at or below `upto` as then,
+        so none was added among them."""
+        return counts.deleted == self.deleted and counts.held - fresh == self.through
 
     def newest_within(self, room: int) -> int:
         """How many of the newest items fit in `room` tokens."""
-        return max(0, bisect.bisect_right(self.newest_costs, room) - 1)
+        return max(0, len(self.items) - bisect.bisect_left(self.prefix, self.prefix[-1] - room))
 
 
 class HistoryMemory:
@@ -175,22 +199,23 @@ async def history_within(
     known = memory.take(thread_id) if memory is not None else None
     fresh: list[tuple[int, Message]] = []
     """Every message stored after what is remembered, newest first."""
-    through = 0
-    """How many messages the thread holds up to what is remembered."""
+    page: list[tuple[int, Message]] | None = None
+    """Without a memory: the newest messages, newest first."""
     if known is not None:
-        count, newest, through = await tx.messages_through(thread_id, known.upto, since=known.start)
-        if (count, newest) != (known.count, known.newest_id):
-            known = None
-    if known is not None:
-        fresh = await tx.messages_after(thread_id, known.upto, limit=HISTORY_BATCH + 1)
+        counts, fresh = await tx.messages_counted(thread_id, after=known.upto, limit=HISTORY_BATCH + 1)
         fresh.reverse()
-        if len(fresh) > HISTORY_BATCH:
-            known, fresh = None, []  # Much was added meanwhile: read newest first from the top.
+        if len(fresh) > HISTORY_BATCH or not known.still_holds(counts, len(fresh)):
+            # Changed, or much was added meanwhile: read newest first from the top.
+            known, fresh = None, []
+    if known is None:
+        counts, page = await tx.messages_counted(thread_id, after=None, limit=HISTORY_BATCH)
+    # Read with the counts, at one moment: the messages newer than what is remembered, or the
+    # newest page. What is remembered next is counted against them.
+    read_together = fresh if known is not None else page or []
 
     # What can be remembered for the next run: the messages read (or remembered) up to the newest
     # that is not this run's own; this run's messages are newer than all of them.
-    upto, newest_id = (known.upto, known.newest_id) if known is not None else (None, "")
-    skipped: list[int] = []
+    upto = known.upto if known is not None else None
     odd = False
     """A message of this run older than one of another's: nothing is remembered (never seen)."""
     newer, older = _Run(), _Run()
@@ -200,14 +225,12 @@ async def history_within(
 
     async def consider(seq: int, message: Message, into: _Run) -> bool:
         """Take one stored message, newest first; False once the budget is spent."""
-        nonlocal upto, newest_id, spent, full, rereads_files, odd
+        nonlocal upto, spent, full, rereads_files, odd
         if message.run_id == run_id:
             odd = odd or (upto is not None and seq <= upto)
         elif upto is None or seq > upto:
-            upto, newest_id = seq, message.id
+            upto = seq
         if not is_history(message, run_id):
-            if message.run_id != run_id:
-                skipped.append(seq)
             return True
         chat = await to_chat_message(message, read_file)
         cost = count_message(chat)
@@ -228,7 +251,7 @@ async def history_within(
         taken = known.newest_within(budget - spent)
         if taken == 0 and not newer and len(known.items):
             taken = 1  # The newest message goes, whatever it costs (the caller trims to fit).
-        spent += known.newest_costs[taken]
+        spent += known.newest_cost(taken)
         if taken < len(known.items):
             full, going = True, False
         elif known.start is None:
@@ -236,34 +259,38 @@ async def history_within(
     if going:
         # Older than anything remembered (or nothing is): pages from the store, newest first.
         before = known.start if known is not None else None
+        batch = page
         while going:
-            batch = await tx.messages_page_desc(thread_id, limit=HISTORY_BATCH, before_seq=before)
+            if batch is None:
+                batch = await tx.messages_page_desc(thread_id, limit=HISTORY_BATCH, before_seq=before)
             for seq, message in batch:
                 before = seq
                 if not (going := await consider(seq, message, older)):
                     break
             if going and len(batch) < HISTORY_BATCH:
                 exhausted, going = True, False
+            batch = None
 
+    read_older = bool(older)
     chosen = older
     chosen.reverse()
     if known is not None:
         chosen.extend(known.items.slice(len(known.items) - taken))
     newer.reverse()
     chosen.extend(newer)
-    left_out = 0
-    if full:
-        total = through + len(fresh) if known is not None else await tx.count_messages(thread_id)
-        left_out = max(total - len(chosen), 0)
-    if memory is not None and upto is not None and not (odd or rereads_files) and (chosen or exhausted):
-        # Covered: from the oldest message chosen (or the first) through `upto`. Counted from what
-        # was read, never by a later query, so a message deleted or committed meanwhile shows up
-        # as a difference at the next run's check.
-        # Every message chosen, and every one skipped, is at or below `upto` (only this run's own
-        # are above it, and those are neither).
+    left_out = max(counts.held - len(chosen), 0) if full else 0
+    # Remembered only when the messages read with the counts reach down to `upto`: then how many
+    # the thread held through it, at that moment, is known exactly.
+    counted = known is not None or (bool(read_together) and upto is not None and upto >= read_together[-1][0])
+    if memory is not None and upto is not None and counted and not (odd or rereads_files) and (chosen or exhausted):
+        # Covered: from the oldest message chosen (or the first) through `upto`; every message
+        # chosen is at or below `upto` (only this run's own are above it, and those never are).
         first = None if exhausted else chosen.seqs[0]
-        earlier = known.skipped if known is not None else []
-        gaps = sorted(seq for seq in (*earlier, *skipped) if first is None or seq >= first)
-        # A copy: the lists returned are the caller's.
-        memory.keep(thread_id, _Remembered.of(upto, first, newest_id, chosen.slice(0), gaps))
+        through = counts.held - sum(1 for seq, _ in read_together if seq > upto)
+        if known is not None and not read_older:
+            remembered = known.moved_on(upto, first, through, taken, newer)
+        else:
+            # A copy: the lists returned are the caller's.
+            remembered = _Remembered.of(upto, first, through, counts.deleted, chosen.slice(0))
+        memory.keep(thread_id, remembered)
     return chosen.chats, chosen.costs, left_out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..config import Settings
 from ._runs import lease_for
+from ._threads import MessageCounts
 from .base import ListParams, Page
 from .files import FileStore
 from .migrate import upgrade
@@ -14,6 +15,7 @@ __all__ = [
     "ActiveRunConflict",
     "FileStore",
     "ListParams",
+    "MessageCounts",
     "Page",
     "SqlStore",
     "StoreTx",

@@ -148,6 +148,10 @@ class ObjectsTx:
             **_columns_for(obj),
             **extra,
         }
+        if table is schema.messages:
+            # Counted first: on PostgreSQL that locks the thread's row until the commit, so the
+            # messages of one thread take their `seq` in the order they commit.
+            await self._count_messages(values["thread_id"], added=1)
         try:
             await self.conn.execute(table.insert().values(**values))
         except IntegrityError as exc:
@@ -155,6 +159,19 @@ class ObjectsTx:
             if refused is None:
                 raise
             raise refused from exc
+
+    async def _count_messages(self, thread_id: str, *, added: int = 0, deleted: int = 0) -> None:
+        """Keep a thread's message counts (`threads.message_count`, `threads.messages_deleted`)
+        in step with its rows: called by every insert and delete of messages, in its transaction."""
+        threads = schema.threads
+        await self.conn.execute(
+            threads.update()
+            .where(threads.c.id == thread_id)
+            .values(
+                message_count=threads.c.message_count + added - deleted,
+                messages_deleted=threads.c.messages_deleted + deleted,
+            )
+        )
 
     async def save(self, obj: BaseModel) -> None:
         """Write back a changed object (same id)."""
@@ -200,8 +217,14 @@ class ObjectsTx:
         query = table.delete().where(table.c.id == object_id)
         if owner is not None:
             query = query.where(table.c.owner_id == owner)
+        if table is schema.messages:
+            thread_id = (await self.conn.execute(query.returning(table.c.thread_id))).scalar()
+            if thread_id is not None:
+                await self._count_messages(thread_id, deleted=1)
+            return thread_id is not None
         result = await self.conn.execute(query)
         if result.rowcount and table is schema.threads:
+            # The thread's own row (and its counts) is gone already.
             for child in (schema.messages, schema.runs, schema.run_steps):
                 await self.conn.execute(child.delete().where(child.c.thread_id == object_id))
         return bool(result.rowcount)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
@@ -13,6 +13,13 @@ from ..types import Message, Run, RunStep, Thread
 from ..types.objects import MessageCreationDetails
 from . import schema
 from ._objects import ObjectsTx, _text_content
+
+
+class MessageCounts(NamedTuple):
+    """How many messages a thread holds, and how many it has ever lost to deletion."""
+
+    held: int
+    deleted: int
 
 
 class ThreadsTx(ObjectsTx):
@@ -63,30 +70,35 @@ class ThreadsTx(ObjectsTx):
         rows = (await self.conn.execute(query)).all()
         return [(int(row[0]), Message.model_validate(row[1])) for row in rows]
 
-    async def messages_after(self, thread_id: str, seq: int, *, limit: int) -> builtins.list[tuple[int, Message]]:
-        """Up to `limit` messages of a thread stored after `seq`, oldest first, as `(seq, message)`."""
-        table = schema.messages
+    async def messages_counted(
+        self, thread_id: str, *, after: int | None, limit: int
+    ) -> tuple[MessageCounts, builtins.list[tuple[int, Message]]]:
+        """A thread's message counts and up to `limit` of its messages, read by one statement, so
+        that both come from the same moment even while other transactions commit.
+
+        With `after`, the messages stored after that `seq`, oldest first; without, the newest
+        first. Messages come as `(seq, message)` pairs. A thread that does not exist has no
+        messages and counts of 0.
+        """
+        threads, messages = schema.threads, schema.messages
+        joined = threads.outerjoin(
+            messages,
+            sa.and_(messages.c.thread_id == threads.c.id, messages.c.seq > after)
+            if after is not None
+            else messages.c.thread_id == threads.c.id,
+        )
         query = (
-            sa.select(table.c.seq, table.c.data)
-            .where(table.c.thread_id == thread_id, table.c.seq > seq)
-            .order_by(table.c.seq)
+            sa.select(threads.c.message_count, threads.c.messages_deleted, messages.c.seq, messages.c.data)
+            .select_from(joined)
+            .where(threads.c.id == thread_id)
+            .order_by(messages.c.seq if after is not None else messages.c.seq.desc())
             .limit(limit)
         )
         rows = (await self.conn.execute(query)).all()
-        return [(int(row[0]), Message.model_validate(row[1])) for row in rows]
-
-    async def messages_through(self, thread_id: str, seq: int, *, since: int | None = None) -> tuple[int, str | None, int]:
-        """Of a thread's messages with `seq` from `since` (or the first) through `seq`: how many,
-        and the id of the newest (together they change when any of them is deleted, even if SQLite
-        gives its `seq`, a rowid, to a new message); and how many it holds through `seq` in all."""
-        table = schema.messages
-        through = sa.and_(table.c.thread_id == thread_id, table.c.seq <= seq)
-        within = through if since is None else sa.and_(through, table.c.seq >= since)
-        newest = sa.select(table.c.id).where(within).order_by(table.c.seq.desc()).limit(1).scalar_subquery()
-        in_range = sa.func.count() if since is None else sa.func.count().filter(table.c.seq >= since)
-        query = sa.select(in_range, newest, sa.func.count()).select_from(table).where(through)
-        row = (await self.conn.execute(query)).one()
-        return int(row[0]), row[1], int(row[2])
+        if not rows:
+            return MessageCounts(0, 0), []
+        counts = MessageCounts(int(rows[0][0]), int(rows[0][1]))
+        return counts, [(int(row[2]), Message.model_validate(row[3])) for row in rows if row[2] is not None]
 
     async def run_steps(self, run_id: str) -> builtins.list[RunStep]:
         """All steps of a run, in the order they were created."""
@@ -193,10 +205,13 @@ class ThreadsTx(ObjectsTx):
         if seq is None:
             return 0
         result = await self.conn.execute(table.delete().where(table.c.thread_id == thread_id, table.c.seq > seq))
-        return int(result.rowcount or 0)
+        deleted = int(result.rowcount or 0)
+        if deleted:
+            await self._count_messages(thread_id, deleted=deleted)
+        return deleted
 
     async def count_messages(self, thread_id: str) -> int:
-        """How many messages a thread holds."""
-        table = schema.messages
-        query = sa.select(sa.func.count()).select_from(table).where(table.c.thread_id == thread_id)
-        return int((await self.conn.execute(query)).scalar_one())
+        """How many messages a thread holds (0 for a thread that does not exist)."""
+        table = schema.threads
+        count = (await self.conn.execute(sa.select(table.c.message_count).where(table.c.id == thread_id))).scalar()
+        return int(count or 0)

@@ -65,6 +65,12 @@ threads = _object_table(
     "threads",
     # The chat UI names sessions by its own ids; this column finds a session by that id in one lookup.
     sa.Column("ui_id", sa.String(64), nullable=True, unique=True),
+    # How many messages the thread holds, and how many it has ever lost to deletion, kept by every
+    # insert and delete of a message in the same transaction (migration 0016): counting a long
+    # thread's rows costs a scan of its index, and the history a process remembers is checked
+    # against these two (`assistants/runs/_history.py`).
+    sa.Column("message_count", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("messages_deleted", sa.BigInteger(), nullable=False, server_default="0"),
 )
 files = _object_table(
     "files",
