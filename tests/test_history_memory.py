@@ -18,7 +18,7 @@ from sqlalchemy import event
 
 from assistants.ids import new_id, now
 from assistants.runs._history import ITEM_SIZE, HistoryMemory, _Remembered, _Run, history_within
-from assistants.store import SqlStore, schema
+from assistants.store import SqlStore, StoreTx, schema
 from assistants.types import Message, TextContent, TextValue, Thread
 from assistants.types.objects import ImageFile, ImageFileContent
 
@@ -87,6 +87,13 @@ async def test_what_is_sent_is_what_reading_afresh_gives_whatever_happens_to_the
     memory = HistoryMemory()
     thread = await new_thread(store)
     other = await new_thread(store)  # Takes rowids too, and is remembered beside it.
+    used: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if "threads.message_count" in statement and "messages.seq >" in statement:
+            used.append(statement)  # a run that found its thread remembered, and read what is new
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", record)
     for _ in range(30):
         await thread.add(words(rng), role=rng.choice(["user", "assistant"]))
     for step in range(60):
@@ -131,6 +138,8 @@ async def test_what_is_sent_is_what_reading_afresh_gives_whatever_happens_to_the
         budget = rng.choice([20, 60, 200, 400, 1_000, 100_000])
         messages, costs, left_out = await assert_same(thread, new_id("run"), budget, memory)
         assert sum(costs) <= budget or len(messages) == 1, f"step {step}: over the budget"
+    event.remove(store.engine.sync_engine, "before_cursor_execute", record)
+    assert len(used) >= 10, f"the memory was used {len(used)} times in 60 steps"
 
 
 async def test_a_run_on_a_long_thread_reads_only_what_is_new(store: SqlStore) -> None:
@@ -233,7 +242,8 @@ async def test_a_message_that_appears_below_what_is_remembered_is_sent(store: Sq
     """The store gives a thread's messages their `seq` in the order they commit, but what is
     remembered is checked against the thread's counts whatever the reason: here a message appears
     under a `seq` below the newest remembered (as a restore could put it), counted as the store
-    counts, with no message deleted from the thread."""
+    counts: first alone, then with a remembered message deleted, so the thread holds as many as
+    before and only the deletion tells."""
     memory = HistoryMemory()
     thread, other = await new_thread(store), await new_thread(store)
     await thread.add("first")
@@ -243,17 +253,38 @@ async def test_a_message_that_appears_below_what_is_remembered_is_sent(store: Sq
     async with store.transaction() as tx:
         [[seq]] = (await tx.conn.execute(sa.select(schema.messages.c.seq).where(schema.messages.c.id == gap.id))).all()
     await other.delete(gap.id)
-    restored = gap.model_copy(update={"id": new_id("message"), "thread_id": thread.id, "content": [TextContent(text=TextValue(value="restored"))]})
-    async with store.transaction() as tx:
+
+    async def restore(tx: StoreTx, seq: int, text: str) -> Message:
+        """A message stored under `seq`, counted as the store counts."""
+        message = gap.model_copy(update={"id": new_id("message"), "thread_id": thread.id, "content": [TextContent(text=TextValue(value=text))]})
         await tx.conn.execute(
             schema.messages.insert().values(
-                seq=seq, id=restored.id, owner_id=OWNER, created_at=restored.created_at,
-                data=restored.model_dump(mode="json"), thread_id=thread.id,
+                seq=seq, id=message.id, owner_id=OWNER, created_at=message.created_at,
+                data=message.model_dump(mode="json"), thread_id=thread.id,
             )
         )
         threads = schema.threads
         await tx.conn.execute(
             threads.update().where(threads.c.id == thread.id).values(message_count=threads.c.message_count + 1)
         )
+        return message
+
+    async with store.transaction() as tx:
+        restored = await restore(tx, seq, "restored")
     messages, _, _ = await assert_same(thread, new_id("run"), 100_000, memory)
     assert [m["content"] for m in messages] == ["first", "restored", "second"]
+
+    # A message deleted, and another appearing below the newest remembered: as many as before.
+    await thread.delete(restored.id)
+    await assert_same(thread, new_id("run"), 100_000, memory)  # remembers "first", "second"
+    third = await other.add("takes another seq below")
+    await thread.add("newest")
+    messages, _, _ = await assert_same(thread, new_id("run"), 100_000, memory)  # remembers all three
+    async with store.transaction() as tx:
+        [[below]] = (await tx.conn.execute(sa.select(schema.messages.c.seq).where(schema.messages.c.id == third.id))).all()
+    await other.delete(third.id)
+    await thread.delete((await thread.ids())[0])  # "first": one fewer, one more deleted ...
+    async with store.transaction() as tx:  # ... and one more below the newest: as many as before
+        await restore(tx, below, "restored again")
+    messages, _, _ = await assert_same(thread, new_id("run"), 100_000, memory)
+    assert [m["content"] for m in messages] == ["second", "restored again", "newest"]

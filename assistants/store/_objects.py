@@ -149,8 +149,9 @@ class ObjectsTx:
             **extra,
         }
         if table is schema.messages:
-            # Counted first: on PostgreSQL that locks the thread's row until the commit, so the
-            # messages of one thread take their `seq` in the order they commit.
+            # Counted first: on PostgreSQL that locks the thread's row until the commit (see
+            # `_lock_thread`), so the messages of one thread also take their `seq` in the order
+            # they commit.
             await self._count_messages(values["thread_id"], added=1)
         try:
             await self.conn.execute(table.insert().values(**values))
@@ -159,6 +160,13 @@ class ObjectsTx:
             if refused is None:
                 raise
             raise refused from exc
+
+    async def _lock_thread(self, thread_id: str) -> None:
+        """On PostgreSQL, hold the thread's row until the commit before touching its messages, so
+        that writers of one thread's messages queue in one order and cannot deadlock (SQLite
+        writes one transaction at a time anyway)."""
+        threads = schema.threads
+        await self.conn.execute(sa.select(threads.c.id).where(threads.c.id == thread_id).with_for_update())
 
     async def _count_messages(self, thread_id: str, *, added: int = 0, deleted: int = 0) -> None:
         """Keep a thread's message counts (`threads.message_count`, `threads.messages_deleted`)
@@ -218,10 +226,15 @@ class ObjectsTx:
         if owner is not None:
             query = query.where(table.c.owner_id == owner)
         if table is schema.messages:
-            thread_id = (await self.conn.execute(query.returning(table.c.thread_id))).scalar()
-            if thread_id is not None:
-                await self._count_messages(thread_id, deleted=1)
-            return thread_id is not None
+            thread_id = (await self.conn.execute(sa.select(table.c.thread_id).where(table.c.id == object_id))).scalar()
+            if thread_id is None:
+                return False
+            # The thread's row first, as every insert and the thread's own deletion take them.
+            await self._lock_thread(thread_id)
+            if not (await self.conn.execute(query)).rowcount:
+                return False
+            await self._count_messages(thread_id, deleted=1)
+            return True
         result = await self.conn.execute(query)
         if result.rowcount and table is schema.threads:
             # The thread's own row (and its counts) is gone already.

@@ -51,6 +51,17 @@ class ThreadsTx(ObjectsTx):
         rows = [{"message_id": message_id, "content": _text_content(text)} for message_id, text in texts.items()]
         await self.conn.execute(query, rows)
 
+    async def save_while_in_progress(self, message: Message) -> bool:
+        """Write back a message only if the stored one is still `in_progress` (an answer being
+        streamed); False, and nothing written, when it has ended meanwhile."""
+        table = schema.messages
+        result = await self.conn.execute(
+            table.update()
+            .where(table.c.id == message.id, table.c.data["status"].as_string() == "in_progress")
+            .values(data=message.model_dump(mode="json"), thread_id=message.thread_id)
+        )
+        return bool(result.rowcount)
+
     async def messages_page_desc(
         self, thread_id: str, *, limit: int, before_seq: int | None
     ) -> builtins.list[tuple[int, Message]]:
@@ -204,6 +215,7 @@ class ThreadsTx(ObjectsTx):
         seq = (await self.conn.execute(sa.select(table.c.seq).where(table.c.id == message_id))).scalar()
         if seq is None:
             return 0
+        await self._lock_thread(thread_id)
         result = await self.conn.execute(table.delete().where(table.c.thread_id == thread_id, table.c.seq > seq))
         deleted = int(result.rowcount or 0)
         if deleted:

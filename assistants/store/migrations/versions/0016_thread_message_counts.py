@@ -7,7 +7,9 @@ one row's read, and let a process check the history it remembers without countin
 (`assistants/runs/_history.py`).
 
 Existing threads are counted here, in one statement; none has lost a message to deletion that
-anything remembers (no process remembers across this upgrade), so `messages_deleted` starts at 0.
+anything remembers (no process remembers across this upgrade: all are stopped for it, as the
+README's upgrade note says, since an older process would write messages without counting them),
+so `messages_deleted` starts at 0.
 
 Revision ID: 0016
 Revises: 0015
