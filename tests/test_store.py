@@ -13,6 +13,7 @@ from assistants.types import (
     Assistant,
     File,
     Message,
+    MessageStatus,
     Run,
     RunStatus,
     RunStep,
@@ -669,6 +670,21 @@ async def test_partial_texts_change_only_the_content_of_answers_still_streaming(
     assert stored[0] == streaming.model_copy(update={"content": [TextContent(text=TextValue(value=text, annotations=[]))]})
     assert stored[1] == silent, "an empty text is no content"
     assert stored[2] == ended, "an answer that has ended keeps its final text"
+
+
+async def test_an_answer_is_saved_whole_only_while_it_is_still_streaming(store: SqlStore) -> None:
+    thread = make_thread()
+    streaming = make_message(thread.id, "", role="assistant", status="in_progress", content=[])
+    ended = make_message(thread.id, "Kept as the sweep ended it.", role="assistant", status="incomplete")
+    await insert(store, thread, streaming, ended)
+    async with store.transaction() as tx:
+        done = streaming.model_copy(update={"status": MessageStatus.completed, "content": [TextContent(text=TextValue(value="All of it."))]})
+        assert await tx.save_while_in_progress(done)
+        assert not await tx.save_while_in_progress(ended.model_copy(update={"status": MessageStatus.completed}))
+        assert not await tx.save_while_in_progress(done.model_copy(update={"content": []}))  # ended by the first save
+    async with store.read() as tx:
+        assert await tx.get(Message, streaming.id, owner=OWNER) == done
+        assert await tx.get(Message, ended.id, owner=OWNER) == ended
 
 
 async def test_delete_messages_after(store: SqlStore) -> None:

@@ -308,13 +308,11 @@ class RunRecorder:
         if ended is None:
             return
         async with self._transaction() as tx:
-            stored = await tx.find(Message, ended[0].id, owner=None)
-            if stored is None or stored.status is not MessageStatus.in_progress:
+            if not await tx.save_while_in_progress(ended[0]):
                 # Ended meanwhile by another process's sweep (this one stalled past its lease):
                 # that end stands, and a message's text never changes once it has ended.
                 log.warning("run %s: its answer %s was already ended; left as it is", self.run.id, ended[0].id)
                 return
-            await tx.save(ended[0])
             await tx.save(ended[1])
         self._published_end(*ended)
 
