@@ -14,16 +14,19 @@ clients (one asyncio process, plain httpx, no SDK) each loop for ``--seconds``: 
 - the server's memory (RSS) before the load, at its end, and after ``--settle`` idle seconds, and
   its CPU time during the load (also per token, which depends less on what else the machine
   runs); the model's and this client's CPU, since all three share the machine's cores;
-- the machine's load average before and after, to show what else was running.
+- the machine's load average before and after, to show what else was running;
+- the client's own event-loop lag (how late a task sleeping 10 ms wakes): every relay latency
+  includes it. ``--clients N`` shares the sessions among N client processes, so that no one
+  client loop's stalls count as the server's.
 
-The three processes share the machine's cores, so the client's own parsing is part of the
-figures. Only `/v1` is loaded; Chainlit's socket is not. Prints a Markdown table; asserts nothing.
+The processes share the machine's cores, so the client's own parsing is part of the figures. Only `/v1` is loaded; Chainlit's socket is not. Prints a Markdown table; asserts nothing.
 Usage::
 
     .venv/bin/python bench/load.py                       # 200 sessions, 60 s, SQLite
     .venv/bin/python bench/load.py --sessions 20 --seconds 10
     .venv/bin/python bench/load.py --postgres postgresql+asyncpg://user@host/db
     .venv/bin/python bench/load.py --rounds 3           # does memory keep growing, round after round?
+    .venv/bin/python bench/load.py --clients 4          # the sessions in four client processes
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,8 +131,6 @@ async def load(api_url: str, key: str, server_pid: int, model_pid: int, args: ar
     threads (so every round does the same work: threads that grew round after round would make
     each run read more). A later round's memory shows whether what the first left behind was a
     one-time cost (caches, pools, the allocator's high-water mark) or growth."""
-    # The server (uvicorn) closes connections idle for 5 s; expiring ours sooner keeps a request
-    # from racing that close (a spurious ReadError), as in bench/engine_overhead.py.
     limits = httpx.Limits(
         max_connections=args.sessions + 10, max_keepalive_connections=args.sessions + 10, keepalive_expiry=2.0
     )
@@ -138,8 +141,45 @@ async def load(api_url: str, key: str, server_pid: int, model_pid: int, args: ar
         ) as http:
             slots = await make_slots(http, args.sessions)
         await asyncio.sleep(2)
-        rows.append(await load_round(api_url, key, slots, server_pid, model_pid, args, limits))
+        rows.append(await load_round(api_url, key, slots, server_pid, model_pid, args))
     return "\n".join(rows)
+
+
+async def watch_lag(lags: list[float], every: float = 0.01) -> None:
+    """How late this process's event loop wakes a task that sleeps `every` seconds: the client's
+    own delay, which every relay latency it measures includes."""
+    while True:
+        due = time.perf_counter() + every
+        await asyncio.sleep(every)
+        lags.append(max(time.perf_counter() - due, 0.0))
+
+
+async def client_sessions(
+    api_url: str, key: str, slots: Sequence[Slot], seconds: float, start_at: float, connections: int
+) -> tuple[Tally, list[float], float]:
+    """Run `slots`' sessions from `start_at` (wall clock) for `seconds`: the tally, this loop's
+    lags, and this process's CPU seconds meanwhile."""
+    # The server (uvicorn) closes connections idle for 5 s; expiring ours sooner keeps a request
+    # from racing that close (a spurious ReadError), as in bench/engine_overhead.py.
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=2.0)
+    async with httpx.AsyncClient(
+        base_url=api_url, headers={"Authorization": f"Bearer {key}"}, timeout=120, limits=limits
+    ) as http:
+        await asyncio.sleep(max(start_at - time.time(), 0.0))
+        cpu_before = time.process_time()
+        tally, lags = Tally(), list[float]()
+        watcher = asyncio.create_task(watch_lag(lags))
+        deadline = time.monotonic() + seconds
+        await asyncio.gather(*(session(http, slot, deadline, tally) for slot in slots))
+        watcher.cancel()
+        return tally, lags, time.process_time() - cpu_before
+
+
+def client_process(
+    api_url: str, key: str, slots: Sequence[Slot], seconds: float, start_at: float, connections: int
+) -> tuple[Tally, list[float], float]:
+    """`client_sessions` in a process of its own (`--clients`)."""
+    return asyncio.run(client_sessions(api_url, key, slots, seconds, start_at, connections))
 
 
 async def load_round(
@@ -149,24 +189,40 @@ async def load_round(
     server_pid: int,
     model_pid: int,
     args: argparse.Namespace,
-    limits: httpx.Limits,
 ) -> str:
-    async with httpx.AsyncClient(
-        base_url=api_url, headers={"Authorization": f"Bearer {key}"}, timeout=120, limits=limits
-    ) as http:
-        before = rss_mb(server_pid)
-        load_before = os.getloadavg()[0]
-        cpu_before = cpu_seconds(server_pid), cpu_seconds(model_pid), cpu_seconds(os.getpid())
-        tally = Tally()
-        began = time.monotonic()
-        deadline = began + args.seconds
-        await asyncio.gather(*(session(http, slot, deadline, tally) for slot in slots))
-        elapsed = time.monotonic() - began
-        cpu, model_cpu, client_cpu = (
-            cpu_seconds(pid) - b for pid, b in zip((server_pid, model_pid, os.getpid()), cpu_before, strict=True)
-        )
-        at_end = rss_mb(server_pid)
-        load_after = os.getloadavg()[0]
+    before = rss_mb(server_pid)
+    load_before = os.getloadavg()[0]
+    cpu_before = cpu_seconds(server_pid), cpu_seconds(model_pid)
+    connections = len(slots) // args.clients + 10
+    start_at = time.time() + (3.0 if args.clients > 1 else 0.0)  # child processes start first
+    if args.clients == 1:
+        parts = [await client_sessions(api_url, key, slots, args.seconds, start_at, connections)]
+    else:
+        loop = asyncio.get_running_loop()
+        shares = [slots[i :: args.clients] for i in range(args.clients)]
+        with ProcessPoolExecutor(args.clients, mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = await asyncio.gather(
+                *(
+                    loop.run_in_executor(pool, client_process, api_url, key, share, args.seconds, start_at, connections)
+                    for share in shares
+                )
+            )
+    elapsed = time.time() - start_at
+    cpu, model_cpu = (cpu_seconds(pid) - b for pid, b in zip((server_pid, model_pid), cpu_before, strict=True))
+    client_cpu = sum(part[2] for part in parts)
+    at_end = rss_mb(server_pid)
+    load_after = os.getloadavg()[0]
+    tally = Tally()
+    lags: list[float] = []
+    for part, part_lags, _ in parts:
+        tally.latencies += part.latencies
+        tally.first_latencies += part.first_latencies
+        for phase, times in part.phases.items():
+            tally.phases.setdefault(phase, []).extend(times)
+        tally.tokens += part.tokens
+        tally.runs += part.runs
+        tally.errors += part.errors
+        lags += part_lags
     await asyncio.sleep(args.settle)
     after = rss_mb(server_pid)
     lat = tally.latencies or [float("nan")]
@@ -175,6 +231,13 @@ async def load_round(
         f"| {percentile(lat, 50) * 1000:.1f} | {percentile(lat, 99) * 1000:.1f} | {cpu / elapsed:.2f} "
         f"| {cpu / max(tally.tokens, 1) * 1e6:.0f} | {model_cpu / elapsed:.2f} / {client_cpu / elapsed:.2f} "
         f"| {load_before:.1f} / {load_after:.1f} | {before:.0f} / {at_end:.0f} / {after:.0f} |",
+    ]
+    lags = lags or [float("nan")]
+    lines += [
+        "",
+        f"The client's own event-loop lag ({args.clients} process{'es' if args.clients > 1 else ''}, included in every "
+        f"relay latency above): p50 {percentile(lags, 50) * 1000:.1f} ms, p99 {percentile(lags, 99) * 1000:.1f} ms, "
+        f"max {max(lags) * 1000:.0f} ms.",
     ]
     firsts = tally.first_latencies or [float("nan")]
     lines += [
@@ -222,6 +285,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_load_arguments(parser)
     parser.add_argument("--rounds", type=int, default=1, help="rounds of load on the same server, a row each")
+    parser.add_argument(
+        "--clients", type=int, default=1,
+        help="client processes the sessions are shared among (one process's own delays count in every latency it measures)",
+    )
     args = parser.parse_args(argv)
     with loaded_server(args) as (server, model):
         # A name of its own: a shared PostgreSQL database keeps the users of earlier loads.
