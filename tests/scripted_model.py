@@ -104,9 +104,11 @@ class ErrorReply:
 
 @dataclass(frozen=True)
 class HangReply:
-    """Start the stream, then stall for up to ``seconds`` (or until the client hangs up)."""
+    """Start the stream (``text_before``, a word a chunk, at once), then stall for up to
+    ``seconds`` (or until the client hangs up)."""
 
     seconds: float = 30.0
+    text_before: str = "…"
 
 
 @dataclass(frozen=True)
@@ -417,9 +419,10 @@ class ScriptedModel:
         """Queue an HTTP error with an OpenAI error body, e.g. ``add_error(429, headers={"retry-after": "0"})``."""
         self.add(ErrorReply(status, message, headers, error_type, code))
 
-    def add_hang(self, seconds: float = 30.0) -> None:
-        """Queue a stream that stalls after its first content chunk, for cancellation tests."""
-        self.add(HangReply(seconds))
+    def add_hang(self, seconds: float = 30.0, text_before: str = "…") -> None:
+        """Queue a stream that stalls after ``text_before`` (one chunk by default), for
+        cancellation tests and for text that must show before the answer ends."""
+        self.add(HangReply(seconds, text_before))
 
     def add_stream_break(self, text_before: str = "", *, delay: float = 0.0) -> None:
         """Queue a stream that sends ``text_before`` and then drops the connection."""
@@ -590,9 +593,10 @@ class ScriptedModel:
 
         yield chunk({"role": "assistant", "content": ""})
         if isinstance(script, HangReply):
-            plan = _Plan([{"content": "…"}], "…")
-            yield chunk(plan.deltas[0])
+            for piece in split_words(script.text_before):
+                yield chunk({"content": piece})
             await self._idle(script.seconds)
+            plan = _Plan([{"content": script.text_before}], script.text_before)
         elif isinstance(script, StreamBreakReply):
             for piece in split_words(script.text_before):
                 await asyncio.sleep(script.delay)
@@ -641,7 +645,7 @@ class ScriptedModel:
         if isinstance(script, HangReply):
             if await self._idle(script.seconds, request.is_disconnected):
                 self._note_disconnect()
-            plan = _Plan([{"content": "…"}], "…")
+            plan = _Plan([{"content": script.text_before}], script.text_before)
         else:
             assert not isinstance(script, ErrorReply | SlowStartReply)
             plan = _plan(script)

@@ -295,17 +295,27 @@ class RunView:
         self.step_flushed: dict[str, float] = {}
         self.updates = 0
         """Socket updates sent for the current reply (measured by the streaming benchmark)."""
+        self._flush_later: asyncio.TimerHandle | None = None
+        self._flushing = asyncio.Lock()
+        self._flushes: set[asyncio.Future[None]] = set()
 
     async def show(self, event: Event) -> None:
         name, data = event.event, event.data
         if name == "thread.message.created":
+            self._cancel_flush_later()
             self.reply = cl.Message(id=data["id"], content="", author=self.assistant_name)
             self.pending, self.last_flush = "", 0.0
         elif name == "thread.message.delta" and self.reply is not None:
             self.pending += "".join(p["text"].get("value", "") for p in data["delta"]["content"] if p["type"] == "text")
-            if time.monotonic() - self.last_flush >= FLUSH_SECONDS:
+            wait = FLUSH_SECONDS - (time.monotonic() - self.last_flush)
+            if wait <= 0:
                 await self._flush()
+            elif self._flush_later is None:
+                # What is held back goes out on time even when no more text follows: the answer's
+                # end comes only once it is stored, which under load can take seconds.
+                self._flush_later = asyncio.get_running_loop().call_later(wait, self._flush_soon)
         elif name in ("thread.message.completed", "thread.message.incomplete") and self.reply is not None:
+            self._cancel_flush_later()
             await self._flush()
             if any(p.get("text", {}).get("annotations") for p in data.get("content") or []):
                 # Links to files the code wrote (`file_path` annotations) now point at the chat's
@@ -323,12 +333,24 @@ class RunView:
             await self._tool_done(data)
 
     async def _flush(self) -> None:
-        assert self.reply is not None
-        if self.pending:
-            await self.reply.stream_token(self.pending)
-            self.updates += 1
-            self.pending = ""
-        self.last_flush = time.monotonic()
+        """Send the text held back, in order with any flush already under way."""
+        async with self._flushing:
+            if self.reply is not None and self.pending:
+                text, self.pending = self.pending, ""
+                await self.reply.stream_token(text)
+                self.updates += 1
+            self.last_flush = time.monotonic()
+
+    def _flush_soon(self) -> None:
+        self._flush_later = None
+        flush = asyncio.ensure_future(self._flush())
+        self._flushes.add(flush)
+        flush.add_done_callback(self._flushes.discard)
+
+    def _cancel_flush_later(self) -> None:
+        if self._flush_later is not None:
+            self._flush_later.cancel()
+            self._flush_later = None
 
     async def _tool_delta(self, data: dict[str, Any]) -> None:
         for call in data["delta"].get("step_details", {}).get("tool_calls", []):
@@ -435,6 +457,7 @@ class RunView:
             await cl.File(url=f"{FILE_ROUTE}/{file_id}", name=name, display="inline").send(for_id=step.id)
 
     async def mark_stopped(self) -> None:
+        self._cancel_flush_later()
         if self.reply is not None:
             await self._flush()
             self.reply.content += incomplete_note("run_cancelled")
