@@ -53,6 +53,8 @@ TURN_TIMEOUT = 120.0
 class Tally:
     def __init__(self) -> None:
         self.latencies: list[float] = []
+        self.sent_at: list[float] = []
+        """When the model sent each token of `latencies` (wall clock)."""
         self.tokens = 0
         self.events = 0
         self.turns = 0
@@ -111,6 +113,7 @@ class ChatSession:
         stamps = STAMP.findall(str(data.get("token", "")))
         for stamp in stamps:
             self.tally.latencies.append(now - float(stamp))
+            self.tally.sent_at.append(float(stamp))
         self.tally.tokens += len(stamps)
         if stamps:
             self.answered = True
@@ -149,7 +152,7 @@ async def load(url: str, cookie: str, server_pid: int, args: argparse.Namespace)
     await asyncio.sleep(2)
     before = rss_mb(server_pid)
     cpu_before = cpu_seconds(server_pid)
-    began = time.monotonic()
+    began, started_at = time.monotonic(), time.time()
     deadline = began + args.seconds
     await asyncio.gather(*(chat(s, deadline) for s in sessions))
     elapsed = time.monotonic() - began
@@ -164,6 +167,14 @@ async def load(url: str, cookie: str, server_pid: int, args: argparse.Namespace)
         f"| {tally.events / elapsed:,.0f} | {percentile(lat, 50) * 1000:.1f} | {percentile(lat, 99) * 1000:.1f} "
         f"| {cpu / elapsed:.2f} | {before:.0f} / {at_end:.0f} / {after:.0f} |",
     ]
+    # Every session sends its first message at the same moment: the first answers all stream at
+    # once, the later ones as earlier turns end.
+    windows = []
+    for label, low, high in (("first 10 s", 0.0, 10.0), ("after", 10.0, float("inf"))):
+        part = [lat for lat, sent in zip(tally.latencies, tally.sent_at, strict=True) if low <= sent - started_at < high]
+        if part:
+            windows.append(f"{label} p50 {percentile(part, 50) * 1000:.1f} / p99 {percentile(part, 99) * 1000:.1f} ms ({len(part):,} tokens)")
+    lines += ["", "Relay latency by when the model sent the token, from the start of the load: " + "; ".join(windows) + "."]
     if tally.errors:
         lines += ["", "First errors:", *(f"- {e}" for e in tally.errors[:5])]
     return "\n".join(lines)
