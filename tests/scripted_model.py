@@ -104,11 +104,12 @@ class ErrorReply:
 
 @dataclass(frozen=True)
 class HangReply:
-    """Start the stream (``text_before``, a word a chunk, at once), then stall for up to
-    ``seconds`` (or until the client hangs up)."""
+    """Start the stream (``text_before``, a word a chunk, ``delay`` seconds apart), then stall for
+    up to ``seconds`` (or until the client hangs up)."""
 
     seconds: float = 30.0
     text_before: str = "…"
+    delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -419,10 +420,11 @@ class ScriptedModel:
         """Queue an HTTP error with an OpenAI error body, e.g. ``add_error(429, headers={"retry-after": "0"})``."""
         self.add(ErrorReply(status, message, headers, error_type, code))
 
-    def add_hang(self, seconds: float = 30.0, text_before: str = "…") -> None:
-        """Queue a stream that stalls after ``text_before`` (one chunk by default), for
-        cancellation tests and for text that must show before the answer ends."""
-        self.add(HangReply(seconds, text_before))
+    def add_hang(self, seconds: float = 30.0, text_before: str = "…", *, delay: float = 0.0) -> None:
+        """Queue a stream that stalls after ``text_before`` (one chunk by default; a word every
+        ``delay`` seconds), for cancellation tests and for text that must show before the answer
+        ends."""
+        self.add(HangReply(seconds, text_before, delay))
 
     def add_stream_break(self, text_before: str = "", *, delay: float = 0.0) -> None:
         """Queue a stream that sends ``text_before`` and then drops the connection."""
@@ -593,7 +595,9 @@ class ScriptedModel:
 
         yield chunk({"role": "assistant", "content": ""})
         if isinstance(script, HangReply):
-            for piece in split_words(script.text_before):
+            for index, piece in enumerate(split_words(script.text_before)):
+                if index and script.delay:
+                    await asyncio.sleep(script.delay)
                 yield chunk({"content": piece})
             await self._idle(script.seconds)
             plan = _Plan([{"content": script.text_before}], script.text_before)

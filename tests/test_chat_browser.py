@@ -458,7 +458,9 @@ def test_words_held_back_to_coalesce_updates_show_before_the_answer_ends(
     name, password = new_user(chat_server, "held")
     login(page, chat_server, name, password)
     words = " ".join(f"word{i}" for i in range(12))
-    model.add_hang(30.0, text_before=words)  # twelve chunks at once, then nothing
+    # Twelve words 20 ms apart, then nothing: the chat sends an update with the first, then one
+    # every 50 ms at most, so the last word or two always wait for the interval to end.
+    model.add_hang(30.0, text_before=words, delay=0.02)
     send(page, "Start, then think for a while")
     reply = messages(page, "assistant_message").filter(has_text="word0")
     expect(reply).to_contain_text("word11", timeout=5_000)

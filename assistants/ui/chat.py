@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import chainlit as cl
@@ -236,6 +237,8 @@ async def _stream(runtime: Runtime, owner: str, session_id: str) -> None:
     except AssistantsError as exc:
         await cl.Message(content=f"⚠️ {exc.message}", author="System").send()
         return
+    finally:
+        view.close()
     if run_id is not None:
         run = await engine.get_run(owner, session_id, run_id)
         if run.status.value == "requires_action":
@@ -282,6 +285,51 @@ async def stop(runtime: Runtime) -> None:
         await view.finish(await runtime.engine.get_run(owner, session_id, run_id))
 
 
+class Paced:
+    """Sends what changed at most once every `FLUSH_SECONDS`: at once when the last send is
+    older, else when the interval is up (a timer), so nothing changed waits for a later change or
+    for the end, which under load comes only once the run's writes are stored (seconds)."""
+
+    def __init__(self, send: Callable[[], Awaitable[None]]) -> None:
+        self._send = send
+        self._last = 0.0
+        self._later: asyncio.TimerHandle | None = None
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def changed(self) -> None:
+        wait = FLUSH_SECONDS - (time.monotonic() - self._last)
+        if wait <= 0:
+            await self.now()
+        elif self._later is None:
+            self._later = asyncio.get_running_loop().call_later(wait, self._due)
+
+    async def now(self) -> None:
+        """Send at once (e.g. before the final state), after any send under way."""
+        self.cancel()
+        async with self._lock:
+            # Counted from the start of a send, so a change during it waits for the interval.
+            self._last = time.monotonic()
+            await self._send()
+
+    def cancel(self) -> None:
+        """Drop a send that is due later (a send under way still finishes)."""
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
+
+    def _due(self) -> None:
+        self._later = None
+        task = asyncio.ensure_future(self.now())
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a paced chat update failed", exc_info=task.exception())
+
+
 class RunView:
     """Renders one run's events: tool steps, the streamed answer, and the run summary."""
 
@@ -289,34 +337,27 @@ class RunView:
         self.assistant_name = assistant_name
         self.reply: cl.Message | None = None
         self.pending = ""
-        self.last_flush = 0.0
+        """Answer text not sent yet."""
+        self.answer = Paced(self._send_pending)
         self.tools: dict[int, cl.Step] = {}
         self.tool_ids: dict[str, cl.Step] = {}
-        self.step_flushed: dict[str, float] = {}
+        self.steps: dict[str, Paced] = {}
+        """Code steps whose input and logs stream, paced like the answer."""
         self.updates = 0
         """Socket updates sent for the current reply (measured by the streaming benchmark)."""
-        self._flush_later: asyncio.TimerHandle | None = None
-        self._flushing = asyncio.Lock()
-        self._flushes: set[asyncio.Future[None]] = set()
 
     async def show(self, event: Event) -> None:
         name, data = event.event, event.data
         if name == "thread.message.created":
-            self._cancel_flush_later()
+            self.answer.cancel()
             self.reply = cl.Message(id=data["id"], content="", author=self.assistant_name)
-            self.pending, self.last_flush = "", 0.0
+            self.pending = ""
+            self.answer = Paced(self._send_pending)
         elif name == "thread.message.delta" and self.reply is not None:
             self.pending += "".join(p["text"].get("value", "") for p in data["delta"]["content"] if p["type"] == "text")
-            wait = FLUSH_SECONDS - (time.monotonic() - self.last_flush)
-            if wait <= 0:
-                await self._flush()
-            elif self._flush_later is None:
-                # What is held back goes out on time even when no more text follows: the answer's
-                # end comes only once it is stored, which under load can take seconds.
-                self._flush_later = asyncio.get_running_loop().call_later(wait, self._flush_soon)
+            await self.answer.changed()
         elif name in ("thread.message.completed", "thread.message.incomplete") and self.reply is not None:
-            self._cancel_flush_later()
-            await self._flush()
+            await self.answer.now()
             if any(p.get("text", {}).get("annotations") for p in data.get("content") or []):
                 # Links to files the code wrote (`file_path` annotations) now point at the chat's
                 # download route; citation markers stay as they are.
@@ -332,25 +373,17 @@ class RunView:
         elif name in ("thread.run.step.completed", "thread.run.step.failed", "thread.run.step.cancelled") and data["type"] == "tool_calls":
             await self._tool_done(data)
 
-    async def _flush(self) -> None:
-        """Send the text held back, in order with any flush already under way."""
-        async with self._flushing:
-            if self.reply is not None and self.pending:
-                text, self.pending = self.pending, ""
-                await self.reply.stream_token(text)
-                self.updates += 1
-            self.last_flush = time.monotonic()
+    async def _send_pending(self) -> None:
+        if self.reply is not None and self.pending:
+            text, self.pending = self.pending, ""
+            await self.reply.stream_token(text)
+            self.updates += 1
 
-    def _flush_soon(self) -> None:
-        self._flush_later = None
-        flush = asyncio.ensure_future(self._flush())
-        self._flushes.add(flush)
-        flush.add_done_callback(self._flushes.discard)
-
-    def _cancel_flush_later(self) -> None:
-        if self._flush_later is not None:
-            self._flush_later.cancel()
-            self._flush_later = None
+    def close(self) -> None:
+        """Nothing more is sent later: the run's stream has ended, or stopped."""
+        self.answer.cancel()
+        for paced in self.steps.values():
+            paced.cancel()
 
     async def _tool_delta(self, data: dict[str, Any]) -> None:
         for call in data["delta"].get("step_details", {}).get("tool_calls", []):
@@ -400,10 +433,9 @@ class RunView:
             elif output["type"] == "image":
                 # Shown at once, inside the step.
                 await _show_image(output["image"]["file_id"], step)
-        now = time.monotonic()
-        if now - self.step_flushed.get(step.id, 0.0) >= FLUSH_SECONDS:
-            self.step_flushed[step.id] = now
-            await step.update()
+        if step.id not in self.steps:
+            self.steps[step.id] = Paced(step.update)
+        await self.steps[step.id].changed()
 
     @staticmethod
     def _tool_step(name: str, *, show_input: str = "json", language: str = "json") -> cl.Step:
@@ -443,6 +475,8 @@ class RunView:
 
     async def _code_done(self, data: dict[str, Any], step: cl.Step | None, status: str) -> None:
         call = CodeInterpreterToolCall.model_validate(data)
+        if step is not None and step.id in self.steps:
+            self.steps.pop(step.id).cancel()
         if step is None:
             step = self._tool_step(CODE_STEP_NAME, show_input="python", language="text")
             await step.send()
@@ -457,9 +491,9 @@ class RunView:
             await cl.File(url=f"{FILE_ROUTE}/{file_id}", name=name, display="inline").send(for_id=step.id)
 
     async def mark_stopped(self) -> None:
-        self._cancel_flush_later()
+        self.close()
         if self.reply is not None:
-            await self._flush()
+            await self.answer.now()
             self.reply.content += incomplete_note("run_cancelled")
             await self.reply.update()
             self.reply = None
