@@ -81,8 +81,9 @@ class Runtime:
             gc.freeze()
             # A full collection still scans everything made since: under load, 70-200 ms during
             # which no token is relayed, every 2 s or so with Python's default threshold (16 in
-            # 35 s at 200 streaming sessions, BENCHMARKS.md). Ten times rarer, they delay well
-            # under 1% of tokens; garbage in reference cycles waits longer to be freed.
+            # 35 s at 200 streaming sessions, BENCHMARKS.md). Ten times rarer (1-2 in 35 s, 0.2-1%
+            # of the time), they no longer decide the 99th percentile; garbage in reference
+            # cycles waits longer to be freed. The setting is process-wide.
             young, middle, _ = gc.get_threshold()
             gc.set_threshold(young, middle, FULL_COLLECTION_THRESHOLD)
             return engine

@@ -3,8 +3,9 @@
 Starts the scripted model as its own process, replying to every request with ``--tokens`` chunks,
 each carrying the wall-clock time it was sent, one every ``--delay`` seconds; and the real server
 (``chainlit run app.py``) against it, on SQLite or on ``--postgres URL``. Then ``--sessions``
-clients (one asyncio process, plain httpx, no SDK) each loop for ``--seconds``: add a message,
-``POST /v1/threads/{id}/runs`` with ``stream: true``, read the SSE stream to its end. Measured:
+clients (asyncio, plain httpx, no SDK; in ``--clients`` processes) each loop for ``--seconds``:
+add a message, ``POST /v1/threads/{id}/runs`` with ``stream: true``, read the SSE stream to its
+end. Measured:
 
 - errors (failed requests, runs that did not complete);
 - relay latency per token: when the client read a `thread.message.delta` minus when the model
@@ -13,7 +14,7 @@ clients (one asyncio process, plain httpx, no SDK) each loop for ``--seconds``: 
 - throughput: the model's chunks received per second, all sessions together;
 - the server's memory (RSS) before the load, at its end, and after ``--settle`` idle seconds, and
   its CPU time during the load (also per token, which depends less on what else the machine
-  runs); the model's and this client's CPU, since all three share the machine's cores;
+  runs); the model's and the clients' CPU, since all the processes share the machine's cores;
 - the machine's load average before and after, to show what else was running;
 - the client's own event-loop lag (how late a task sleeping 10 ms wakes): every relay latency
   includes it. ``--clients N`` shares the sessions among N client processes, so that no one
@@ -156,9 +157,9 @@ async def watch_lag(lags: list[float], every: float = 0.01) -> None:
 
 async def client_sessions(
     api_url: str, key: str, slots: Sequence[Slot], seconds: float, start_at: float, connections: int
-) -> tuple[Tally, list[float], float]:
+) -> tuple[Tally, list[float], float, float, float]:
     """Run `slots`' sessions from `start_at` (wall clock) for `seconds`: the tally, this loop's
-    lags, and this process's CPU seconds meanwhile."""
+    lags, this process's CPU seconds meanwhile, and when its sessions began and ended (wall clock)."""
     # The server (uvicorn) closes connections idle for 5 s; expiring ours sooner keeps a request
     # from racing that close (a spurious ReadError), as in bench/engine_overhead.py.
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=2.0)
@@ -169,15 +170,16 @@ async def client_sessions(
         cpu_before = time.process_time()
         tally, lags = Tally(), list[float]()
         watcher = asyncio.create_task(watch_lag(lags))
+        began = time.time()
         deadline = time.monotonic() + seconds
         await asyncio.gather(*(session(http, slot, deadline, tally) for slot in slots))
         watcher.cancel()
-        return tally, lags, time.process_time() - cpu_before
+        return tally, lags, time.process_time() - cpu_before, began, time.time()
 
 
 def client_process(
     api_url: str, key: str, slots: Sequence[Slot], seconds: float, start_at: float, connections: int
-) -> tuple[Tally, list[float], float]:
+) -> tuple[Tally, list[float], float, float, float]:
     """`client_sessions` in a process of its own (`--clients`)."""
     return asyncio.run(client_sessions(api_url, key, slots, seconds, start_at, connections))
 
@@ -192,29 +194,32 @@ async def load_round(
 ) -> str:
     before = rss_mb(server_pid)
     load_before = os.getloadavg()[0]
-    cpu_before = cpu_seconds(server_pid), cpu_seconds(model_pid)
     connections = len(slots) // args.clients + 10
-    start_at = time.time() + (3.0 if args.clients > 1 else 0.0)  # child processes start first
     if args.clients == 1:
-        parts = [await client_sessions(api_url, key, slots, args.seconds, start_at, connections)]
+        cpu_before = cpu_seconds(server_pid), cpu_seconds(model_pid)
+        parts = [await client_sessions(api_url, key, slots, args.seconds, time.time(), connections)]
     else:
         loop = asyncio.get_running_loop()
         shares = [slots[i :: args.clients] for i in range(args.clients)]
+        start_at = time.time() + 5.0  # the client processes start first
         with ProcessPoolExecutor(args.clients, mp_context=multiprocessing.get_context("spawn")) as pool:
-            parts = await asyncio.gather(
-                *(
-                    loop.run_in_executor(pool, client_process, api_url, key, share, args.seconds, start_at, connections)
-                    for share in shares
-                )
-            )
-    elapsed = time.time() - start_at
+            running = [
+                loop.run_in_executor(pool, client_process, api_url, key, share, args.seconds, start_at, connections)
+                for share in shares
+            ]
+            await asyncio.sleep(max(start_at - time.time(), 0.0))
+            cpu_before = cpu_seconds(server_pid), cpu_seconds(model_pid)
+            parts = await asyncio.gather(*running)
+    began, ended = min(part[3] for part in parts), max(part[4] for part in parts)
+    elapsed = ended - began
+    late = max(part[3] for part in parts) - began
     cpu, model_cpu = (cpu_seconds(pid) - b for pid, b in zip((server_pid, model_pid), cpu_before, strict=True))
     client_cpu = sum(part[2] for part in parts)
     at_end = rss_mb(server_pid)
     load_after = os.getloadavg()[0]
     tally = Tally()
     lags: list[float] = []
-    for part, part_lags, _ in parts:
+    for part, part_lags, *_ in parts:
         tally.latencies += part.latencies
         tally.first_latencies += part.first_latencies
         for phase, times in part.phases.items():
@@ -237,7 +242,7 @@ async def load_round(
         "",
         f"The client's own event-loop lag ({args.clients} process{'es' if args.clients > 1 else ''}, included in every "
         f"relay latency above): p50 {percentile(lags, 50) * 1000:.1f} ms, p99 {percentile(lags, 99) * 1000:.1f} ms, "
-        f"max {max(lags) * 1000:.0f} ms.",
+        f"max {max(lags) * 1000:.0f} ms." + (f" The last client process began {late:.1f} s after the first." if late > 0.5 else ""),
     ]
     firsts = tally.first_latencies or [float("nan")]
     lines += [
