@@ -47,9 +47,9 @@ async def index_names(store: SqlStore, table: str) -> set[str]:
     return {ix["name"] for ix in indexes}
 
 
-async def downgrade_to_base(store: SqlStore) -> None:
+async def downgrade_to(store: SqlStore, revision: str = "base") -> None:
     def run(connection: Connection) -> None:
-        command.downgrade(alembic_config(connection), "base")
+        command.downgrade(alembic_config(connection), revision)
 
     async with store.engine.begin() as conn:
         await conn.run_sync(run)
@@ -132,7 +132,7 @@ async def test_downgrade_to_base_then_upgrade_again(store_url: str) -> None:
         await upgrade(store.engine)
         await write_and_read_back(store)
 
-        await downgrade_to_base(store)
+        await downgrade_to(store)
         assert await current_revision(store.engine) is None
         # Only Alembic's own (now empty) bookkeeping table is left.
         assert await table_names(store) <= {"alembic_version"}
@@ -312,11 +312,7 @@ async def test_downgrade_from_0004_removes_the_chunk_index_cleanly(store_url: st
         await upgrade(store.engine)
         await SqlChunkIndex(store).add("user_1", "vs_1", "file-1", [ChunkRow(index=0, text="x y", start=0, end=3, tokens=2)])
 
-        def run(connection: Connection) -> None:
-            command.downgrade(alembic_config(connection), "0003")
-
-        async with store.engine.begin() as conn:
-            await conn.run_sync(run)
+        await downgrade_to(store, "0003")
 
         assert await current_revision(store.engine) == "0003"
         assert await search_machinery(store) == set()
@@ -369,11 +365,7 @@ async def test_downgrade_from_0005_leaves_0004_intact(store_url: str) -> None:
         await upgrade(store.engine)
         await SqlChunkIndex(store).add("user_1", "vs_1", "file-1", [ChunkRow(index=0, text="x kettle", start=0, end=8, tokens=2)])
 
-        def run(connection: Connection) -> None:
-            command.downgrade(alembic_config(connection), "0004")
-
-        async with store.engine.begin() as conn:
-            await conn.run_sync(run)
+        await downgrade_to(store, "0004")
 
         assert await current_revision(store.engine) == "0004"
         assert await table_names(store) == (
@@ -406,11 +398,7 @@ async def test_upgrade_from_0005_adds_chunk_vectors_and_downgrade_removes_only_t
         assert [hit.text for hit in await SqlChunkIndex(store).search("user_1", ["vs_1"], "kettle")] == ["Old kettles boil."]
         assert await schema_differences(store) == []
 
-        def run(connection: Connection) -> None:
-            command.downgrade(alembic_config(connection), "0005")
-
-        async with store.engine.begin() as conn:
-            await conn.run_sync(run)
+        await downgrade_to(store, "0005")
         assert await current_revision(store.engine) == "0005"
         assert await table_names(store) == (
             all_tables(store) - SEARCH_VECTOR_TABLES - {"run_events", "login_failures"} - store_schema.SEARCH_POSTGRES_TABLES
@@ -435,11 +423,7 @@ async def test_upgrade_from_0006_indexes_active_runs_by_owner_and_downgrade_remo
             assert await tx.count_active_runs("user_1") == 0
         assert await schema_differences(store) == []
 
-        def run(connection: Connection) -> None:
-            command.downgrade(alembic_config(connection), "0006")
-
-        async with store.engine.begin() as conn:
-            await conn.run_sync(run)
+        await downgrade_to(store, "0006")
         assert "ix_runs_active_owner" not in await index_names(store, "runs")
     finally:
         await store.close()
@@ -465,11 +449,7 @@ async def test_upgrade_from_0007_scopes_the_full_text_index_and_keeps_chunks_sea
         assert await search_machinery(store) == (SQLITE_MACHINERY if sqlite else POSTGRES_MACHINERY)
         assert await schema_differences(store) == []
 
-        def run(connection: Connection) -> None:
-            command.downgrade(alembic_config(connection), "0007")
-
-        async with store.engine.begin() as conn:
-            await conn.run_sync(run)
+        await downgrade_to(store, "0007")
         assert await current_revision(store.engine) == "0007"
         assert await SqlChunkIndex(store).count("vs_1") == 1
         await upgrade(store.engine)
@@ -490,11 +470,7 @@ async def test_upgrade_from_0008_adds_the_run_event_log_and_downgrade_removes_on
         assert {"ix_run_events_assistant_seq", "ix_run_events_created_at"} <= await index_names(store, "run_events")
         assert await schema_differences(store) == []
 
-        def run(connection: Connection) -> None:
-            command.downgrade(alembic_config(connection), "0008")
-
-        async with store.engine.begin() as conn:
-            await conn.run_sync(run)
+        await downgrade_to(store, "0008")
         assert await table_names(store) == all_tables(store) - {"run_events", "login_failures"} - store_schema.SEARCH_POSTGRES_TABLES
     finally:
         await store.close()
@@ -512,11 +488,7 @@ async def test_upgrade_from_0009_adds_run_leases_and_downgrade_removes_them(stor
             assert await tx.abandoned_runs() == []
         assert await schema_differences(store) == []
 
-        def run(connection: Connection) -> None:
-            command.downgrade(alembic_config(connection), "0009")
-
-        async with store.engine.begin() as conn:
-            await conn.run_sync(run)
+        await downgrade_to(store, "0009")
         async with store.engine.connect() as conn:
             columns = await conn.run_sync(lambda c: {col["name"] for col in sa.inspect(c).get_columns("runs")})
         assert not {"worker_id", "lease_until"} & columns
@@ -553,11 +525,7 @@ async def test_upgrade_from_0010_keeps_the_index_whole_and_downgrade_brings_the_
             assert indexed == 1
         assert await search_machinery(store) == (SQLITE_MACHINERY if sqlite else POSTGRES_MACHINERY)
 
-        def run(connection: Connection) -> None:
-            command.downgrade(alembic_config(connection), "0010")
-
-        async with store.engine.begin() as conn:
-            await conn.run_sync(run)
+        await downgrade_to(store, "0010")
         if sqlite:
             assert {"search_chunks_fts_insert", "search_chunks_fts_delete"} <= await search_machinery(store)
         await upgrade(store.engine)
@@ -632,11 +600,7 @@ async def test_upgrade_from_0012_adds_sign_in_counts_and_file_expiry_and_keeps_f
             assert await tx.recent_login_failures("name:old", since_ms=0, limit=5, besides=0) == [1_000] and seq > 0
         assert await schema_differences(store) == []
 
-        def run(connection: Connection) -> None:
-            command.downgrade(alembic_config(connection), "0012")
-
-        async with store.engine.begin() as conn:
-            await conn.run_sync(run)
+        await downgrade_to(store, "0012")
         assert "login_failures" not in await table_names(store)
         async with store.engine.connect() as conn:
             columns = await conn.run_sync(lambda sync: {c["name"] for c in sa.inspect(sync).get_columns("files")})
@@ -691,11 +655,7 @@ async def test_upgrade_from_0014_counts_indexed_chunks_into_posting_lists(store_
             left = (await tx.conn.execute(sa.text("SELECT DISTINCT file_id FROM search_postings ORDER BY file_id"))).scalars().all()
         assert left == ["file-2", "file-3", "file-4"]
 
-        def run(connection: Connection) -> None:
-            command.downgrade(alembic_config(connection), "0014")
-
-        async with store.engine.begin() as conn:
-            await conn.run_sync(run)
+        await downgrade_to(store, "0014")
         assert await search_machinery(store) == POSTGRES_MACHINERY_0004
         async with store.read() as tx:
             matched = (await tx.conn.execute(sa.text(
@@ -742,11 +702,7 @@ async def test_upgrade_from_0015_counts_each_threads_messages_and_downgrade_remo
         async with store.read() as tx:
             assert (await tx.messages_counted(busy.id, after=None, limit=10))[0] == MessageCounts(2, 1)
 
-        def run(connection: Connection) -> None:
-            command.downgrade(alembic_config(connection), "0015")
-
-        async with store.engine.begin() as conn:
-            await conn.run_sync(run)
+        await downgrade_to(store, "0015")
         async with store.engine.connect() as conn:
             names = await conn.run_sync(lambda sync: {c["name"] for c in sa.inspect(sync).get_columns("threads")})
             assert not {"message_count", "messages_deleted"} & names
