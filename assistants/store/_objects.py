@@ -183,11 +183,15 @@ class ObjectsTx:
 
     async def save(self, obj: BaseModel) -> None:
         """Write back a changed object (same id)."""
+        await self._save_where(obj)
+
+    async def _save_where(self, obj: BaseModel, *conditions: sa.ColumnElement[bool]) -> bool:
+        """Write back a changed object if its stored row meets `conditions` too; whether it did."""
         table, _ = _table_for(type(obj))
         try:
-            await self.conn.execute(
+            result = await self.conn.execute(
                 table.update()
-                .where(table.c.id == _id(obj))
+                .where(table.c.id == _id(obj), *conditions)
                 .values(data=_data(obj), **_columns_for(obj))
             )
         except IntegrityError as exc:
@@ -195,6 +199,7 @@ class ObjectsTx:
             if refused is None:
                 raise
             raise refused from exc
+        return bool(result.rowcount)
 
     async def find(self, cls: type[T], object_id: str, *, owner: str | None) -> T | None:
         """The object, or None when it does not exist or belongs to someone else."""

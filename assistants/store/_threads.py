@@ -22,6 +22,10 @@ class MessageCounts(NamedTuple):
     deleted: int
 
 
+STREAMING = schema.messages.c.data["status"].as_string() == "in_progress"
+"""A stored message still `in_progress`: an answer being streamed, whose text may still change."""
+
+
 class ThreadsTx(ObjectsTx):
     """Reads and writes of a thread's messages and history."""
 
@@ -45,7 +49,7 @@ class ThreadsTx(ObjectsTx):
             data = sa.func.json_set(table.c.data, "$.content", sa.func.json(content))
         query = (
             table.update()
-            .where(table.c.id == sa.bindparam("message_id"), table.c.data["status"].as_string() == "in_progress")
+            .where(table.c.id == sa.bindparam("message_id"), STREAMING)
             .values(data=data)
         )
         rows = [{"message_id": message_id, "content": _text_content(text)} for message_id, text in texts.items()]
@@ -54,13 +58,7 @@ class ThreadsTx(ObjectsTx):
     async def save_while_in_progress(self, message: Message) -> bool:
         """Write back a message only if the stored one is still `in_progress` (an answer being
         streamed); False, and nothing written, when it has ended meanwhile."""
-        table = schema.messages
-        result = await self.conn.execute(
-            table.update()
-            .where(table.c.id == message.id, table.c.data["status"].as_string() == "in_progress")
-            .values(data=message.model_dump(mode="json"), thread_id=message.thread_id)
-        )
-        return bool(result.rowcount)
+        return await self._save_where(message, STREAMING)
 
     async def messages_page_desc(
         self, thread_id: str, *, limit: int, before_seq: int | None
