@@ -20,7 +20,8 @@ end. Measured:
   includes it. ``--clients N`` shares the sessions among N client processes, so that no one
   client loop's stalls count as the server's.
 
-The processes share the machine's cores, so the client's own parsing is part of the figures. Only `/v1` is loaded; Chainlit's socket is not. Prints a Markdown table; asserts nothing.
+The processes share the machine's cores, so the client's own parsing is part of the figures.
+Only `/v1` is loaded; Chainlit's socket is not. Prints a Markdown table; asserts nothing.
 Usage::
 
     .venv/bin/python bench/load.py                       # 200 sessions, 60 s, SQLite
@@ -43,6 +44,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +77,30 @@ class Tally:
         self.tokens = 0
         self.runs = 0
         self.errors: list[str] = []
+
+    def add(self, other: Tally) -> None:
+        """Count in another client process's tally."""
+        self.latencies += other.latencies
+        self.first_latencies += other.first_latencies
+        for phase, times in other.phases.items():
+            self.phases.setdefault(phase, []).extend(times)
+        self.tokens += other.tokens
+        self.runs += other.runs
+        self.errors += other.errors
+
+
+@dataclass
+class ClientPart:
+    """What one client process measured."""
+
+    tally: Tally
+    lags: list[float]
+    """How late its event loop woke a task (`watch_lag`), seconds."""
+    cpu: float
+    """Its CPU seconds while its sessions ran."""
+    began: float
+    ended: float
+    """When its sessions began and ended (wall clock)."""
 
 
 async def one_run(http: httpx.AsyncClient, slot: Slot, tally: Tally) -> None:
@@ -157,9 +183,8 @@ async def watch_lag(lags: list[float], every: float = 0.01) -> None:
 
 async def client_sessions(
     api_url: str, key: str, slots: Sequence[Slot], seconds: float, start_at: float, connections: int
-) -> tuple[Tally, list[float], float, float, float]:
-    """Run `slots`' sessions from `start_at` (wall clock) for `seconds`: the tally, this loop's
-    lags, this process's CPU seconds meanwhile, and when its sessions began and ended (wall clock)."""
+) -> ClientPart:
+    """Run `slots`' sessions from `start_at` (wall clock) for `seconds`."""
     # The server (uvicorn) closes connections idle for 5 s; expiring ours sooner keeps a request
     # from racing that close (a spurious ReadError), as in bench/engine_overhead.py.
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=2.0)
@@ -174,12 +199,12 @@ async def client_sessions(
         deadline = time.monotonic() + seconds
         await asyncio.gather(*(session(http, slot, deadline, tally) for slot in slots))
         watcher.cancel()
-        return tally, lags, time.process_time() - cpu_before, began, time.time()
+        return ClientPart(tally, lags, time.process_time() - cpu_before, began, time.time())
 
 
 def client_process(
     api_url: str, key: str, slots: Sequence[Slot], seconds: float, start_at: float, connections: int
-) -> tuple[Tally, list[float], float, float, float]:
+) -> ClientPart:
     """`client_sessions` in a process of its own (`--clients`)."""
     return asyncio.run(client_sessions(api_url, key, slots, seconds, start_at, connections))
 
@@ -210,24 +235,18 @@ async def load_round(
             await asyncio.sleep(max(start_at - time.time(), 0.0))
             cpu_before = cpu_seconds(server_pid), cpu_seconds(model_pid)
             parts = await asyncio.gather(*running)
-    began, ended = min(part[3] for part in parts), max(part[4] for part in parts)
+    began, ended = min(part.began for part in parts), max(part.ended for part in parts)
     elapsed = ended - began
-    late = max(part[3] for part in parts) - began
+    late = max(part.began for part in parts) - began
     cpu, model_cpu = (cpu_seconds(pid) - b for pid, b in zip((server_pid, model_pid), cpu_before, strict=True))
-    client_cpu = sum(part[2] for part in parts)
+    client_cpu = sum(part.cpu for part in parts)
     at_end = rss_mb(server_pid)
     load_after = os.getloadavg()[0]
     tally = Tally()
     lags: list[float] = []
-    for part, part_lags, *_ in parts:
-        tally.latencies += part.latencies
-        tally.first_latencies += part.first_latencies
-        for phase, times in part.phases.items():
-            tally.phases.setdefault(phase, []).extend(times)
-        tally.tokens += part.tokens
-        tally.runs += part.runs
-        tally.errors += part.errors
-        lags += part_lags
+    for part in parts:
+        tally.add(part.tally)
+        lags += part.lags
     await asyncio.sleep(args.settle)
     after = rss_mb(server_pid)
     lat = tally.latencies or [float("nan")]

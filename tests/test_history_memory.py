@@ -250,8 +250,12 @@ async def test_a_message_that_appears_below_what_is_remembered_is_sent(store: Sq
     gap = await other.add("takes a seq between the two")
     await thread.add("second")
     await assert_same(thread, new_id("run"), 100_000, memory)
-    async with store.transaction() as tx:
-        [[seq]] = (await tx.conn.execute(sa.select(schema.messages.c.seq).where(schema.messages.c.id == gap.id))).all()
+
+    async def seq_of(message_id: str) -> int:
+        async with store.read() as tx:
+            return int((await tx.conn.execute(sa.select(schema.messages.c.seq).where(schema.messages.c.id == message_id))).scalar_one())
+
+    seq = await seq_of(gap.id)
     await other.delete(gap.id)
 
     async def restore(tx: StoreTx, seq: int, text: str) -> Message:
@@ -280,8 +284,7 @@ async def test_a_message_that_appears_below_what_is_remembered_is_sent(store: Sq
     third = await other.add("takes another seq below")
     await thread.add("newest")
     messages, _, _ = await assert_same(thread, new_id("run"), 100_000, memory)  # remembers all three
-    async with store.transaction() as tx:
-        [[below]] = (await tx.conn.execute(sa.select(schema.messages.c.seq).where(schema.messages.c.id == third.id))).all()
+    below = await seq_of(third.id)
     await other.delete(third.id)
     await thread.delete((await thread.ids())[0])  # "first": one fewer, one more deleted ...
     async with store.transaction() as tx:  # ... and one more below the newest: as many as before
