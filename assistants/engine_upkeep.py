@@ -90,8 +90,14 @@ class EngineUpkeep(EngineFiles):
         Its open steps fail with it, and a half-written answer is kept as `incomplete`.
         """
         async with self.store.transaction() as tx:
+            # The thread's row first, as its deletion and every write of its messages take them
+            # (PostgreSQL): run, steps, then message after it, against a deletion that holds the
+            # messages and waits for the run, was a deadlock.
+            await tx.lock_thread(run.thread_id)
             _, live = await tx.run_lease(run.id, lock=True)
-            stored = await tx.get(Run, run.id, owner=owner)
+            stored = await tx.find(Run, run.id, owner=owner)
+            if stored is None:
+                return False  # Its thread was deleted meanwhile, the run with it.
             if stored.status not in (RunStatus.queued, RunStatus.in_progress, RunStatus.cancelling):
                 return False  # It ended (or paused) meanwhile, perhaps by another process's sweep.
             if live:

@@ -150,7 +150,7 @@ class ObjectsTx:
         }
         if table is schema.messages:
             # Counted first: on PostgreSQL that locks the thread's row until the commit (see
-            # `_lock_thread`), so the messages of one thread also take their `seq` in the order
+            # `lock_thread`), so the messages of one thread also take their `seq` in the order
             # they commit.
             await self._count_messages(values["thread_id"], added=1)
         try:
@@ -161,18 +161,22 @@ class ObjectsTx:
                 raise
             raise refused from exc
 
-    async def _lock_thread(self, thread_id: str) -> None:
-        """On PostgreSQL, hold the thread's row until the commit before touching its messages, so
-        that writers of one thread's messages queue in one order and cannot deadlock (SQLite
-        writes one transaction at a time anyway)."""
+    async def lock_thread(self, thread_id: str) -> None:
+        """On PostgreSQL, hold the thread's row until the commit before touching its messages or
+        its runs' rows, so that writers of one thread queue in one order and cannot deadlock
+        (SQLite writes one transaction at a time anyway)."""
         threads = schema.threads
         await self.conn.execute(sa.select(threads.c.id).where(threads.c.id == thread_id).with_for_update())
 
     async def _count_messages(self, thread_id: str, *, added: int = 0, deleted: int = 0) -> None:
         """Keep a thread's message counts (`threads.message_count`, `threads.messages_deleted`)
-        in step with its rows: called by every insert and delete of messages, in its transaction."""
+        in step with its rows: called by every insert and delete of messages, in its transaction.
+
+        A message added to a thread that is gone raises `NotFoundError`: on PostgreSQL the
+        thread's deletion may commit after the caller read the thread and before this update,
+        which then finds no row, and the message would be left without its thread."""
         threads = schema.threads
-        await self.conn.execute(
+        result = await self.conn.execute(
             threads.update()
             .where(threads.c.id == thread_id)
             .values(
@@ -180,6 +184,8 @@ class ObjectsTx:
                 messages_deleted=threads.c.messages_deleted + deleted,
             )
         )
+        if added and not result.rowcount:
+            raise NotFoundError(f"No thread found with id '{thread_id}'.")
 
     async def save(self, obj: BaseModel) -> None:
         """Write back a changed object (same id)."""
@@ -235,7 +241,7 @@ class ObjectsTx:
             if thread_id is None:
                 return False
             # The thread's row first, as every insert and the thread's own deletion take them.
-            await self._lock_thread(thread_id)
+            await self.lock_thread(thread_id)
             if not (await self.conn.execute(query)).rowcount:
                 return False
             await self._count_messages(thread_id, deleted=1)

@@ -213,7 +213,7 @@ class ThreadsTx(ObjectsTx):
         seq = (await self.conn.execute(sa.select(table.c.seq).where(table.c.id == message_id))).scalar()
         if seq is None:
             return 0
-        await self._lock_thread(thread_id)
+        await self.lock_thread(thread_id)
         result = await self.conn.execute(table.delete().where(table.c.thread_id == thread_id, table.c.seq > seq))
         deleted = int(result.rowcount or 0)
         if deleted:

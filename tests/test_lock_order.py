@@ -1,0 +1,162 @@
+"""Writers of one thread at the same moment, on PostgreSQL (SQLite writes one transaction at a
+time): they take the thread's row first and so queue in one order, no pair of them deadlocks,
+and none leaves a row behind a thread that was deleted meanwhile.
+
+Each test makes the interleaving happen rather than hoping for it: a transaction of the test's
+holds a row, and the test waits (through `pg_stat_activity`) until the writers it started are
+blocked where the interleaving needs them before it lets go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+import sqlalchemy as sa
+
+from assistants.engine import Engine
+from assistants.exceptions import NotFoundError
+from assistants.store import schema
+from assistants.types import Message, MessageStatus, Run, RunStatus, RunStep, Thread
+from assistants.types.objects import MessageCreation, MessageCreationDetails
+from assistants.types.requests import AssistantCreate, MessageCreate, RunCreate, ThreadCreate
+from tests.conftest import PG_ADMIN_DSN, StartRuntime
+
+pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+
+OWNER = "user_lock_order"
+WAIT = 20.0
+
+
+async def until_blocked(database_url: str, count: int) -> None:
+    """Wait until `count` sessions of the test's database wait for a lock."""
+    name = database_url.rsplit("/", 1)[1]
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        async with asyncio.timeout(WAIT):
+            while True:
+                waiting = await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'", name
+                )
+                if waiting >= count:
+                    return
+                await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+
+
+async def abandoned_answer(engine: Engine, thread_id: str) -> tuple[Run, Message]:
+    """A run left `in_progress` mid-answer by a process that stopped: no lease, its
+    `message_creation` step and its answer still open, as a crash leaves them."""
+    assistant = await engine.create_assistant(OWNER, AssistantCreate(model="scripted-model"))
+    await engine.create_message(OWNER, thread_id, MessageCreate(role="user", content="Tell me a story."))
+    # Made through the engine, then its execution stopped at once (the thread stays free of it).
+    run = await engine.create_run(OWNER, thread_id, RunCreate(assistant_id=assistant.id))
+    async with asyncio.timeout(WAIT):
+        await engine.wait_for_run(run.id)
+    stored = await engine.get_run(OWNER, thread_id, run.id)
+    left = stored.model_copy(update={"id": f"{run.id}_left", "status": RunStatus.in_progress, "completed_at": None})
+    answer = Message(
+        id=f"msg_left_{run.id}",
+        created_at=stored.created_at,
+        thread_id=thread_id,
+        status=MessageStatus.in_progress,
+        role="assistant",
+        content=[],
+        assistant_id=assistant.id,
+        run_id=left.id,
+        attachments=[],
+    )
+    step = RunStep(
+        id=f"step_left_{run.id}",
+        created_at=stored.created_at,
+        assistant_id=assistant.id,
+        thread_id=thread_id,
+        run_id=left.id,
+        type="message_creation",
+        step_details=MessageCreationDetails(message_creation=MessageCreation(message_id=answer.id)),
+    )
+    async with engine.store.transaction() as tx:
+        await tx.insert(left, owner=OWNER)  # no worker, no lease: its process is gone
+        await tx.insert(step, owner=OWNER)
+        await tx.insert(answer, owner=OWNER)
+    return left, answer
+
+
+async def rows_of_thread(engine: Engine, thread_id: str) -> dict[str, int]:
+    async with engine.store.read() as tx:
+        return {
+            table.name: int(
+                (await tx.conn.execute(sa.select(sa.func.count()).where(table.c.thread_id == thread_id))).scalar_one()
+            )
+            for table in (schema.messages, schema.runs, schema.run_steps)
+        }
+
+
+async def test_ending_an_abandoned_run_while_its_thread_is_deleted_does_not_deadlock(
+    start_runtime: StartRuntime, database_url: str
+) -> None:
+    """The sweep that ends an abandoned run writes the run, its steps, then its answer; a thread's
+    deletion removes the messages, then the runs. Both now take the thread's row first: before,
+    each held what the other needed next, and PostgreSQL aborted one as a deadlock."""
+    engine = (await start_runtime()).engine
+    thread = await engine.create_thread(OWNER, ThreadCreate())
+    run, answer = await abandoned_answer(engine, thread.id)
+
+    async with engine.store.transaction() as holder:
+        # Another writer holds the run's steps for a moment: the sweep stops at them, having
+        # taken what it takes before them.
+        steps = schema.run_steps
+        await holder.conn.execute(sa.select(steps.c.id).where(steps.c.run_id == run.id).with_for_update())
+        sweep = asyncio.create_task(engine.end_abandoned_runs())
+        await until_blocked(database_url, 1)
+        deletion = asyncio.create_task(engine.delete_thread(OWNER, thread.id))
+        await until_blocked(database_url, 2)
+    async with asyncio.timeout(WAIT):
+        ended, deleted = await asyncio.gather(sweep, deletion)
+
+    assert ended == [run.id] and deleted is True
+    assert await rows_of_thread(engine, thread.id) == {"messages": 0, "runs": 0, "run_steps": 0}
+    async with engine.store.read() as tx:
+        assert await tx.find(Thread, thread.id, owner=None) is None
+        assert await tx.find(Message, answer.id, owner=None) is None
+
+
+async def test_ending_an_abandoned_run_whose_thread_was_just_deleted_leaves_nothing_to_do(
+    start_runtime: StartRuntime, database_url: str
+) -> None:
+    """The other order: the deletion commits while the sweep waits for the thread's row; the
+    sweep then finds no run to end (before, it raised "No run found" and the sweep failed)."""
+    engine = (await start_runtime()).engine
+    thread = await engine.create_thread(OWNER, ThreadCreate())
+    run, _ = await abandoned_answer(engine, thread.id)
+
+    async with engine.store.transaction() as deleting:
+        assert await deleting.delete(Thread, thread.id, owner=OWNER)
+        sweep = asyncio.create_task(engine.end_abandoned_runs())
+        await until_blocked(database_url, 1)
+    async with asyncio.timeout(WAIT):
+        assert await sweep == []
+    assert await rows_of_thread(engine, thread.id) == {"messages": 0, "runs": 0, "run_steps": 0}
+
+
+async def test_a_message_added_while_its_thread_is_deleted_is_refused_and_leaves_no_row(
+    start_runtime: StartRuntime, database_url: str
+) -> None:
+    """A message whose thread is deleted between the request's read of the thread and its insert:
+    a 404 in the API's words, and no message left without its thread."""
+    engine = (await start_runtime()).engine
+    thread = await engine.create_thread(OWNER, ThreadCreate())
+    await engine.create_message(OWNER, thread.id, MessageCreate(role="user", content="The first."))
+
+    async with engine.store.transaction() as deleting:
+        assert await deleting.delete(Thread, thread.id, owner=OWNER)
+        adding = asyncio.create_task(
+            engine.create_message(OWNER, thread.id, MessageCreate(role="user", content="Too late."))
+        )
+        await until_blocked(database_url, 1)
+    with pytest.raises(NotFoundError, match=f"No thread found with id '{thread.id}'"):
+        async with asyncio.timeout(WAIT):
+            await adding
+    assert await rows_of_thread(engine, thread.id) == {"messages": 0, "runs": 0, "run_steps": 0}
