@@ -13,6 +13,7 @@ from typing import Any
 import chainlit as cl
 from chainlit.config import APP_ROOT
 from chainlit.server import app as chainlit_app
+from chainlit.server import sio
 
 from assistants.api import mount_first, mount_v1
 from assistants.profiles import sync_all_users
@@ -20,7 +21,7 @@ from assistants.runtime import runtime
 from assistants.ui import auth, chat, event_loop
 from assistants.ui.data_layer import EngineDataLayer
 from assistants.ui.routes import build_chat_router
-from assistants.ui.security import protect_pages
+from assistants.ui.security import protect_pages, refuse_disabled_edits
 
 auth.ensure_auth_secret(runtime.settings)
 auth.ensure_login_messages(Path(APP_ROOT) / ".chainlit" / "translations")
@@ -28,6 +29,7 @@ data_layer = EngineDataLayer(runtime)
 mount_v1(chainlit_app, runtime)
 mount_first(chainlit_app, build_chat_router(runtime, data_layer))
 protect_pages(chainlit_app)
+refuse_disabled_edits(sio)
 
 
 @cl.data_layer

@@ -691,20 +691,58 @@ def test_bobs_messages_cannot_carry_alices_uploads(world: World, bob_socket_page
     assert_alice_unchanged(w)
 
 
-def test_bobs_edits_and_votes_over_the_socket_do_not_reach_alices_messages(world: World, bob_socket_page: Page) -> None:
+def test_bobs_edits_and_votes_over_the_socket_do_not_reach_alices_messages(
+    world: World, bob_socket_page: Page, model: ScriptedModel
+) -> None:
     w = world
     socket = ChatSocket(bob_socket_page, w.server)
     assert socket.open()["outcome"] == "connected"
     socket.start()
-    ended = sum('"task_end"' in e for e in socket.wait_for('"chat_settings"'))
     for target in (w.question_id, w.answer_id):
         edited = {**user_message(w.bob.name, "bob was here"), "id": target}
         socket.emit("edit_message", {"message": edited})
-        ended += 1
-        socket.wait_for('"task_end"', count=ended)
         socket.emit("message_favorite", {"message": {**edited, "metadata": {"favorite": True}}})
+    # A message of Bob's own afterwards: answered once the events before it were handled.
+    model.add_text("Bob's own answer.")
+    socket.emit("client_message", {"message": user_message(w.bob.name, "Anything new?"), "fileReferences": []})
+    events = socket.wait_for("Bob's own answer.")
     socket.close()
+    assert not any("bob was here" in e for e in events), events
     assert_alice_unchanged(w)
+
+
+def test_an_edit_sent_over_the_socket_is_refused_while_editing_is_off(
+    world: World, bob_socket_page: Page, model: ScriptedModel
+) -> None:
+    """The page offers no edit (`edit_message = false`); a hand-made socket client's edit of the
+    user's own message changes neither the chat nor the engine's thread, and starts no run."""
+    w = world
+    socket = ChatSocket(bob_socket_page, w.server)
+    assert socket.open()["outcome"] == "connected"
+    socket.start()
+    question = f"Bob's question {uuid.uuid4().hex[:6]}"
+    first = user_message(w.bob.name, question)
+    model.add_text("The first answer.")
+    socket.emit("client_message", {"message": first, "fileReferences": []})
+    socket.wait_for("The first answer.")
+    runs = len(chat_requests(model))
+    socket.emit("edit_message", {"message": {**first, "output": "An edited question"}})
+    model.add_text("The second answer.")
+    socket.emit("client_message", {"message": user_message(w.bob.name, "A second question"), "fileReferences": []})
+    events = socket.wait_for("The second answer.")
+    socket.close()
+
+    assert not any("An edited question" in e for e in events), events
+    assert len(chat_requests(model)) == runs + 1
+    threads = w.bob.http.post("/project/threads", json={"pagination": {"first": 100}, "filter": {"search": question}}).json()
+    [session] = [t["metadata"]["session_id"] for t in threads["data"]]
+    stored = w.bob.api.beta.threads.messages.list(thread_id=session, order="asc").data
+    assert [m.content[0].text.value for m in stored if m.content[0].type == "text"] == [
+        question,
+        "The first answer.",
+        "A second question",
+        "The second answer.",
+    ]
 
 
 # Bob's own chat: its tools reach only his things ------------------------------------------------
