@@ -308,7 +308,9 @@ class Engine(EngineUpkeep):
 
     async def create_message(self, owner: str, thread_id: str, body: MessageCreate) -> Message:
         async with self.store.transaction() as tx:
-            await tx.get(Thread, thread_id, owner=owner)
+            # The thread's row held from here (PostgreSQL): no run can start, and no deletion
+            # commit, between the check for an active run and the insert.
+            await tx.get(Thread, thread_id, owner=owner, lock=True)
             active = await tx.active_run(thread_id)
             if active is not None:
                 raise InvalidRequestError(f"Can't add messages to {thread_id} while a run {active.id} is active.")
@@ -371,7 +373,9 @@ class Engine(EngineUpkeep):
     async def create_run(self, owner: str, thread_id: str, body: RunCreate, *, run_id: str | None = None) -> Run:
         """Validate, store a run (and its additional messages), and start it; returns it as created (`queued`)."""
         async with self.store.transaction() as tx:
-            thread = await tx.get(Thread, thread_id, owner=owner)
+            # Held from here (PostgreSQL), as `create_message` holds it: no message is added, and
+            # the thread is not deleted, between the check for an active run and the run's insert.
+            thread = await tx.get(Thread, thread_id, owner=owner, lock=True)
             run, begun = await self._insert_run(tx, owner, thread, body, run_id=run_id)
         # Its task exists before anything else is awaited: a cancel always finds it (`cancel_run`).
         self._announce_and_start(owner, run, begun)

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from assistants.engine import Engine
-from assistants.exceptions import NotFoundError
+from assistants.exceptions import InvalidRequestError, NotFoundError
 from assistants.store import schema
 from assistants.types import Message, MessageStatus, Run, RunStatus, RunStep, Thread
 from assistants.types.objects import MessageCreation, MessageCreationDetails
@@ -46,32 +46,38 @@ async def until_blocked(database_url: str, count: int) -> None:
         await conn.close()
 
 
-async def abandoned_answer(engine: Engine, thread_id: str) -> tuple[Run, Message]:
-    """A run left `in_progress` mid-answer by a process that stopped: no lease, its
-    `message_creation` step and its answer still open, as a crash leaves them."""
+async def unstarted_run(engine: Engine, thread_id: str) -> Run:
+    """A run of the thread as it is stored `in_progress`, not stored yet and executed by no one: a
+    copy, under a new id, of a run the engine made and completed."""
     assistant = await engine.create_assistant(OWNER, AssistantCreate(model="scripted-model"))
     await engine.create_message(OWNER, thread_id, MessageCreate(role="user", content="Tell me a story."))
-    # Made through the engine, then its execution stopped at once (the thread stays free of it).
     run = await engine.create_run(OWNER, thread_id, RunCreate(assistant_id=assistant.id))
     async with asyncio.timeout(WAIT):
         await engine.wait_for_run(run.id)
     stored = await engine.get_run(OWNER, thread_id, run.id)
-    left = stored.model_copy(update={"id": f"{run.id}_left", "status": RunStatus.in_progress, "completed_at": None})
+    return stored.model_copy(update={"id": f"{run.id}_copy", "status": RunStatus.in_progress, "completed_at": None})
+
+
+async def abandoned_answer(engine: Engine, thread_id: str) -> tuple[Run, Message]:
+    """A run left `in_progress` mid-answer by a process that stopped: no lease, its
+    `message_creation` step and its answer still open, as a crash leaves them."""
+    left = await unstarted_run(engine, thread_id)
+    assistant = left.assistant_id
     answer = Message(
-        id=f"msg_left_{run.id}",
-        created_at=stored.created_at,
+        id=f"msg_{left.id}",
+        created_at=left.created_at,
         thread_id=thread_id,
         status=MessageStatus.in_progress,
         role="assistant",
         content=[],
-        assistant_id=assistant.id,
+        assistant_id=assistant,
         run_id=left.id,
         attachments=[],
     )
     step = RunStep(
-        id=f"step_left_{run.id}",
-        created_at=stored.created_at,
-        assistant_id=assistant.id,
+        id=f"step_{left.id}",
+        created_at=left.created_at,
+        assistant_id=assistant,
         thread_id=thread_id,
         run_id=left.id,
         type="message_creation",
@@ -159,4 +165,47 @@ async def test_a_message_added_while_its_thread_is_deleted_is_refused_and_leaves
     with pytest.raises(NotFoundError, match=f"No thread found with id '{thread.id}'"):
         async with asyncio.timeout(WAIT):
             await adding
+    assert await rows_of_thread(engine, thread.id) == {"messages": 0, "runs": 0, "run_steps": 0}
+
+
+async def test_a_message_added_while_a_run_starts_waits_and_is_refused(
+    start_runtime: StartRuntime, database_url: str
+) -> None:
+    """A run that starts between a message request's check for an active run and its insert: the
+    request waits for the thread's row and then refuses in OpenAI's words (before, the message
+    was added while the run was active)."""
+    engine = (await start_runtime()).engine
+    thread = await engine.create_thread(OWNER, ThreadCreate())
+    run = await unstarted_run(engine, thread.id)
+
+    async with engine.store.transaction() as starting:  # what a run's start holds and writes
+        await starting.lock_thread(thread.id)
+        adding = asyncio.create_task(engine.create_message(OWNER, thread.id, MessageCreate(role="user", content="Now?")))
+        await until_blocked(database_url, 1)
+        await starting.insert(run, owner=OWNER)
+    with pytest.raises(InvalidRequestError, match=f"Can't add messages to {thread.id} while a run {run.id} is active"):
+        async with asyncio.timeout(WAIT):
+            await adding
+    async with engine.store.read() as tx:
+        texts = [m.text for m in (await tx.thread_history(thread.id))[0]]
+    assert "Now?" not in texts
+
+
+async def test_a_run_started_while_its_thread_is_deleted_is_refused_and_leaves_no_row(
+    start_runtime: StartRuntime, database_url: str
+) -> None:
+    """A run requested while its thread's deletion commits: a 404, and no run left, active, in a
+    thread that is gone."""
+    engine = (await start_runtime()).engine
+    assistant = await engine.create_assistant(OWNER, AssistantCreate(model="scripted-model"))
+    thread = await engine.create_thread(OWNER, ThreadCreate())
+    await engine.create_message(OWNER, thread.id, MessageCreate(role="user", content="Hello?"))
+
+    async with engine.store.transaction() as deleting:
+        assert await deleting.delete(Thread, thread.id, owner=OWNER)
+        starting = asyncio.create_task(engine.create_run(OWNER, thread.id, RunCreate(assistant_id=assistant.id)))
+        await until_blocked(database_url, 1)
+    with pytest.raises(NotFoundError, match=f"No thread found with id '{thread.id}'"):
+        async with asyncio.timeout(WAIT):
+            await starting
     assert await rows_of_thread(engine, thread.id) == {"messages": 0, "runs": 0, "run_steps": 0}

@@ -207,18 +207,26 @@ class ObjectsTx:
             raise refused from exc
         return bool(result.rowcount)
 
-    async def find(self, cls: type[T], object_id: str, *, owner: str | None) -> T | None:
-        """The object, or None when it does not exist or belongs to someone else."""
+    async def find(self, cls: type[T], object_id: str, *, owner: str | None, lock: bool = False) -> T | None:
+        """The object, or None when it does not exist or belongs to someone else.
+
+        `lock` holds its row until the commit (PostgreSQL; SQLite writes one transaction at a time
+        anyway), as `lock_thread` does, in the same statement as the read.
+        """
         table, _ = _table_for(cls)
         query = sa.select(table.c.data).where(table.c.id == object_id)
         if owner is not None:
             query = query.where(table.c.owner_id == owner)
+        if lock and self.conn.dialect.name == "postgresql":
+            query = query.with_for_update()
         row = (await self.conn.execute(query)).first()
         return None if row is None else cls.model_validate(row[0])
 
-    async def get(self, cls: type[T], object_id: str, *, owner: str | None, param: str | None = None) -> T:
+    async def get(
+        self, cls: type[T], object_id: str, *, owner: str | None, param: str | None = None, lock: bool = False
+    ) -> T:
         """The object, or `NotFoundError` in OpenAI's words ("No assistant found with id ...")."""
-        found = await self.find(cls, object_id, owner=owner)
+        found = await self.find(cls, object_id, owner=owner, lock=lock)
         if found is None:
             _, label = _table_for(cls)
             raise NotFoundError(f"No {label} found with id '{object_id}'.", param=param)
