@@ -347,8 +347,11 @@ class Engine(EngineUpkeep):
             return found, await tx.find(File, found.file_id, owner=owner) is not None
 
     async def update_message(self, owner: str, thread_id: str, message_id: str, body: MessageUpdate) -> Message:
+        await self._stored(message_id)
         async with self.store.transaction() as tx:
-            message = await tx.get(Message, message_id, owner=owner)
+            # Held until the commit (PostgreSQL): an answer that ends meanwhile waits, then keeps
+            # this metadata; and this write, of the whole message, cannot undo its end.
+            message = await tx.get(Message, message_id, owner=owner, lock=True)
             if message.thread_id != thread_id:
                 raise _missing("message", message_id)
             updated = message.with_updates(**({"metadata": body.metadata} if body.metadata is not None else {}))
@@ -356,6 +359,7 @@ class Engine(EngineUpkeep):
         return updated
 
     async def delete_message(self, owner: str, thread_id: str, message_id: str) -> bool:
+        await self._stored(message_id)
         async with self.store.transaction() as tx:
             message = await tx.get(Message, message_id, owner=owner)
             if message.thread_id != thread_id:

@@ -47,6 +47,7 @@ from assistants.types.objects import (
 from assistants.types.requests import (
     AssistantCreate,
     MessageCreate,
+    MessageUpdate,
     RunCreate,
     SubmitToolOutputsRequest,
     ThreadCreate,
@@ -593,6 +594,39 @@ async def test_deleting_a_session_removes_its_thread_messages_and_runs(runtime: 
     assert [s.id for s in (await sessions.list(alice)).data] == [kept.id]
     with pytest.raises(NotFoundError):
         await sessions.delete(alice, session.id)
+
+
+@pytest.mark.parametrize("ending", ["completed", "cancelled"])
+async def test_metadata_set_on_an_answer_while_it_streams_is_kept_when_the_answer_ends(
+    runtime: Runtime, model: ScriptedModel, ending: str
+) -> None:
+    """The run ends its answer from what it holds in memory; the metadata a client set on the
+    answer meanwhile is what is stored and published at its end, not what the run started with."""
+    engine = runtime.engine
+    assistant_id = await make_assistant(engine, "alice")
+    thread = await engine.create_thread("alice", ThreadCreate())
+    await say(engine, "alice", thread.id, "Take your time.")
+    if ending == "completed":
+        model.add_text("one two three four five six seven eight", delay=0.05)
+    else:
+        model.add_endless(0.02)
+    events: list[Event] = []
+    message_id = ""
+    async with asyncio.timeout(WAIT):
+        async for event in engine.stream_run("alice", thread.id, RunCreate(assistant_id=assistant_id)):
+            events.append(event)
+            if event.event == "thread.message.delta" and not message_id:  # the answer's first words
+                message_id = event.data["id"]
+                await engine.update_message("alice", thread.id, message_id, MessageUpdate(metadata={"tag": "kept"}))
+                if ending == "cancelled":
+                    await engine.cancel_run("alice", thread.id, events[0].data["id"])
+
+    [end] = [e for e in events if e.event in ("thread.message.completed", "thread.message.incomplete")]
+    assert end.event == ("thread.message.completed" if ending == "completed" else "thread.message.incomplete")
+    assert end.data["metadata"] == {"tag": "kept"}
+    stored = await engine.get_message("alice", thread.id, message_id)
+    assert stored.metadata == {"tag": "kept"} and stored.status.value == end.data["status"]
+    assert stored.text == end.data["content"][0]["text"]["value"]
 
 
 async def test_another_user_cannot_see_or_touch_a_session(runtime: Runtime) -> None:

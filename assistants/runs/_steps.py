@@ -165,6 +165,7 @@ class RunRecorder:
         ended = await self._end_message(text, usage=step_usage, incomplete_reason=None)
         async with self._transaction() as tx:
             if ended is not None:
+                ended = (await _with_stored_metadata(tx, ended[0]), ended[1])
                 await tx.save(ended[0])
                 await tx.save(ended[1])
             await self._move_in(tx, RunStatus.completed, usage=usage)
@@ -308,6 +309,7 @@ class RunRecorder:
         if ended is None:
             return
         async with self._transaction() as tx:
+            ended = (await _with_stored_metadata(tx, ended[0]), ended[1])
             if not await tx.save_while_in_progress(ended[0]):
                 # Ended meanwhile by another process's sweep (this one stalled past its lease):
                 # that end stands, and a message's text never changes once it has ended.
@@ -462,3 +464,12 @@ class RunRecorder:
                     )
         self.publish(f"thread.run.step.{status.value}", finished.wire())  # type: ignore[arg-type]
         return finished
+
+
+async def _with_stored_metadata(tx: StoreTx, message: Message) -> Message:
+    """An answer as it ends, with the metadata stored now: a client may have set it while the
+    answer streamed. The row is held from this read to the commit (PostgreSQL), as
+    `Engine.update_message` holds it, so no change of it slips in between and is lost."""
+    stored = await tx.find(Message, message.id, owner=None, lock=True)
+    return message if stored is None else message.model_copy(update={"metadata": stored.metadata})
+
