@@ -259,6 +259,9 @@ class Engine(EngineUpkeep):
             await asyncio.gather(task, return_exceptions=True)
         async with self.store.transaction() as tx:
             deleted = await tx.delete(Thread, thread_id, owner=owner)
+            if deleted and active is not None and active.id not in self._tasks and self._postgres:
+                # Another process may execute it: ask it (at commit) to stop calling the model.
+                await tx.conn.execute(sa.text("SELECT pg_notify(:channel, :run)"), {"channel": CANCEL_CHANNEL, "run": active.id})
         if deleted and self.code is not None:
             await self.code.discard(thread_id)
         return deleted
@@ -512,7 +515,7 @@ class Engine(EngineUpkeep):
             raise _missing("run", run_id)
         # A run past its expiry is expired on sight, so no reader ever sees a stale wait.
         if run.status is RunStatus.requires_action and run.expires_at is not None and run.expires_at <= now():
-            await self._expire(owner, run_id)
+            await self._expire(owner, run)
             async with self.store.read() as tx:
                 run = await tx.get(Run, run_id, owner=owner)
         return run
@@ -541,11 +544,16 @@ class Engine(EngineUpkeep):
         if run.status not in (RunStatus.queued, RunStatus.in_progress, RunStatus.requires_action):
             raise InvalidRequestError(f"Cannot cancel run with status '{run.status.value}'.", param="run_id")
         async with self.store.transaction() as tx:
-            run = await tx.get(Run, run_id, owner=owner)
+            # The thread's row, then the run's, as every change of a run's status takes them
+            # (PostgreSQL): the run's own task, tool outputs and the expiry sweep wait meanwhile.
+            await tx.lock_thread(thread_id)
+            run = await tx.get(Run, run_id, owner=owner, lock=True)
             # The run may have ended, or been resumed by tool outputs, since the check above.
             if run.status not in (RunStatus.queued, RunStatus.in_progress, RunStatus.requires_action):
                 raise InvalidRequestError(f"Cannot cancel run with status '{run.status.value}'.", param="run_id")
             task = self._tasks.get(run_id)
+            if task is not None and (task.done() or run.status is RunStatus.requires_action):
+                task = None  # It paused the run for tool outputs (or ended): nothing executes it now.
             worker, live = await tx.run_lease(run_id)
             # Executing under a live lease by another process: this one registers a run's task
             # before it awaits anything after storing the run (`_start`).
@@ -567,9 +575,13 @@ class Engine(EngineUpkeep):
             return cancelling
         # Nothing is executing (the run waits for tool outputs, or its process stopped): finish here.
         async with self.store.transaction() as tx:
-            cancelled, steps = await self._end_with_open_steps(tx, cancelling, RunStatus.cancelled, StepStatus.cancelled)
-        self._publish_ended(cancelled, steps)
-        return cancelled
+            await tx.lock_thread(thread_id)
+            stored = await tx.find(Run, run_id, owner=owner, lock=True)
+            if stored is None or stored.status is not RunStatus.cancelling:
+                return stored or cancelling  # Ended meanwhile (a sweep), or its thread was deleted.
+            ended = await self._end_unexecuted(tx, stored, RunStatus.cancelled)
+        self._publish_ended(ended)
+        return ended.run
 
     async def submit_tool_outputs(self, owner: str, thread_id: str, run_id: str, body: SubmitToolOutputsRequest) -> Run:
         """Accept all pending outputs in one request, then resume the run."""
@@ -599,7 +611,8 @@ class Engine(EngineUpkeep):
                 param="tool_outputs",
             )
         async with self.store.transaction() as tx:
-            stored = await tx.get(Run, run_id, owner=owner)
+            await tx.lock_thread(thread_id)  # then the run's row, as `cancel_run` takes them
+            stored = await tx.get(Run, run_id, owner=owner, lock=True)
             if stored.status is not RunStatus.requires_action:
                 raise InvalidRequestError(
                     f"Runs in status \"{stored.status.value}\" do not accept tool outputs.", param="run_id"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from .engine_files import EngineFiles
@@ -24,6 +25,22 @@ from .types.objects import LastError, MessageCreationDetails
 from .vector_stores import PURGE_SECONDS
 
 log = logging.getLogger("assistants.engine")
+
+UNEXECUTED_ENDS: dict[RunStatus, tuple[StepStatus, str]] = {
+    RunStatus.cancelled: (StepStatus.cancelled, "run_cancelled"),
+    RunStatus.failed: (StepStatus.failed, "run_failed"),
+    RunStatus.expired: (StepStatus.expired, "run_expired"),
+}
+"""How a run that no task executes ends its open steps and its half-written answer, by its end."""
+
+
+@dataclass
+class Ended:
+    """A run ended by `_end_unexecuted`, with the steps and answer it ended."""
+
+    run: Run
+    steps: list[RunStep] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
 
 EXPIRY_SWEEP_SECONDS = 5.0
 LOGIN_FAILURES_KEPT_SECONDS = 24 * 3600
@@ -81,13 +98,13 @@ class EngineUpkeep(EngineFiles):
     def _cancel_here(self, run_id: str) -> None:
         """Another process was asked to cancel a run: cancel it if this process executes it."""
         task = self._tasks.get(run_id)
-        if task is not None:
+        if task is not None and not task.cancelling():  # once is enough: it is winding down
             task.cancel()
 
     async def _force_end(self, owner: str, run: Run, message: str) -> bool:
         """End a run no task is executing: `cancelled` if it was being cancelled, else `failed`.
 
-        Its open steps fail with it, and a half-written answer is kept as `incomplete`.
+        Its open steps end with it, and a half-written answer is kept as `incomplete`.
         """
         async with self.store.transaction() as tx:
             # The thread's row first, as its deletion and every write of its messages take them
@@ -103,20 +120,11 @@ class EngineUpkeep(EngineFiles):
             if live:
                 return False  # Its process renewed the lease meanwhile: it is alive.
             if stored.status is RunStatus.cancelling:
-                ended = transition(stored, RunStatus.cancelled)
+                ended = await self._end_unexecuted(tx, stored, RunStatus.cancelled)
             else:
-                ended = transition(stored, RunStatus.failed, last_error=LastError(code="server_error", message=message))
-            await tx.save(ended)
-            stamp = now()
-            for step in await tx.run_steps(run.id):
-                if step.status is not StepStatus.in_progress:
-                    continue
-                await tx.save(end_step(step, StepStatus.failed, stamp=stamp))
-                if isinstance(step.step_details, MessageCreationDetails):
-                    written = await tx.find(Message, step.step_details.message_creation.message_id, owner=None)
-                    if written is not None and written.status is MessageStatus.in_progress:
-                        await tx.save(incomplete_message(written, "run_failed", stamp=stamp))
-        self._publish(f"thread.run.{ended.status.value}", ended.wire(), ended)
+                error = LastError(code="server_error", message=message)
+                ended = await self._end_unexecuted(tx, stored, RunStatus.failed, last_error=error)
+        self._publish_ended(ended)
         return True
 
     async def _sweep_forever(self) -> None:
@@ -143,36 +151,56 @@ class EngineUpkeep(EngineFiles):
             due = await tx.expired_runs(now())
         expired: list[str] = []
         for owner, run in due:
-            if await self._expire(owner, run.id):
+            if await self._expire(owner, run):
                 expired.append(run.id)
         return expired
 
-    async def _expire(self, owner: str, run_id: str) -> bool:
+    async def _expire(self, owner: str, run: Run) -> bool:
         async with self.store.transaction() as tx:
-            run = await tx.get(Run, run_id, owner=owner)
-            if run.status is not RunStatus.requires_action or run.expires_at is None or run.expires_at > now():
+            await tx.lock_thread(run.thread_id)  # as every change of a run's status takes it first
+            stored = await tx.find(Run, run.id, owner=owner, lock=True)
+            if stored is None:
+                return False  # Its thread was deleted meanwhile.
+            if stored.status is not RunStatus.requires_action or stored.expires_at is None or stored.expires_at > now():
                 return False
-            ended, steps = await self._end_with_open_steps(tx, run, RunStatus.expired, StepStatus.expired)
-        self._publish_ended(ended, steps)
+            ended = await self._end_unexecuted(tx, stored, RunStatus.expired)
+        self._publish_ended(ended)
         return True
 
     @staticmethod
-    async def _end_with_open_steps(
-        tx: StoreTx, run: Run, to: RunStatus, steps_to: StepStatus
-    ) -> tuple[Run, list[RunStep]]:
-        """Store `run` moved to `to` and its open steps ended as `steps_to` (a run nothing executes)."""
-        ended = transition(run, to)
-        await tx.save(ended)
-        steps = [end_step(s, steps_to) for s in await tx.run_steps(run.id) if s.status is StepStatus.in_progress]
-        for step in steps:
-            await tx.save(step)
-        return ended, steps
+    async def _end_unexecuted(tx: StoreTx, run: Run, to: RunStatus, **changes: Any) -> Ended:
+        """Store `run` (which no task executes) moved to `to`, its open steps ended with it, and
+        the answer an open `message_creation` step was writing kept as `incomplete`.
 
-    def _publish_ended(self, run: Run, steps: list[RunStep]) -> None:
-        """The events of `_end_with_open_steps`, once its transaction has committed."""
-        for step in steps:
-            self._publish(f"thread.run.step.{step.status.value}", step.wire(), run)
-        self._publish(f"thread.run.{run.status.value}", run.wire(), run)
+        The caller holds the thread's row (`lock_thread`) and the run's: run, steps, then messages.
+        """
+        ended = Ended(transition(run, to, **changes))
+        await tx.save(ended.run)
+        step_status, reason = UNEXECUTED_ENDS[to]
+        stamp = now()
+        for step in await tx.run_steps(run.id):
+            if step.status is not StepStatus.in_progress:
+                continue
+            closed = end_step(step, step_status, stamp=stamp)
+            await tx.save(closed)
+            ended.steps.append(closed)
+            if isinstance(step.step_details, MessageCreationDetails):
+                message_id = step.step_details.message_creation.message_id
+                written = await tx.find(Message, message_id, owner=None, lock=True)
+                if written is not None and written.status is MessageStatus.in_progress:
+                    kept = incomplete_message(written, reason, stamp=stamp)
+                    await tx.save(kept)
+                    ended.messages.append(kept)
+        return ended
+
+    def _publish_ended(self, ended: Ended) -> None:
+        """The events of `_end_unexecuted`, once its transaction has committed, in the order a
+        run that ends itself publishes them: the answer, the steps, then the run."""
+        for message in ended.messages:
+            self._publish(f"thread.message.{message.status.value}", message.wire(), ended.run)
+        for step in ended.steps:
+            self._publish(f"thread.run.step.{step.status.value}", step.wire(), ended.run)
+        self._publish(f"thread.run.{ended.run.status.value}", ended.run.wire(), ended.run)
 
     def _publish(self, name: str, data: dict[str, Any], run: Run | None = None, thread_id: str | None = None) -> None:
         self.bus.publish(

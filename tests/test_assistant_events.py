@@ -149,6 +149,31 @@ def test_a_run_on_one_instance_streams_from_another(two_servers: tuple[Server, S
     assert answer.content[0].type == "text" and answer.content[0].text.value == "Made on A, seen on B."
 
 
+def test_deleting_a_thread_on_one_instance_stops_its_run_on_the_other(
+    two_servers: tuple[Server, Server], model: ScriptedModel
+) -> None:
+    """A deletes nothing itself: B deletes the thread whose run A executes. A stops calling the
+    model, and whoever follows the run hears that it ended, and why."""
+    a, b = two_servers
+    on_a, on_b = sdk_client(a, "deleting"), sdk_client(b, "deleting")
+    assistant = on_a.beta.assistants.create(model="scripted-model")
+    model.add_hang(60, "The first words")
+    disconnects = model.disconnects
+    http, response = follow(a, "deleting", assistant.id)
+    try:
+        stream = frames(response)
+        run = on_a.beta.threads.create_and_run(assistant_id=assistant.id, thread={"messages": [{"role": "user", "content": "Go"}]})
+        next(f for f in stream if f.event == "thread.message.delta")
+        assert on_b.beta.threads.delete(run.thread_id).deleted
+        seen = until_run_ends(stream)
+    finally:
+        response.close()
+        http.close()
+    assert seen[-1].event == "thread.run.failed" and seen[-1].data["id"] == run.id
+    assert "thread was deleted" in seen[-1].data["last_error"]["message"]
+    assert model.wait_for(lambda m: m.disconnects > disconnects)
+
+
 def wait_for_status(client: openai.OpenAI, thread_id: str, run_id: str, statuses: set[str]) -> Any:
     return wait_until(
         lambda: (run := client.beta.threads.runs.retrieve(run_id=run_id, thread_id=thread_id)).status in statuses and run,

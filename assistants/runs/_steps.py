@@ -47,7 +47,7 @@ from ..types.objects import (
     ToolCallsDetails,
 )
 from ._checkpoints import AnswerCheckpoints
-from ._status import EVENT_FOR_STATUS, end_step, incomplete_message, transition
+from ._status import EVENT_FOR_STATUS, TRANSITIONS, end_step, incomplete_message, transition
 from ._stream import AccumulatedCall
 
 ToolOutputs = Mapping[str, "str | list[CodeOutput] | FileSearchCall"]
@@ -96,6 +96,16 @@ def _failed(task: asyncio.Task[None]) -> bool:
 class MessageNotStored(Exception):
     """Storing a new answer's message failed: nothing of it is in the database (its events were
     published), and the run cannot end with it."""
+
+
+class RunGone(Exception):
+    """The run's row is gone: its thread was deleted while the run worked (perhaps by another
+    process). Nothing of it is left to store."""
+
+
+class CancelledElsewhere(Exception):
+    """The run was stored `cancelling` (by another process, whose word has not reached this one
+    yet) when it was about to move where a cancelled run cannot go (a pause for tool outputs)."""
 
 
 class RunRecorder:
@@ -154,7 +164,11 @@ class RunRecorder:
         return self.run
 
     async def _move_in(self, tx: StoreTx, to: RunStatus, **changes: Any) -> None:
-        stored = await tx.get(Run, self.run.id, owner=None)
+        # Its row held from this read to the commit (PostgreSQL), as a cancel or tool outputs hold
+        # it: no change of its status lands between the read and the write, to be overwritten.
+        stored = await self._stored_run(tx, lock=True)
+        if stored.status is RunStatus.cancelling and to is not RunStatus.cancelling and to not in TRANSITIONS[stored.status]:
+            raise CancelledElsewhere(self.run.id)
         base = self.run.model_copy(update={"status": stored.status, "metadata": stored.metadata})
         self.run = transition(base, to, **changes)
         await tx.save(self.run)
@@ -177,9 +191,16 @@ class RunRecorder:
         """Store non-status changes (usage, the context record) without an event."""
         self.run = self.run.model_copy(update=changes)
         async with self._transaction() as tx:
-            stored = await tx.get(Run, self.run.id, owner=None)
+            stored = await self._stored_run(tx, lock=True)
             self.run = self.run.model_copy(update={"status": stored.status, "metadata": stored.metadata})
             await tx.save(self.run)
+
+    async def _stored_run(self, tx: StoreTx, *, lock: bool = False) -> Run:
+        """The run as stored now; `RunGone` when its thread was deleted meanwhile."""
+        stored = await tx.find(Run, self.run.id, owner=None, lock=lock)
+        if stored is None:
+            raise RunGone(self.run.id)
+        return stored
 
     # Messages ----------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +62,7 @@ from ._code import CodeCalls, input_files
 from ._context import PromptBudgetExceeded, build_context, save_summary
 from ._history import HistoryMemory
 from ._recovery import rebuild_tail, tool_round
-from ._steps import MessageNotStored, RunRecorder, ToolOutputs
+from ._steps import CancelledElsewhere, MessageNotStored, RunGone, RunRecorder, ToolOutputs
 from ._stream import AccumulatedCall, DeltaAccumulator
 from ._tools import dispatch
 
@@ -112,8 +112,29 @@ class RunExecutor:
 
     async def execute(self, owner: str, begun: Begun) -> None:
         """Take a run stored `in_progress` to its next pause or end. Never leaves it stuck."""
-        run_id = begun.run.id
         recorder = RunRecorder(self.store, self.bus, owner, begun.run, self.checkpoints, self.storing)
+        try:
+            try:
+                await self._execute(recorder, begun)
+            except CancelledElsewhere:
+                # Another process stored `cancelling` and this one was about to pause the run (or
+                # end it where a cancelled run cannot go): it ends `cancelled`, as that cancel asked.
+                await self._end(recorder, RunStatus.cancelled, "run_cancelled")
+        except RunGone:
+            # Its thread was deleted while it worked: nothing is left to store, but whoever
+            # follows the run (a stream, the chat) hears that it ended instead of waiting for ever.
+            log.info("run %s: its thread was deleted while it worked", recorder.run.id)
+            gone = recorder.run.model_copy(
+                update={
+                    "status": RunStatus.failed,
+                    "failed_at": now(),
+                    "last_error": LastError(code="server_error", message="The run's thread was deleted while the run was working."),
+                }
+            )
+            recorder.publish("thread.run.failed", gone.wire())
+
+    async def _execute(self, recorder: RunRecorder, begun: Begun) -> None:
+        run_id = begun.run.id
         deadline = asyncio.timeout(self.settings.run_timeout_seconds)
         try:
             async with deadline:
@@ -125,7 +146,10 @@ class RunExecutor:
                 await self._internal_error(recorder)
                 return
             async with self.store.read() as tx:
-                if (await tx.get(Run, run_id, owner=None)).status is RunStatus.cancelling:
+                stored = await tx.find(Run, run_id, owner=None)
+                if stored is None:
+                    raise RunGone(run_id) from None
+                if stored.status is RunStatus.cancelling:
                     # A cancel raced the deadline: the user asked first.
                     await self._end(recorder, RunStatus.cancelled, "run_cancelled")
                     return
@@ -150,6 +174,8 @@ class RunExecutor:
             await self._fail(recorder, LastError(code="server_error", message=exc.message))
         except ProviderError as exc:
             await self._fail(recorder, LastError(code=exc.code, message=exc.message))
+        except (CancelledElsewhere, RunGone):
+            raise  # `execute` ends these
         except Exception:
             await self._internal_error(recorder)
 
@@ -164,7 +190,14 @@ class RunExecutor:
         await self._end(recorder, RunStatus.failed, "run_failed", last_error=error)
 
     async def _end(self, recorder: RunRecorder, status: RunStatus, message_reason: str, **changes: Any) -> None:
-        """Close whatever is open (partial message, tool step), then move the run to `status`."""
+        """Close whatever is open (partial message, tool step), then move the run to `status`.
+
+        Carried to its end even if the task is cancelled again meanwhile (a second cancel, say):
+        a wind-down cut short would leave the run `cancelling` until its lease ran out.
+        """
+        await _uninterrupted(self._wind_down(recorder, status, message_reason, **changes))
+
+    async def _wind_down(self, recorder: RunRecorder, status: RunStatus, message_reason: str, **changes: Any) -> None:
         # The partial answer is kept: it is stored as `incomplete`, never dropped.
         if recorder.message is not None:
             try:
@@ -185,7 +218,9 @@ class RunExecutor:
             # Steps left waiting on client outputs are cancelled too.
             async with self.store.read() as tx:
                 waiting = [s for s in await tx.run_steps(recorder.run.id) if s.status is StepStatus.in_progress]
-                stored = await tx.get(Run, recorder.run.id, owner=None)
+                stored = await tx.find(Run, recorder.run.id, owner=None)
+            if stored is None:
+                raise RunGone(recorder.run.id)
             for step in waiting:
                 await recorder.finish_tool_step(step, {}, status=StepStatus.cancelled)
             # `Engine.cancel_run` stores `cancelling` before it cancels this task, so the in-memory
@@ -511,4 +546,23 @@ async def _aclose(stream: AsyncIterator[ChatChunk]) -> None:
     close = getattr(stream, "aclose", None)
     if close is not None:
         await close()
+
+
+async def _uninterrupted(work: Coroutine[Any, Any, None]) -> None:
+    """Await `work` to its end even if the awaiting task is cancelled meanwhile; its own errors
+    (and its own cancellation, at shutdown) still reach the caller."""
+    inner = asyncio.ensure_future(work)
+    current = asyncio.current_task()
+    while True:
+        try:
+            await asyncio.shield(inner)
+            return
+        except asyncio.CancelledError:
+            if inner.cancelled():
+                raise
+            if current is not None:
+                current.uncancel()
+            if inner.done():
+                inner.result()
+                return
 
