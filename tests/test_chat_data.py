@@ -483,6 +483,32 @@ async def test_author_rename_and_delete_reach_the_session(
     await layer.delete_thread(ui)  # deleting twice is harmless
 
 
+async def test_a_session_the_chat_never_opened_is_listed_opened_renamed_and_deleted_by_its_own_id(
+    runtime: Runtime, model: ScriptedModel
+) -> None:
+    """Sessions made outside the chat (`assistants chat`, `/v1`) have no chat thread id: the sidebar
+    lists them by their own id, and that id opens, renames and deletes them, for their owner."""
+    engine = runtime.engine
+    owner = await runtime.accounts.add_user("ivan", None)
+    assistant = await engine.create_assistant(owner, AssistantCreate(model="scripted-model"))
+    session = await Sessions(engine).create(owner, assistant.id, title="Terminal chat")
+    await say(engine, owner, session, "hello from the terminal")
+    model.add_text("hello back")
+    assert (await run_to_end(engine, owner, session)).status is RunStatus.completed
+    layer = EngineDataLayer(runtime)
+
+    [listed] = (await layer.list_threads(Pagination(first=5), ThreadFilter(userId=owner))).data
+    assert listed["id"] == session.id
+    assert await layer.get_thread_author(session.id) == "ivan"
+    thread = await layer.get_thread(session.id)
+    assert thread is not None and "hello back" in str(thread["steps"])
+    await layer.update_thread(session.id, name="From the terminal")
+    assert (await Sessions(engine).get(owner, session.id)).title == "From the terminal"
+    await layer.delete_thread(session.id)
+    with pytest.raises(NotFoundError):
+        await engine.get_thread(owner, session.id)
+
+
 # Feedback ----------------------------------------------------------------------------------------
 
 

@@ -30,9 +30,11 @@ class ThreadsTx(ObjectsTx):
     """Reads and writes of a thread's messages and history."""
 
     async def thread_by_ui_id(self, ui_id: str) -> tuple[str, Thread] | None:
-        """The thread (and its owner) that the chat UI knows by `ui_id`."""
+        """The thread (and its owner) that the chat UI knows by `ui_id`: its chat thread's id, or
+        for a session the chat never opened (made by `assistants chat` or through `/v1`) its own id."""
         table = schema.threads
-        row = (await self.conn.execute(sa.select(table.c.owner_id, table.c.data).where(table.c.ui_id == ui_id))).first()
+        known = sa.or_(table.c.ui_id == ui_id, sa.and_(table.c.id == ui_id, table.c.ui_id.is_(None)))
+        row = (await self.conn.execute(sa.select(table.c.owner_id, table.c.data).where(known))).first()
         return None if row is None else (str(row[0]), Thread.model_validate(row[1]))
 
     async def save_partial_texts(self, texts: Mapping[str, str]) -> None:
