@@ -35,7 +35,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests import test_chat_browser
 from tests.conftest import sdk_client
-from tests.scripted_model import ScriptedModel
+from tests.scripted_model import HangReply, ScriptedModel
 from tests.server import Server
 from tests.test_chat_browser import (
     TIMEOUT_MS,
@@ -751,6 +751,77 @@ def test_an_edit_sent_over_the_socket_is_refused_while_editing_is_off(
 def tool_outputs(model: ScriptedModel) -> list[str]:
     """What the tools of the last run answered, in order, as the model received it."""
     return [text_of(m) for m in chat_requests(model)[-1]["messages"] if m["role"] == "tool"]
+
+
+def bobs_session(w: World, text: str) -> tuple[str, str]:
+    """(chat thread id, engine session id) of Bob's session that `text` began."""
+    threads = w.bob.http.post("/project/threads", json={"pagination": {"first": 100}, "filter": {"search": text}}).json()
+    [thread] = threads["data"]
+    return thread["id"], thread["metadata"]["session_id"]
+
+
+def test_stop_right_after_sending_cancels_that_messages_run_and_the_chat_goes_on(
+    world: World, bob_socket_page: Page, model: ScriptedModel
+) -> None:
+    """Stop pressed before the new run's first event reached the chat: the run it started is
+    cancelled (not left answering unseen), and the next message is answered at once."""
+    w = world
+
+    def respond(body: dict[str, Any]) -> Any:
+        asked = text_of(body["messages"][-1])
+        # Whenever (if ever) the stopped message's run reaches the model, it would answer slowly.
+        return HangReply(30, "An answer nobody waits for") if asked == "A slow question" else f"Answer to: {asked}"
+
+    model.add_responder(respond)
+    socket = ChatSocket(bob_socket_page, w.server)
+    assert socket.open()["outcome"] == "connected"
+    socket.start()
+    first = f"Bob starts {uuid.uuid4().hex[:6]}"
+    socket.emit("client_message", {"message": user_message(w.bob.name, first), "fileReferences": []})
+    socket.wait_for(f"Answer to: {first}")
+    socket.emit("client_message", {"message": user_message(w.bob.name, "A slow question"), "fileReferences": []})
+    socket.emit("stop")
+    socket.emit("client_message", {"message": user_message(w.bob.name, "A third question"), "fileReferences": []})
+    events = socket.wait_for("Answer to: A third question")
+    # The third run's summary comes after its answer: everything before it is in once it is.
+    summary = '["new_message",{"name":"context:'
+    answered = next(i for i, e in enumerate(events) if "Answer to: A third question" in e)
+    events = socket.wait_for(summary, count=sum(e.startswith(summary) for e in events[:answered]) + 1)
+    socket.close()
+
+    assert not any("while a run" in e for e in events), events
+    _, session = bobs_session(w, first)
+    runs = w.bob.api.beta.threads.runs.list(thread_id=session, order="asc").data
+    assert [r.status for r in runs][-1] == "completed"
+    assert all(r.status in ("completed", "cancelled") for r in runs), [r.status for r in runs]
+    # One run summary per run: Stop did not show the previous turn's again.
+    summaries = [e for e in events if e.startswith(summary)]
+    assert len(summaries) == len(runs), summaries
+
+
+def test_a_chat_reopened_while_its_answer_is_written_says_so_and_the_next_message_waits(
+    world: World, bob_socket_page: Page, model: ScriptedModel
+) -> None:
+    w = world
+    socket = ChatSocket(bob_socket_page, w.server)
+    assert socket.open()["outcome"] == "connected"
+    socket.start()
+    first = f"Bob asks slowly {uuid.uuid4().hex[:6]}"
+    model.add_hang(3, "Thinking it over")
+    socket.emit("client_message", {"message": user_message(w.bob.name, first), "fileReferences": []})
+    socket.wait_for("Thinking")
+    socket.close()  # the page is reloaded mid-answer
+
+    ui_thread, _ = bobs_session(w, first)
+    reopened = ChatSocket(bob_socket_page, w.server)
+    assert reopened.open(thread=ui_thread)["outcome"] == "connected"
+    reopened.emit("connection_successful")
+    reopened.wait_for("still being written")
+    model.add_text("Here I am.")
+    reopened.emit("client_message", {"message": user_message(w.bob.name, "Are you there?"), "fileReferences": []})
+    events = reopened.wait_for("Here I am.")
+    reopened.close()
+    assert not any("while a run" in e for e in events), events
 
 
 def test_bobs_file_search_finds_nothing_in_alices_vector_store(

@@ -21,7 +21,7 @@ from ..exceptions import AssistantsError, RequestError
 from ..profiles import Profile, default_profile, ensure_assistant, load_profiles
 from ..runtime import Runtime
 from ..sessions import Sessions
-from ..types import ContextMode, Message, Session
+from ..types import ContextMode, Message, RunStatus, Session
 from ..types.objects import CodeInterpreterToolCall, FileSearchToolCall
 from ..types.requests import MessageCreate, RunCreate
 from .render import (
@@ -55,7 +55,9 @@ MODE_ITEMS = {
 }
 DEFAULTS: dict[str, Any] = {"context_mode": ContextMode.full.value, "context_n": 20, "model": None, "temperature": None}
 
-_models_cache: tuple[float, list[str]] = (0.0, [])
+_models_cache: tuple[float, list[str]] = (-1e9, [])
+MODELS_FRESH_SECONDS = 60.0
+MODELS_WAIT_SECONDS = 3.0
 
 
 def profiles() -> list[cl.ChatProfile]:
@@ -85,10 +87,17 @@ def _owner() -> str:
 
 
 async def _models(runtime: Runtime) -> list[str]:
+    """The provider's models for the settings' list, asked at most once a minute and never
+    waited for more than `MODELS_WAIT_SECONDS`: a provider that hangs must not hold up every new
+    chat and every resume (Chainlit shows a resumed chat only once this returns)."""
     global _models_cache
     stamp, models = _models_cache
-    if time.monotonic() - stamp > 60 or not models:
-        models = await runtime.engine.provider.list_models()
+    if time.monotonic() - stamp > MODELS_FRESH_SECONDS:
+        try:
+            models = await asyncio.wait_for(runtime.engine.provider.list_models(), MODELS_WAIT_SECONDS)
+        except TimeoutError:
+            log.warning("the provider did not list its models within %s s; the settings offer the assistant's", MODELS_WAIT_SECONDS)
+            models = []
         _models_cache = (time.monotonic(), models)
     return models
 
@@ -153,6 +162,17 @@ async def resume(runtime: Runtime, thread: dict[str, Any]) -> None:
     cl.user_session.set("assistant_tools", tuple(t.type for t in assistant.tools))
     cl.user_session.set("session_id", session.id)
     await _send_settings(runtime, _session_values(session), assistant.model)
+    async with engine.store.read() as tx:
+        active = await tx.active_run(session.id)
+    if active is not None and active.status is not RunStatus.requires_action:
+        # Reopened while an answer is still being written (the page was reloaded mid-answer): the
+        # next message waits for that run instead of being refused, and the user knows why.
+        cl.user_session.set("run_id", active.id)
+        await cl.Message(
+            content="An answer is still being written in this conversation. Reopen it in a moment to "
+            "see the whole answer; a message you send now waits until it is done.",
+            author="System",
+        ).send()
 
 
 async def update_settings(runtime: Runtime, values: dict[str, Any]) -> None:
@@ -200,6 +220,9 @@ async def answer(runtime: Runtime, message: cl.Message) -> None:
     engine = runtime.engine
     owner = _owner()
     previous = cl.user_session.get("run_id")
+    # From here on, Stop is about this message's run, not the last one (`stop`).
+    cl.user_session.set("run_id", None)
+    cl.user_session.set("run_view", None)
     if previous:
         # A stopped run may still be winding down; the next message waits for it, briefly.
         await engine.wait_for_run(previous)
@@ -233,6 +256,10 @@ async def _stream(runtime: Runtime, owner: str, session_id: str) -> None:
     except asyncio.CancelledError:
         # The user pressed stop: the partial answer stays, marked as stopped (on_stop cancels the run).
         await asyncio.shield(view.mark_stopped())
+        if run_id is None:
+            # Stopped before the run's first event was shown: the run may be stored already, and
+            # `stop` did not know it. Cancel it here, so that it does not go on unseen.
+            await asyncio.shield(_cancel_active_run(runtime, owner, session_id))
         raise
     except AssistantsError as exc:
         await cl.Message(content=f"⚠️ {exc.message}", author="System").send()
@@ -270,11 +297,14 @@ async def _end_waiting_run(runtime: Runtime, owner: str, session_id: str, run_id
 
 async def stop(runtime: Runtime) -> None:
     """Stop: cancel the run in the engine, which closes the provider stream and skips further tools."""
-    run_id = cl.user_session.get("run_id")
     session_id = cl.user_session.get("session_id")
-    if not run_id or not session_id:
+    if not session_id:
         return
     owner = _owner()
+    # Before the run's first event is shown, this message's run is known only to the engine.
+    run_id = cl.user_session.get("run_id") or await _cancel_active_run(runtime, owner, session_id)
+    if not run_id:
+        return
     with contextlib.suppress(RequestError):
         await runtime.engine.cancel_run(owner, session_id, run_id)
     await runtime.engine.wait_for_run(run_id)
@@ -283,6 +313,21 @@ async def stop(runtime: Runtime) -> None:
     view: RunView | None = cl.user_session.get("run_view")
     if view is not None:
         await view.finish(await runtime.engine.get_run(owner, session_id, run_id))
+
+
+async def _cancel_active_run(runtime: Runtime, owner: str, session_id: str | None) -> str | None:
+    """Cancel the session's active run, if it has one, and wait for it; returns its id."""
+    if session_id is None:
+        return None
+    engine = runtime.engine
+    async with engine.store.read() as tx:
+        active = await tx.active_run(session_id)
+    if active is None:
+        return None
+    with contextlib.suppress(RequestError):
+        await engine.cancel_run(owner, session_id, active.id)
+    await engine.wait_for_run(active.id)
+    return active.id
 
 
 class Paced:
@@ -345,6 +390,8 @@ class RunView:
         """Code steps whose input and logs stream, paced like the answer."""
         self.updates = 0
         """Socket updates sent for the current reply (measured by the streaming benchmark)."""
+        self.finished = False
+        """Whether the run's summary is shown (by the stream's end, or by Stop): it is shown once."""
 
     async def show(self, event: Event) -> None:
         name, data = event.event, event.data
@@ -499,7 +546,10 @@ class RunView:
             self.reply = None
 
     async def finish(self, run: Any) -> None:
-        """After the run: explain a failure, then the quiet run summary."""
+        """After the run: explain a failure, then the quiet run summary (once)."""
+        if self.finished:
+            return
+        self.finished = True
         text = failure_text(run)
         if text:
             await cl.Message(content=text, author="System").send()
