@@ -763,6 +763,139 @@ def test_assistant_update_validation_writes_nothing(client: openai.OpenAI) -> No
     assert client.beta.assistants.retrieve(assistant.id).model_dump() == assistant.model_dump()
 
 
+BAD_FILE_SEARCH = [{"type": "file_search", "file_search": {"max_num_results": "abc"}}]
+BAD_RESOURCES = {"code_interpreter": {"file_ids": "notalist"}}
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (BAD_FILE_SEARCH, "tools[0].file_search.max_num_results"),
+        ([{"type": "file_search", "file_search": {"max_num_results": 0}}], "tools[0].file_search.max_num_results"),
+        ([{"type": "file_search", "file_search": {"max_num_results": 51}}], "tools[0].file_search.max_num_results"),
+        (
+            [{"type": "file_search", "file_search": {"ranking_options": {"score_threshold": 5}}}],
+            "tools[0].file_search.ranking_options.score_threshold",
+        ),
+        (
+            [{"type": "file_search", "file_search": {"ranking_options": {"ranker": "best", "score_threshold": 0.5}}}],
+            "tools[0].file_search.ranking_options.ranker",
+        ),
+        ([{"type": "file_search", "file_search": {"max_results": 5}}], "tools[0].file_search.max_results"),
+        (BAD_RESOURCES, "tool_resources.code_interpreter.file_ids"),
+        ({"code_interpreter": {"file_ids": [f"file-{n}" for n in range(21)]}}, "tool_resources.code_interpreter.file_ids"),
+        ({"code_interpreter": {"file_ids": [7]}}, "tool_resources.code_interpreter.file_ids[0]"),
+        ({"file_search": {"vector_store_ids": "vs_1"}}, "tool_resources.file_search.vector_store_ids"),
+        ({"browser": {}}, "tool_resources.browser"),
+    ],
+)
+def test_assistant_tool_settings_and_resources_are_checked(
+    server: Server, client: openai.OpenAI, body: Any, param: str
+) -> None:
+    """Bad `file_search` settings and `tool_resources` are refused naming the field; nothing is written."""
+    assistant = client.beta.assistants.create(model=MODEL, name="steady")
+    before = count_assistants(client)
+    field = "tools" if param.startswith("tools") else "tool_resources"
+    with raw(server) as http:
+        for url, sent in (("/assistants", {"model": MODEL, field: body}), (f"/assistants/{assistant.id}", {field: body})):
+            response = http.post(url, json=sent)
+            assert response.status_code == 400, response.text
+            error = error_of(response)
+            assert error["type"] == "invalid_request_error" and error["param"] == param, error
+            assert param in error["message"]
+    assert count_assistants(client) == before
+    # The strict SDK still reads the assistant: nothing of the bad shape was stored.
+    assert client.beta.assistants.retrieve(assistant.id).model_dump() == assistant.model_dump()
+
+
+def test_thread_and_run_tool_settings_resources_and_attachments_are_checked(
+    server: Server, client: openai.OpenAI
+) -> None:
+    assistant = client.beta.assistants.create(model=MODEL)
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    file = client.files.create(file=("notes.txt", b"notes", "text/plain"), purpose="assistants")
+    bad_attachments = [{"file_id": file.id, "tools": [{"type": "bogus"}]}]
+    mark = tag()
+    new_thread = {"metadata": {"mark": mark}}
+    cases: list[tuple[str, dict[str, Any], str]] = [
+        ("/threads", {**new_thread, "tool_resources": BAD_RESOURCES}, "tool_resources.code_interpreter.file_ids"),
+        (f"/threads/{thread.id}", {"tool_resources": BAD_RESOURCES}, "tool_resources.code_interpreter.file_ids"),
+        (
+            "/threads/runs",
+            {"assistant_id": assistant.id, "thread": new_thread, "tool_resources": BAD_RESOURCES},
+            "tool_resources.code_interpreter.file_ids",
+        ),
+        (
+            "/threads/runs",
+            {"assistant_id": assistant.id, "thread": {**new_thread, "tool_resources": BAD_RESOURCES}},
+            "thread.tool_resources.code_interpreter.file_ids",
+        ),
+        (
+            "/threads/runs",
+            {"assistant_id": assistant.id, "thread": new_thread, "tools": BAD_FILE_SEARCH},
+            "tools[0].file_search.max_num_results",
+        ),
+        (f"/threads/{thread.id}/runs", {"assistant_id": assistant.id, "tools": BAD_FILE_SEARCH}, "tools[0].file_search.max_num_results"),
+        (
+            f"/threads/{thread.id}/messages",
+            {"role": "user", "content": "x", "attachments": bad_attachments},
+            "attachments[0].tools[0]",
+        ),
+        (
+            f"/threads/{thread.id}/messages",
+            {"role": "user", "content": "x", "attachments": [{"file_id": file.id, "tools": [{"type": "file_search", "file_search": {}}]}]},
+            "attachments[0].tools[0].file_search",
+        ),
+        (
+            "/threads",
+            {**new_thread, "messages": [{"role": "user", "content": "x", "attachments": bad_attachments}]},
+            "messages[0].attachments[0].tools[0]",
+        ),
+    ]
+    with raw(server) as http:
+        for url, sent, param in cases:
+            response = http.post(url, json=sent)
+            assert response.status_code == 400, (url, response.text)
+            error = error_of(response)
+            assert error["param"] == param and param in error["message"], (url, error)
+    assert all_threads(client, **{"metadata[mark]": mark}) == []
+    assert client.beta.threads.retrieve(thread.id).model_dump() == thread.model_dump()
+    assert len(message_ids(client, thread.id)) == 1
+    assert client.beta.threads.runs.list(thread_id=thread.id).data == []
+
+
+def test_valid_tool_settings_resources_and_attachments_are_kept_as_sent(client: openai.OpenAI) -> None:
+    file = client.files.create(file=("data.csv", b"a,b\n1,2\n", "text/csv"), purpose="assistants")
+    settings = {"max_num_results": 5, "ranking_options": {"ranker": "auto", "score_threshold": 0.25}}
+    assistant = client.beta.assistants.create(
+        model=MODEL,
+        tools=[{"type": "file_search", "file_search": settings}, {"type": "code_interpreter"}],  # type: ignore[list-item]
+        tool_resources={"code_interpreter": {"file_ids": [file.id]}},
+    )
+    fetched = client.beta.assistants.retrieve(assistant.id)
+    assert fetched.model_dump() == assistant.model_dump()
+    [search, _] = fetched.tools
+    assert search.type == "file_search" and search.file_search is not None
+    assert search.file_search.model_dump(exclude_unset=True) == settings
+    assert fetched.tool_resources is not None and fetched.tool_resources.code_interpreter is not None
+    assert fetched.tool_resources.code_interpreter.file_ids == [file.id]
+    # Settings left out stay out (the wire shape has no `null` for them).
+    bare = client.beta.assistants.create(model=MODEL, tools=[{"type": "file_search", "file_search": {"max_num_results": 3}}])
+    assert bare.tools[0].model_dump(exclude_unset=True) == {"type": "file_search", "file_search": {"max_num_results": 3}}
+
+    thread = client.beta.threads.create(tool_resources={"code_interpreter": {"file_ids": [file.id]}})
+    message = client.beta.threads.messages.create(
+        thread.id, role="user", content="Plot it",
+        attachments=[{"file_id": file.id, "tools": [{"type": "code_interpreter"}, {"type": "file_search"}]}],
+    )
+    [attachment] = message.attachments or []
+    assert [t.type for t in attachment.tools or []] == ["code_interpreter", "file_search"]
+    assert client.beta.threads.messages.retrieve(message.id, thread_id=thread.id).model_dump() == message.model_dump()
+    resources = client.beta.threads.retrieve(thread.id).tool_resources
+    assert resources is not None and resources.code_interpreter is not None
+    assert resources.code_interpreter.file_ids == [file.id]
+
+
 def test_thread_and_message_validation(server: Server, client: openai.OpenAI) -> None:
     mark = tag()
     with pytest.raises(openai.BadRequestError) as exc:

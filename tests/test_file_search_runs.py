@@ -128,3 +128,32 @@ def test_a_file_attached_for_file_search_goes_into_the_threads_store_and_is_foun
     after = client.beta.threads.retrieve(thread.id).tool_resources
     assert after is not None and after.file_search is not None and after.file_search.vector_store_ids == [store_id]
     assert {f.id for f in client.vector_stores.files.list(store_id).data} == {manual, garden}
+
+
+def test_the_tools_max_num_results_bounds_the_results(client: openai.OpenAI, model: ScriptedModel) -> None:
+    """`file_search.max_num_results` of the assistant's tool, and of a run's own tools, is what a search returns at most."""
+    copies = [upload(client, f"manual-{n}.md", MANUAL) for n in range(3)]
+    store = client.vector_stores.create(file_ids=copies)
+    settled_store(client, store.id)
+    assistant = client.beta.assistants.create(
+        model="scripted-model",
+        tools=[{"type": "file_search", "file_search": {"max_num_results": 1}}],
+        tool_resources={"file_search": {"vector_store_ids": [store.id]}},
+    )
+
+    def results(**run: object) -> int:
+        thread = client.beta.threads.create(messages=[{"role": "user", "content": "How do I descale?"}])
+        model.add_tool_calls([search_call("descale kettle vinegar")])
+        model.add_text("Like this [1].")
+        done = client.beta.threads.runs.create_and_poll(
+            thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50, **run  # type: ignore[arg-type]
+        )
+        assert done.status == "completed", done.last_error
+        steps = client.beta.threads.runs.steps.list(run_id=done.id, thread_id=thread.id).data
+        [call] = [c for s in steps if s.step_details.type == "tool_calls" for c in s.step_details.tool_calls]
+        assert isinstance(call, FileSearchToolCall)
+        return len(call.file_search.results or [])
+
+    assert results() == 1
+    assert results(tools=[{"type": "file_search", "file_search": {"max_num_results": 2}}]) == 2
+    assert results(tools=[{"type": "file_search"}]) == 3

@@ -91,8 +91,27 @@ _UNION_TAGS = frozenset(
 _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict"})
 
 
+_TAGGED_FIELDS = frozenset({"chunking_strategy"})
+"""Fields that hold a tagged union themselves (not in a list), so a tag after them is a member name."""
+
+
+def _is_member_name(loc: tuple[int | str, ...], index: int) -> bool:
+    """Whether `loc[index]`, a union tag, names the union member rather than a field.
+
+    Pydantic puts the tag right after the union's own place: a list index (`tools[0]`) or a
+    field holding a tagged union. Tags that are fields too (`function`, `file_search`,
+    `code_interpreter`, `text`) are fields anywhere else: `tools[0].file_search.max_num_results`
+    is `("tools", 0, "file_search", "file_search", "max_num_results")`, and
+    `tool_resources.file_search` is itself.
+    """
+    if index + 1 == len(loc):
+        return False
+    before = loc[index - 1] if index else None
+    return loc[index + 1] == loc[index] or isinstance(before, int) or before in _TAGGED_FIELDS
+
+
 def _field_path(loc: tuple[int | str, ...]) -> str:
-    """`("tools", 0, "function", "name")` → `tools[0].function.name`, without union member names."""
+    """`("tools", 0, "function", "function", "name")` → `tools[0].function.name`, without union member names."""
     path = ""
     for index, part in enumerate(loc):
         if isinstance(part, int):
@@ -103,8 +122,7 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
         # Pydantic's names for scalar and container union members are never request fields.
         if part in _TYPE_TAGS:
             continue
-        # A union tag is a member name unless it is the last part (then it is a real field).
-        if part in _UNION_TAGS and index + 1 < len(loc) and not (part == "function" and path.endswith("]")):
+        if part in _UNION_TAGS and _is_member_name(loc, index):
             continue
         path += f".{part}" if path else part
     return path or "body"

@@ -72,10 +72,11 @@ def parse_query(arguments: str) -> str | None:
 def options(run: Run) -> tuple[int, float]:
     """`max_num_results` and the score threshold the run's file_search tool asks for."""
     tool = next((t for t in run.tools if isinstance(t, FileSearchTool)), None)
-    settings = (tool.file_search if tool else None) or {}
-    limit = int(settings.get("max_num_results") or DEFAULT_MAX_RESULTS)
-    threshold = float((settings.get("ranking_options") or {}).get("score_threshold") or 0.0)
-    return max(1, min(limit, 50)), max(0.0, min(threshold, 1.0))
+    settings = tool.file_search if tool is not None else None
+    # Both are in range: the request that set them was refused otherwise.
+    limit = (settings.max_num_results if settings else None) or DEFAULT_MAX_RESULTS
+    ranking = settings.ranking_options if settings else None
+    return limit, ranking.score_threshold if ranking else 0.0
 
 
 async def store_ids(tx: StoreTx, owner: str, run: Run) -> list[str]:

@@ -12,7 +12,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetPydanticSchema,
+    TypeAdapter,
+)
+from pydantic_core import core_schema
 
 from .metadata import MetadataBacked
 
@@ -30,6 +38,30 @@ def _is_none(value: object) -> bool:
 def unset_is_absent() -> Any:
     """A field that is left out of the wire shape while unset, where the API's schema has no `null` for it."""
     return Field(default=None, exclude_if=_is_none)
+
+
+def checked_as(shape: Any) -> GetPydanticSchema:
+    """Validate a JSON field with a typed `shape`, and keep the value as the plain JSON it accepted.
+
+    For fields the engine and the store read as plain dicts and lists (`tool_resources`, an
+    attachment's `tools`): a bad value is refused naming the field inside it, as a typed field's
+    is, while a good one is kept as it was sent (keys it left out stay absent), so every reader
+    of the field goes on reading the same JSON. Use as `Annotated[dict[str, Any], checked_as(X)]`.
+    """
+    adapter: TypeAdapter[Any] = TypeAdapter(shape)
+
+    def as_sent(value: Any) -> Any:
+        return adapter.dump_python(value, mode="json", exclude_unset=True)
+
+    def schema(_source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            as_sent,
+            handler.generate_schema(shape),
+            # The value is plain JSON by now, not the typed shape: written out as it is.
+            serialization=core_schema.plain_serializer_function_ser_schema(lambda value: value),
+        )
+
+    return GetPydanticSchema(schema)
 
 
 # Tools ---------------------------------------------------------------------------------------
@@ -55,9 +87,26 @@ class CodeInterpreterTool(WireModel):
     type: Literal["code_interpreter"] = "code_interpreter"
 
 
+class FileSearchRankingOptions(WireModel):
+    """How a file search tool ranks its results (FileSearchRankingOptions)."""
+
+    ranker: Literal["auto", "default_2024_08_21"] | None = unset_is_absent()
+    """The ranker; `auto` when left out."""
+    score_threshold: Annotated[float, Field(ge=0, le=1)]
+    """Results scoring below this (0 to 1) are left out."""
+
+
+class FileSearchOptions(WireModel):
+    """The `file_search` overrides of a file search tool."""
+
+    max_num_results: Annotated[int, Field(ge=1, le=50)] | None = unset_is_absent()
+    """The most results one search returns (1 to 50); 20 when left out."""
+    ranking_options: FileSearchRankingOptions | None = unset_is_absent()
+
+
 class FileSearchTool(WireModel):
     type: Literal["file_search"] = "file_search"
-    file_search: dict[str, Any] | None = unset_is_absent()
+    file_search: FileSearchOptions | None = unset_is_absent()
 
 
 Tool = Annotated[FunctionTool | CodeInterpreterTool | FileSearchTool, Field(discriminator="type")]
@@ -174,9 +223,19 @@ MessageContent = Annotated[
 ]
 
 
+class FileSearchTypeOnly(WireModel):
+    """An attachment's file search tool: the type alone (AssistantToolsFileSearchTypeOnly)."""
+
+    type: Literal["file_search"] = "file_search"
+
+
+AttachmentTool = Annotated[CodeInterpreterTool | FileSearchTypeOnly, Field(discriminator="type")]
+
+
 class Attachment(WireModel):
     file_id: str
-    tools: list[dict[str, Any]] = Field(default_factory=list)
+    tools: Annotated[list[dict[str, Any]], checked_as(list[AttachmentTool])] = Field(default_factory=list)
+    """The tools the file is for, each `{"type": "code_interpreter"}` or `{"type": "file_search"}`."""
 
 
 class MessageStatus(StrEnum):

@@ -19,6 +19,7 @@ from .objects import (
     ToolChoice,
     TruncationStrategy,
     WireModel,
+    checked_as,
 )
 
 Temperature = Annotated[float, Field(ge=0, le=2)]
@@ -47,13 +48,59 @@ class FileExpiryField(RequestModel):
     expires_after: FileExpiry
 
 
+# Tool resources --------------------------------------------------------------------------------
+
+
+class AutoChunkingRequest(WireModel):
+    type: Literal["auto"] = "auto"
+
+
+class StaticChunkingRequest(WireModel):
+    type: Literal["static"] = "static"
+    static: StaticChunking
+
+
+ChunkingStrategyRequest = Annotated[AutoChunkingRequest | StaticChunkingRequest, Field(discriminator="type")]
+
+
+class VectorStoreHelper(RequestModel):
+    """`tool_resources.file_search.vector_stores[i]`: a store to create from files, on the fly."""
+
+    file_ids: Annotated[list[str], Field(max_length=10_000)] = Field(default_factory=list)
+    chunking_strategy: ChunkingStrategyRequest | None = None
+    metadata: dict[str, str] | None = None
+
+
+class CodeInterpreterResources(WireModel):
+    file_ids: Annotated[list[str], Field(max_length=20)] | None = None
+    """The files the code interpreter may read (at most 20)."""
+
+
+class FileSearchResources(WireModel):
+    vector_store_ids: list[str] | None = None
+    """The vector store to search (at most one, with `vector_stores`: checked as they are resolved)."""
+    vector_stores: list[VectorStoreHelper] | None = None
+    """A vector store to create from files and attach."""
+
+
+class ToolResources(WireModel):
+    """The `tool_resources` of an assistant, a thread, or a thread created with its run."""
+
+    code_interpreter: CodeInterpreterResources | None = None
+    file_search: FileSearchResources | None = None
+
+
+ToolResourcesField = Annotated[dict[str, Any], checked_as(ToolResources)]
+"""`tool_resources` checked against `ToolResources`, kept as the JSON object the engine resolves and stores."""
+
+
 class AssistantCreate(RequestModel):
     model: Annotated[str, Field(min_length=1, max_length=256)]
     name: Annotated[str, Field(max_length=256)] | None = None
     description: Annotated[str, Field(max_length=512)] | None = None
     instructions: Annotated[str, Field(max_length=256_000)] | None = None
     tools: Annotated[list[Tool], Field(max_length=128)] = Field(default_factory=list)
-    tool_resources: dict[str, Any] | None = None
+    tool_resources: ToolResourcesField | None = None
     metadata: dict[str, str] | None = None
     temperature: Temperature | None = None
     top_p: TopP | None = None
@@ -67,7 +114,7 @@ class AssistantUpdate(RequestModel):
     description: Annotated[str, Field(max_length=512)] | None = None
     instructions: Annotated[str, Field(max_length=256_000)] | None = None
     tools: Annotated[list[Tool], Field(max_length=128)] | None = None
-    tool_resources: dict[str, Any] | None = None
+    tool_resources: ToolResourcesField | None = None
     metadata: dict[str, str] | None = None
     temperature: Temperature | None = None
     top_p: TopP | None = None
@@ -100,12 +147,12 @@ class MessageUpdate(RequestModel):
 
 class ThreadCreate(RequestModel):
     messages: Annotated[list[MessageCreate], Field(max_length=32)] | None = None
-    tool_resources: dict[str, Any] | None = None
+    tool_resources: ToolResourcesField | None = None
     metadata: dict[str, str] | None = None
 
 
 class ThreadUpdate(RequestModel):
-    tool_resources: dict[str, Any] | None = None
+    tool_resources: ToolResourcesField | None = None
     metadata: dict[str, str] | None = None
 
 
@@ -136,7 +183,7 @@ class RunCreate(RunOptions):
 
 class ThreadAndRunCreate(RunOptions):
     thread: ThreadCreate | None = None
-    tool_resources: dict[str, Any] | None = None
+    tool_resources: ToolResourcesField | None = None
 
 
 class RunUpdate(RequestModel):
@@ -154,18 +201,6 @@ class SubmitToolOutputsRequest(RequestModel):
 
 
 # Vector stores -------------------------------------------------------------------------------
-
-
-class AutoChunkingRequest(WireModel):
-    type: Literal["auto"] = "auto"
-
-
-class StaticChunkingRequest(WireModel):
-    type: Literal["static"] = "static"
-    static: StaticChunking
-
-
-ChunkingStrategyRequest = Annotated[AutoChunkingRequest | StaticChunkingRequest, Field(discriminator="type")]
 
 
 def _check_attributes(value: Any) -> Any:
@@ -189,14 +224,6 @@ class VectorStoreCreate(RequestModel):
     name: Annotated[str, Field(max_length=256)] | None = None
     description: Annotated[str, Field(max_length=512)] | None = None
     expires_after: ExpiresAfter | None = None
-    chunking_strategy: ChunkingStrategyRequest | None = None
-    metadata: dict[str, str] | None = None
-
-
-class VectorStoreHelper(RequestModel):
-    """`tool_resources.file_search.vector_stores[i]`: a store to create from files, on the fly."""
-
-    file_ids: Annotated[list[str], Field(max_length=10_000)] = Field(default_factory=list)
     chunking_strategy: ChunkingStrategyRequest | None = None
     metadata: dict[str, str] | None = None
 
