@@ -36,7 +36,13 @@ from .search import (
 from .search.filters import parse_filter
 from .store import FileStore, ListParams, Page, SqlStore, StoreTx
 from .types import File, Thread, VectorStore, VectorStoreFile, VectorStoreFileBatch
-from .types.objects import ExpiresAfter, IngestionLastError, StaticChunking, StaticChunkingStrategy
+from .types.objects import (
+    ExpiresAfter,
+    FileAttributes,
+    IngestionLastError,
+    StaticChunking,
+    StaticChunkingStrategy,
+)
 from .types.requests import (
     ChunkingStrategyRequest,
     StaticChunkingRequest,
@@ -293,7 +299,8 @@ class VectorStores:
         found = await tx.files_by_id(list(dict.fromkeys(file_ids)), owner=owner)
         for position, file_id in enumerate(file_ids):
             if file_id not in found:
-                name = param if param == "file_id" else f"{param}[{position}]"
+                # `file_id` (or `files[2].file_id`) names one file; a list param gets the position.
+                name = param if param.endswith("file_id") else f"{param}[{position}]"
                 raise InvalidRequestError(f"Invalid '{name}': no file found with id '{file_id}'.", param=name)
         added: list[VectorStoreFile] = []
         stamp = now()
@@ -376,16 +383,29 @@ class VectorStores:
     # Batches -----------------------------------------------------------------------------------
 
     async def create_batch(self, owner: str, vector_store_id: str, body: VectorStoreFileBatchCreate) -> VectorStoreFileBatch:
-        """Add several files at once; files the store already has are left as they are, outside the batch."""
-        strategy = _strategy(body.chunking_strategy)
+        """Add several files at once; files the store already has are left as they are, outside the batch.
+
+        Given as `files`, each file has its own attributes and chunking strategy (a file listed
+        twice is added once, as first listed); given as `file_ids`, they all share the batch's.
+        """
+        # What to add: each `files` entry on its own, or all the `file_ids` together.
+        groups: list[tuple[list[str], StaticChunkingStrategy, FileAttributes | None, str]] = (
+            [
+                ([entry.file_id], _strategy(entry.chunking_strategy, param=f"files[{n}].chunking_strategy"), entry.attributes, f"files[{n}].file_id")
+                for n, entry in enumerate(body.files)
+            ]
+            if body.files is not None
+            else [(body.file_ids or [], _strategy(body.chunking_strategy), body.attributes, "file_ids")]
+        )
         batch = VectorStoreFileBatch(id=new_id("file_batch"), created_at=now(), vector_store_id=vector_store_id)
         async with self.store.transaction() as tx:
             await self._usable(tx, owner, vector_store_id)
             await tx.insert(batch, owner=owner)
-            added = await self._add_files(
-                tx, owner, vector_store_id, body.file_ids, strategy,
-                param="file_ids", attributes=body.attributes, batch_id=batch.id,
-            )
+            added: list[VectorStoreFile] = []
+            for file_ids, strategy, attributes, param in groups:
+                added += await self._add_files(
+                    tx, owner, vector_store_id, file_ids, strategy, param=param, attributes=attributes, batch_id=batch.id
+                )
         self._enqueue(owner, added)
         return await self.get_batch(owner, vector_store_id, batch.id)
 

@@ -22,7 +22,8 @@ from assistants.types import VectorStore as StoredVectorStore
 from assistants.types import VectorStoreFile as StoredVectorStoreFile
 from assistants.types import VectorStoreFileBatch as StoredVectorStoreFileBatch
 from tests.conftest import StartRuntime
-from tests.test_api_objects import sdk_error
+from tests.server import Server
+from tests.test_api_objects import error_of, raw, sdk_error
 
 POLL_SECONDS = 30.0
 
@@ -287,6 +288,60 @@ def test_file_batch_ingests_and_lists_its_files(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as unknown:
         client.vector_stores.file_batches.create(vector_store_id=store.id, file_ids=[manual, "file-nope"])
     assert sdk_error(unknown.value)["param"] == "file_ids[1]"
+
+
+def test_file_batch_takes_files_each_with_its_own_attributes_and_chunking(client: openai.OpenAI) -> None:
+    """The spec's `files` form: per-file attributes and chunking strategy, where `file_ids` share the batch's."""
+    manual = upload(client, "manual.md", MANUAL)
+    garden = upload(client, "garden.txt", GARDEN)
+    store = client.vector_stores.create(name="per file")
+    small = {"type": "static", "static": {"max_chunk_size_tokens": 200, "chunk_overlap_tokens": 50}}
+    batch = client.vector_stores.file_batches.create(
+        vector_store_id=store.id,
+        files=[
+            {"file_id": manual, "attributes": {"kind": "manual", "pages": 2}, "chunking_strategy": small},  # type: ignore[typeddict-item]
+            {"file_id": garden, "attributes": {"kind": "notes"}},
+        ],
+    )
+    assert batch.vector_store_id == store.id and batch.file_counts.total == 2
+    settled_store(client, store.id)
+    files = {f.id: f for f in client.vector_stores.file_batches.list_files(batch.id, vector_store_id=store.id).data}
+    assert files.keys() == {manual, garden} and {f.status for f in files.values()} == {"completed"}
+    assert files[manual].attributes == {"kind": "manual", "pages": 2}
+    assert files[garden].attributes == {"kind": "notes"}
+    manual_sizes, garden_sizes = (files[i].chunking_strategy for i in (manual, garden))
+    assert manual_sizes.type == "static" and (manual_sizes.static.max_chunk_size_tokens, manual_sizes.static.chunk_overlap_tokens) == (200, 50)
+    assert garden_sizes.type == "static" and garden_sizes.static.max_chunk_size_tokens == 800
+    # The attributes are the files' own: search filters on them.
+    hits = client.vector_stores.search(store.id, query="tomatoes kettle", filters={"type": "eq", "key": "kind", "value": "notes"})
+    assert {hit.file_id for hit in hits.data} == {garden}
+
+
+def test_file_batch_needs_file_ids_or_files_and_writes_nothing_when_refused(server: Server, client: openai.OpenAI) -> None:
+    manual = upload(client, "manual.md", MANUAL)
+    store = client.vector_stores.create(name="refusing")
+    url = f"/vector_stores/{store.id}/file_batches"
+    for body, param in (
+        ({}, "file_ids"),
+        ({"attributes": {"kind": "manual"}}, "file_ids"),
+        ({"file_ids": [manual], "files": [{"file_id": manual}]}, "files"),
+        ({"files": []}, "files"),
+        ({"files": [{"file_id": manual}, {"file_id": "file-nope"}]}, "files[1].file_id"),
+        ({"files": [{"attributes": {"kind": "manual"}}]}, "files[0].file_id"),
+        ({"files": [{"file_id": manual, "attributes": {f"k{n}": n for n in range(17)}}]}, "files[0].attributes"),
+        (
+            {"files": [{"file_id": manual, "chunking_strategy": {"type": "static", "static": {"max_chunk_size_tokens": 50, "chunk_overlap_tokens": 0}}}]},
+            "files[0].chunking_strategy.static.max_chunk_size_tokens",
+        ),
+    ):
+        with raw(server) as http:
+            response = http.post(url, json=body)
+        assert response.status_code == 400, (body, response.text)
+        error = error_of(response)
+        assert error["type"] == "invalid_request_error" and error["param"] == param, (body, error)
+        assert param in error["message"]
+    assert client.vector_stores.files.list(store.id).data == []
+    assert client.vector_stores.retrieve(store.id).file_counts.total == 0
 
 
 async def test_cancelling_a_batch_cancels_files_not_yet_ingested(start_runtime: StartRuntime) -> None:

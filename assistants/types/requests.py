@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..exceptions import InvalidRequestError
 from .metadata import validate_metadata
 from .objects import (
     Attachment,
@@ -249,11 +250,32 @@ class VectorStoreFileUpdate(RequestModel):
 
 
 class VectorStoreFileBatchCreate(RequestModel):
-    file_ids: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=2000)]
+    """A batch of files: `file_ids` sharing `attributes` and `chunking_strategy`, or `files`, each with its own.
+
+    Exactly one of `file_ids` and `files` is given. With `files`, the batch-wide `attributes` and
+    `chunking_strategy` are ignored, as the spec says: each file carries its own.
+    """
+
+    file_ids: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=2000)] | None = None
+    files: Annotated[list[VectorStoreFileCreate], Field(min_length=1, max_length=2000)] | None = None
     chunking_strategy: ChunkingStrategyRequest | None = None
     attributes: FileAttributes | None = None
 
     _attributes = field_validator("attributes", mode="before")(_check_attributes)
+
+    @model_validator(mode="after")
+    def _file_ids_or_files(self) -> Self:
+        if self.file_ids is None and self.files is None:
+            raise InvalidRequestError(
+                "Missing required parameter: 'file_ids' (or 'files', a list of {file_id, attributes, chunking_strategy}).",
+                param="file_ids",
+                code="missing_required_parameter",
+            )
+        if self.file_ids is not None and self.files is not None:
+            raise InvalidRequestError(
+                "Invalid 'files': 'file_ids' and 'files' are mutually exclusive; send one of them.", param="files"
+            )
+        return self
 
 
 class RankingOptions(WireModel):
