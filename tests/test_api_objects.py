@@ -16,6 +16,7 @@ import httpx
 import openai
 import pytest
 
+from tests.conftest import sdk_client
 from tests.scripted_model import ScriptedModel
 from tests.server import Server
 
@@ -681,7 +682,7 @@ def test_bad_list_params(client: openai.OpenAI, params: dict[str, Any], param: s
         client.beta.assistants.list(extra_query=params)
     assert sdk_error(exc.value)["param"] == param
     with pytest.raises(openai.BadRequestError) as exc:
-        client.files.list(extra_query=params)
+        client.vector_stores.list(extra_query=params)
     assert sdk_error(exc.value)["param"] == param
 
 
@@ -691,6 +692,31 @@ def test_limit_bounds_accepted(client: openai.OpenAI) -> None:
     )
     assert len(client.beta.threads.messages.list(thread_id=thread.id, limit=1).data) == 1
     assert len(client.beta.threads.messages.list(thread_id=thread.id, limit=100).data) == 2
+
+
+def test_file_list_pages_up_to_ten_thousand_and_all_by_default(server: Server) -> None:
+    """`GET /files` takes `limit` 1 to 10,000 and lists 10,000 when it is left out (its spec), not 1-100 by 20."""
+    client = sdk_client(server, "filer")
+    ids = {client.files.create(file=(f"f{n}.txt", b"x", "text/plain"), purpose="user_data").id for n in range(105)}
+    everything = client.files.list()
+    assert {f.id for f in everything.data} == ids and not everything.has_more
+    first = client.files.list(limit=101, order="asc")
+    assert len(first.data) == 101 and first.has_more
+    rest = client.files.list(limit=10_000, order="asc", after=first.last_id)
+    assert len(rest.data) == 4 and not rest.has_more
+    assert {f.id for f in first.data} | {f.id for f in rest.data} == ids
+    for limit in (0, 10_001):
+        with pytest.raises(openai.BadRequestError) as exc:
+            client.files.list(limit=limit)
+        error = sdk_error(exc.value)
+        assert error["param"] == "limit" and "between 1 and 10000" in error["message"], error
+    # Other lists keep theirs: 20 by default, at most 100.
+    for _ in range(21):
+        client.beta.assistants.create(model=MODEL)
+    assert len(client.beta.assistants.list().data) == 20
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.beta.assistants.list(limit=101)
+    assert "between 1 and 100" in sdk_error(exc.value)["message"]
 
 
 def test_unknown_cursor(client: openai.OpenAI) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import quote
 
@@ -171,18 +172,35 @@ async def parse_body(request: Request, model: type[M], *, allow_empty: bool = Fa
         raise validation_error(exc) from exc
 
 
-def list_params(request: Request) -> ListParams:
-    """`limit`, `order`, `after`, `before` from the query string."""
+@dataclass(frozen=True)
+class EndpointListParams(ListParams):
+    """List parameters whose `limit` `list_params` checked against its endpoint's own range.
+
+    The store's `ListParams` checks 1 to 100 itself, which is the range of every list but
+    `GET /files` (1 to 10,000). The store reads only `limit`, `order`, `after` and `before`, so
+    it pages these in SQL as it pages any others.
+    """
+
+    def __post_init__(self) -> None:
+        """Nothing left to check: `list_params` did, with the endpoint's maximum."""
+
+
+def list_params(request: Request, *, default: int = 20, maximum: int = 100) -> ListParams:
+    """`limit` (1 to `maximum`, `default` when absent), `order`, `after`, `before` from the query string."""
     query = request.query_params
-    raw_limit = query.get("limit", "20")
+    raw_limit = query.get("limit", str(default))
     try:
         limit = int(raw_limit)
     except ValueError as exc:
         raise InvalidRequestError(f"Invalid 'limit': {raw_limit!r} is not an integer.", param="limit") from exc
+    if not 1 <= limit <= maximum:
+        raise InvalidRequestError(
+            f"Invalid 'limit': {limit} is out of range; it must be between 1 and {maximum}.", param="limit"
+        )
     order = query.get("order", "desc")
     if order not in ("asc", "desc"):
         raise InvalidRequestError(f"Invalid 'order': {order!r}; expected 'asc' or 'desc'.", param="order")
-    return ListParams(
+    return EndpointListParams(
         limit=limit,
         order=cast(Literal["asc", "desc"], order),
         after=query.get("after") or None,

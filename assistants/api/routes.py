@@ -41,6 +41,8 @@ from ._http import (
 )
 from .openapi import contract_json
 
+FILES_PAGE = 10_000
+"""`GET /files` lists up to 10,000 files a page, and that many when `limit` is left out (its spec)."""
 FILE_PURPOSES = {"assistants", "assistants_output", "vision", "user_data", "batch", "fine-tune"}
 
 
@@ -285,7 +287,7 @@ def build_router(runtime: Runtime) -> APIRouter:
     @router.get("/files")
     async def list_files(request: Request) -> Any:
         owner = await user(request)
-        params = list_params(request)
+        params = list_params(request, default=FILES_PAGE, maximum=FILES_PAGE)
         return page_body(await engine().list_files(owner, params, purpose=request.query_params.get("purpose")))
 
     @router.get("/files/{file_id}")
