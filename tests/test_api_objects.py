@@ -462,6 +462,28 @@ def test_file_upload_errors_write_nothing(server: Server, client: openai.OpenAI)
     assert count_files(client) == before
 
 
+def test_uploads_take_the_specs_purposes(server: Server, client: openai.OpenAI) -> None:
+    """assistants, batch, fine-tune, vision, user_data and evals; `assistants_output` is the code interpreter's own."""
+    with raw(server, "evaluator") as http:
+        for purpose in ("assistants", "batch", "fine-tune", "user_data", "evals"):
+            response = http.post("/files", files={"file": ("cases.jsonl", b"{}\n", "application/jsonl")}, data={"purpose": purpose})
+            assert response.status_code == 200, response.text
+            assert response.json()["purpose"] == purpose
+    # The SDK as users use it by default (its FileObject type lags the spec and has no `evals`, so
+    # only strict parsing, which these tests use elsewhere, refuses the file).
+    lenient = openai.OpenAI(base_url=server.api_url, api_key=server.key_for("evaluator"), max_retries=0)
+    file = lenient.files.create(file=("cases.jsonl", b"{}\n"), purpose="evals")
+    assert file.purpose == "evals"
+    assert file.id in [f.id for f in lenient.files.list(purpose="evals")]
+
+    before = count_files(client)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.files.create(file=("out.txt", b"x", "text/plain"), purpose="assistants_output")  # type: ignore[arg-type]
+    error = sdk_error(refused.value)
+    assert error["param"] == "purpose" and "assistants_output" in error["message"] and "evals" in error["message"]
+    assert count_files(client) == before
+
+
 def test_file_names_keep_only_their_last_printable_part(client: openai.OpenAI) -> None:
     cases = {
         "../../etc/passwd": "passwd",

@@ -10,6 +10,8 @@ differences this server has on purpose, each one written down in `_amend`:
 - lists: `first_id` and `last_id` are `null` on an empty page, as the hosted API answered;
 - streams: operations that take `stream: true` answer with `text/event-stream`;
 - file content is served with the file's own media type, not as JSON;
+- a file's `purpose` may be `evals`, which uploads take (CreateFileRequest) but the published file
+  object leaves out;
 - extensions the hosted API never had: listing threads (`GET /threads`) and following an
   assistant's run events (`GET /assistants/{assistant_id}/events`).
 """
@@ -88,6 +90,11 @@ def _amend(document: dict[str, Any]) -> None:
         "description": "The request failed; `error.message` says why and `error.param` names the field.",
         "content": {JSON: {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
     }
+
+    # A file keeps the purpose it was uploaded with, and `evals` is an upload purpose.
+    purpose = schemas["OpenAIFile"]["properties"]["purpose"]
+    purpose["enum"] = [*purpose["enum"], "evals"]
+    purpose["description"] += " Files uploaded for evals have the purpose `evals`."
 
     # A file's content is its bytes, served with the file's own media type.
     paths["/files/{file_id}/content"]["get"]["responses"]["200"]["content"] = {

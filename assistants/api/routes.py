@@ -43,7 +43,9 @@ from .openapi import contract_json
 
 FILES_PAGE = 10_000
 """`GET /files` lists up to 10,000 files a page, and that many when `limit` is left out (its spec)."""
-FILE_PURPOSES = {"assistants", "assistants_output", "vision", "user_data", "batch", "fine-tune"}
+FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+"""The purposes an upload may have (CreateFileRequest). `assistants_output` is not one: it marks
+the files the code interpreter writes."""
 
 
 def build_router(runtime: Runtime) -> APIRouter:
@@ -276,7 +278,7 @@ def build_router(runtime: Runtime) -> APIRouter:
             raise InvalidRequestError("Missing required parameter: 'purpose'.", param="purpose")
         if purpose not in FILE_PURPOSES:
             raise InvalidRequestError(
-                f"Invalid 'purpose': {purpose!r}; expected one of {', '.join(sorted(FILE_PURPOSES))}.", param="purpose"
+                f"Invalid 'purpose': {purpose!r}; expected one of {', '.join(FILE_PURPOSES)}.", param="purpose"
             )
         content = await upload.read()
         file = await engine().create_file(
