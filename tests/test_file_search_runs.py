@@ -8,9 +8,11 @@ annotations pointing at the cited file.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 import openai
 import pytest
+from openai.types.beta import AssistantStreamEvent
 from openai.types.beta.threads.runs import FileSearchToolCall
 
 from tests.scripted_model import ScriptedModel
@@ -157,3 +159,69 @@ def test_the_tools_max_num_results_bounds_the_results(client: openai.OpenAI, mod
     assert results() == 1
     assert results(tools=[{"type": "file_search", "file_search": {"max_num_results": 2}}]) == 2
     assert results(tools=[{"type": "file_search"}]) == 3
+
+
+def streamed_passages(events: Iterable[AssistantStreamEvent]) -> list[str | None]:
+    """The passage of each file-search result in a stream's run-step events (None where it was left out)."""
+    found: list[str | None] = []
+    for event in events:
+        if event.event in ("thread.run.step.created", "thread.run.step.in_progress", "thread.run.step.completed"):
+            details = event.data.step_details
+            for call in details.tool_calls if details.type == "tool_calls" else []:
+                if isinstance(call, FileSearchToolCall):
+                    for result in call.file_search.results or []:
+                        found.append(None if result.content is None else "".join(p.text or "" for p in result.content))
+    return found
+
+
+def test_streams_carry_file_search_passages_only_when_include_asks(client: openai.OpenAI, model: ScriptedModel) -> None:
+    """Create-run, create-thread-and-run and submit-tool-outputs streams honour `include[]`, as listing steps does."""
+    manual = upload(client, "manual.md", MANUAL)
+    store = client.vector_stores.create(file_ids=[manual])
+    settled_store(client, store.id)
+    assistant = client.beta.assistants.create(
+        model="scripted-model",
+        tools=[{"type": "file_search"}, {"type": "function", "function": {"name": "kettle_model"}}],
+        tool_resources={"file_search": {"vector_store_ids": [store.id]}},
+    )
+    question = [{"role": "user", "content": "How do I descale my kettle?"}]
+
+    def search_then_answer() -> None:
+        model.add_tool_calls([search_call("descale kettle vinegar")])
+        model.add_text("With vinegar [1].")
+
+    for asked in (False, True):
+        include = {"include": [INCLUDE_CONTENT]} if asked else {}
+
+        thread = client.beta.threads.create(messages=question)  # type: ignore[arg-type]
+        search_then_answer()
+        created = list(client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id, stream=True, **include))  # type: ignore[arg-type]
+
+        search_then_answer()
+        both = list(client.beta.threads.create_and_run(
+            assistant_id=assistant.id, thread={"messages": question}, stream=True, extra_query=include  # type: ignore[typeddict-item]
+        ))
+
+        thread = client.beta.threads.create(messages=question)  # type: ignore[arg-type]
+        model.add_tool_calls([{"name": "kettle_model", "arguments": "{}", "id": "call_model"}])
+        search_then_answer()
+        paused = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50)
+        assert paused.status == "requires_action", paused.last_error
+        submitted = list(client.beta.threads.runs.submit_tool_outputs(
+            run_id=paused.id, thread_id=thread.id, tool_outputs=[{"tool_call_id": "call_model", "output": "K-200"}],
+            stream=True, extra_query=include,
+        ))
+
+        for events in (created, both, submitted):
+            assert events[-1].event == "thread.run.completed"
+            passages = streamed_passages(events)
+            assert passages, "the search's step events carry its results"
+            if asked:
+                assert all(p is not None and "vinegar" in p for p in passages), passages
+            else:
+                assert all(p is None for p in passages), passages
+
+    # The stored steps keep their passages for whoever asks later.
+    steps = client.beta.threads.runs.steps.list(run_id=paused.id, thread_id=thread.id, include=[INCLUDE_CONTENT]).data
+    [call] = [c for s in steps if s.step_details.type == "tool_calls" for c in s.step_details.tool_calls if isinstance(c, FileSearchToolCall)]
+    assert all(r.content for r in call.file_search.results or [])

@@ -271,17 +271,18 @@ def sse_frame(event: Event) -> bytes:
 DONE_FRAME = b"event: done\ndata: [DONE]\n\n"
 
 
-def sse_response(subscription: Subscription) -> StreamingResponse:
+def sse_response(subscription: Subscription, shown: Callable[[Event], Event] | None = None) -> StreamingResponse:
     """Stream a run's events as OpenAI does, ending with `done`. The run goes on if the client leaves.
 
-    Events that queued up while the stream waited to write go out in one write (the same bytes,
-    fewer trips through the middleware and the socket).
+    `shown` gives each event as this stream shows it (a copy when it differs: other subscribers
+    share the event). Events that queued up while the stream waited to write go out in one
+    write (the same bytes, fewer trips through the middleware and the socket).
     """
 
     async def frames() -> AsyncIterator[bytes]:
         try:
             async for batch in subscription.batches_until_run_pauses():
-                chunk = b"".join(map(sse_frame, batch))
+                chunk = b"".join(sse_frame(shown(event) if shown else event) for event in batch)
                 yield chunk + DONE_FRAME if batch[-1].ends_stream else chunk
         finally:
             subscription.close()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from ..events import Event
 from ..exceptions import InvalidRequestError
 from ..ids import new_id
 from ..runtime import Runtime
@@ -108,6 +112,7 @@ def build_router(runtime: Runtime) -> APIRouter:
     @router.post("/threads/runs")
     async def create_thread_and_run(request: Request) -> Any:
         owner = await user(request)
+        passages = wants_passages(request)
         body = await parse_body(request, ThreadAndRunCreate)
         if body.stream:
             run_id = new_id("run")
@@ -117,7 +122,7 @@ def build_router(runtime: Runtime) -> APIRouter:
             except BaseException:
                 subscription.close()
                 raise
-            return sse_response(subscription)
+            return sse_response(subscription, _streamed_passages(passages))
         return (await engine().create_thread_and_run(owner, body)).wire()
 
     @router.get("/threads/{thread_id}")
@@ -175,6 +180,7 @@ def build_router(runtime: Runtime) -> APIRouter:
     @router.post("/threads/{thread_id}/runs")
     async def create_run(request: Request, thread_id: str) -> Any:
         owner = await user(request)
+        passages = wants_passages(request)
         body = await parse_body(request, RunCreate)
         if body.stream:
             run_id = new_id("run")
@@ -184,7 +190,7 @@ def build_router(runtime: Runtime) -> APIRouter:
             except BaseException:
                 subscription.close()
                 raise
-            return sse_response(subscription)
+            return sse_response(subscription, _streamed_passages(passages))
         return (await engine().create_run(owner, thread_id, body)).wire()
 
     @router.get("/threads/{thread_id}/runs")
@@ -211,6 +217,7 @@ def build_router(runtime: Runtime) -> APIRouter:
     @router.post("/threads/{thread_id}/runs/{run_id}/submit_tool_outputs")
     async def submit_tool_outputs(request: Request, thread_id: str, run_id: str) -> Any:
         owner = await user(request)
+        passages = wants_passages(request)
         body = await parse_body(request, SubmitToolOutputsRequest)
         if body.stream:
             subscription = engine().subscribe(run_id=run_id)
@@ -219,7 +226,7 @@ def build_router(runtime: Runtime) -> APIRouter:
             except BaseException:
                 subscription.close()
                 raise
-            return sse_response(subscription)
+            return sse_response(subscription, _streamed_passages(passages))
         return (await engine().submit_tool_outputs(owner, thread_id, run_id, body)).wire()
 
     @router.get("/threads/{thread_id}/runs/{run_id}/steps")
@@ -338,10 +345,40 @@ def build_router(runtime: Runtime) -> APIRouter:
 
 def _passages(step: dict[str, Any], wanted: bool) -> dict[str, Any]:
     """File-search passages appear only when `include[]` asks for them, as on the hosted API."""
-    if wanted:
-        return step
-    for call in (step.get("step_details") or {}).get("tool_calls") or []:
-        if call.get("type") == "file_search":
-            for result in call["file_search"].get("results") or []:
-                result["content"] = None
+    if not wanted:
+        for result in _search_results(step.get("step_details")):
+            result["content"] = None
     return step
+
+
+def _search_results(details: Any) -> list[dict[str, Any]]:
+    """The file-search results in a step's (or a step delta's) `step_details`."""
+    if not isinstance(details, dict):
+        return []
+    return [
+        result
+        for call in details.get("tool_calls") or []
+        if call.get("type") == "file_search"
+        for result in (call.get("file_search") or {}).get("results") or []
+    ]
+
+
+def _streamed_passages(wanted: bool) -> Callable[[Event], Event] | None:
+    """How a run's stream shows its step events: with file-search passages only when `include[]` asks."""
+    if wanted:
+        return None
+
+    def shown(event: Event) -> Event:
+        if not event.event.startswith("thread.run.step."):
+            return event
+        where = event.data if event.event != "thread.run.step.delta" else event.data.get("delta") or {}
+        if not any(result.get("content") is not None for result in _search_results(where.get("step_details"))):
+            return event
+        # A copy: the engine, the chat and other streams share this event's data.
+        data = copy.deepcopy(event.data)
+        inner = data if event.event != "thread.run.step.delta" else data["delta"]
+        for result in _search_results(inner.get("step_details")):
+            result["content"] = None
+        return dataclasses.replace(event, data=data)
+
+    return shown
