@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ from openai.types.beta.threads import (
 from tests.conftest import sdk_client
 from tests.scripted_model import ScriptedModel, ToolCallsReply
 from tests.server import Server, start_server
+from tests.test_api_objects import list_threads, sdk_error
 
 # The SDK marks every Assistants method with a bare "deprecated" warning; keeping them working is the point.
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated$:DeprecationWarning")
@@ -504,6 +506,24 @@ def test_tools_override_tool_choice_and_parallel_tool_calls(client: openai.OpenA
     run = _run_and_poll(client, assistant, thread, parallel_tool_calls=False)
     assert run.parallel_tool_calls is False
     assert last_body(model)["parallel_tool_calls"] is False
+
+
+def test_a_function_tool_choice_must_name_the_function(server: Server, client: openai.OpenAI) -> None:
+    assistant = new_assistant(client, tools=[CALCULATE])
+    thread = new_thread(client, "Hi")
+    mark = uuid.uuid4().hex
+    for choice in ({"type": "function"}, {"type": "function", "function": {}}):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id, tool_choice=choice)  # type: ignore[arg-type]
+        error = sdk_error(refused.value)
+        assert error["param"] == "tool_choice.function.name" and "'tool_choice.function.name'" in error["message"], error
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.beta.threads.create_and_run(
+                assistant_id=assistant.id, thread={"metadata": {"mark": mark}}, tool_choice=choice  # type: ignore[arg-type]
+            )
+        assert sdk_error(refused.value)["param"] == "tool_choice.function.name"
+    assert client.beta.threads.runs.list(thread_id=thread.id).data == []
+    assert list_threads(client, **{"metadata[mark]": mark})["data"] == []
 
 
 @pytest.mark.parametrize(

@@ -176,6 +176,21 @@ class RunOptions(RequestModel):
     response_format: ResponseFormat | None = None
     reasoning_effort: str | None = None
 
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _function_is_named(cls, value: Any) -> Any:
+        """A `function` tool choice names the function it forces (AssistantsNamedToolChoice)."""
+        if isinstance(value, dict) and value.get("type") == "function":
+            function = value.get("function")
+            if function is None or (isinstance(function, dict) and "name" not in function):
+                raise InvalidRequestError(
+                    "Missing required parameter: 'tool_choice.function.name'. A tool choice of type 'function' "
+                    'names the function the model must call: {"type": "function", "function": {"name": "..."}}.',
+                    param="tool_choice.function.name",
+                    code="missing_required_parameter",
+                )
+        return value
+
 
 class RunCreate(RunOptions):
     additional_instructions: str | None = None
