@@ -862,6 +862,27 @@ def test_client_side_tool_with_streams(client: openai.OpenAI, model: ScriptedMod
     assert sent_messages(model, 1)[-1] == {"role": "tool", "tool_call_id": "call_oslo", "content": "snow, -3C"}
 
 
+def test_a_tool_output_may_leave_its_output_out(client: openai.OpenAI, model: ScriptedModel) -> None:
+    """`output` is optional in the spec: the call's result is then empty, for the model and in the step."""
+    assistant = new_assistant(client, tools=[GET_WEATHER])
+    thread = new_thread(client, "Weather in Oslo?")
+    model.add_tool_calls([{"name": "get_weather", "arguments": '{"city": "Oslo"}', "id": "call_oslo"}])
+    model.add_text("No report for Oslo.")
+    paused = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50)
+    assert paused.status == "requires_action"
+
+    run = client.beta.threads.runs.submit_tool_outputs_and_poll(
+        run_id=paused.id, thread_id=thread.id, tool_outputs=[{"tool_call_id": "call_oslo"}], poll_interval_ms=50
+    )
+
+    assert run.status == "completed", run.last_error
+    assert sent_messages(model, 1)[-1] == {"role": "tool", "tool_call_id": "call_oslo", "content": ""}
+    [step, _] = client.beta.threads.runs.steps.list(run_id=run.id, thread_id=thread.id, order="asc").data
+    assert step.step_details.type == "tool_calls"
+    [call] = step.step_details.tool_calls
+    assert call.type == "function" and call.function.output == ""
+
+
 def test_text_before_client_tool_calls_survives_the_pause(client: openai.OpenAI, model: ScriptedModel) -> None:
     assistant = new_assistant(client, tools=[GET_WEATHER])
     thread = new_thread(client, "Weather in Kyoto?")

@@ -208,7 +208,8 @@ class RunUpdate(RequestModel):
 
 class ToolOutput(RequestModel):
     tool_call_id: Annotated[str, Field(min_length=1)]
-    output: str
+    output: str = ""
+    """What the tool returned; optional, as in the spec: the model reads an empty result when left out."""
 
 
 class SubmitToolOutputsRequest(RequestModel):
