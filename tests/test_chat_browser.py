@@ -18,6 +18,7 @@ import re
 import shutil
 import threading
 import time
+import tomllib
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from playwright.sync_api import (
 from assistants.config import Settings
 from assistants.runtime import Runtime
 from assistants.store import ListParams
-from assistants.ui.uploads import MAX_BYTES, MAX_FILES, store_uploads
+from assistants.ui.uploads import ACCEPT, MAX_BYTES, MAX_FILES, store_uploads
 from tests.conftest import (
     create_pg_database,
     drop_pg_database,
@@ -177,11 +178,18 @@ async def check_store_uploads(tmp_path: Path) -> None:
             FakeElement("../../secret/photo.png", make("real.png", b"\x89PNG\r\n\x1a\n" + bytes(16)), "image/png"),
             FakeElement("mz.txt", make("mz.txt", b"MZ is how this note begins.\n"), "text/plain"),
             FakeElement("caf\u00e9.md", make("cafe.md", "# caf\u00e9\n".encode()), "text/markdown"),
+            # What a browser on Windows with Excel installed says a CSV file is.
+            FakeElement("excel.csv", make("excel.csv"), "application/vnd.ms-excel"),
         ]
         prepared = await store_uploads(engine, owner, "good ones", real)
         assert prepared.rejected == []
-        assert [name for _, name in prepared.accepted] == ["photo.png", "mz.txt", "caf\u00e9.md"]
-        assert sorted(await stored_names()) == sorted([*names[:MAX_FILES], "photo.png", "mz.txt", "caf\u00e9.md"])
+        assert [name for _, name in prepared.accepted] == ["photo.png", "mz.txt", "caf\u00e9.md", "excel.csv"]
+        assert sorted(await stored_names()) == sorted(
+            [*names[:MAX_FILES], "photo.png", "mz.txt", "caf\u00e9.md", "excel.csv"]
+        )
+        # Chainlit's own upload route checks the same list, read from the app's config.
+        accepted = tomllib.loads((Path(__file__).parent.parent / ".chainlit" / "config.toml").read_text())
+        assert {k: tuple(v) for k, v in accepted["features"]["spontaneous_file_upload"]["accept"].items()} == ACCEPT
     finally:
         await runtime.close()
 

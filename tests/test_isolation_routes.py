@@ -753,6 +753,23 @@ def tool_outputs(model: ScriptedModel) -> list[str]:
     return [text_of(m) for m in chat_requests(model)[-1]["messages"] if m["role"] == "tool"]
 
 
+def test_other_websites_cannot_read_the_chat_with_the_users_cookie(world: World) -> None:
+    """No origin but the app's own gets CORS on the chat's routes: a page of another site (even a
+    sibling subdomain, which the cookie's SameSite=Lax lets through) cannot read what they answer."""
+    w = world
+    for origin in ("https://wiki.example.com", "null"):
+        preflight = w.bob.http.options(
+            "/project/threads",
+            headers={"origin": origin, "access-control-request-method": "POST", "access-control-request-headers": "content-type"},
+        )
+        assert "access-control-allow-origin" not in preflight.headers, preflight.headers
+        answer = w.bob.http.post("/project/threads", headers={"origin": origin}, json={"pagination": {"first": 5}, "filter": {}})
+        # Without this header the browser keeps the answer from the other site's page.
+        assert "access-control-allow-origin" not in answer.headers, answer.headers
+    # The app's own pages are same-origin and need none: Bob's list still answers.
+    assert w.bob.http.post("/project/threads", json={"pagination": {"first": 5}, "filter": {}}).status_code == 200
+
+
 def bobs_session(w: World, text: str) -> tuple[str, str]:
     """(chat thread id, engine session id) of Bob's session that `text` began."""
     threads = w.bob.http.post("/project/threads", json={"pagination": {"first": 100}, "filter": {"search": text}}).json()

@@ -21,6 +21,8 @@ ACCEPT: dict[str, tuple[str, ...]] = {
     "text/plain": (".txt",),
     "text/markdown": (".md",),
     "text/csv": (".csv",),
+    # What browsers on Windows with Excel installed say a `.csv` file is.
+    "application/vnd.ms-excel": (".csv",),
     "application/json": (".json",),
     "application/pdf": (".pdf",),
     "image/png": (".png",),
@@ -42,9 +44,14 @@ class PreparedUpload:
     """(file id, file name) of the stored files."""
 
 
+ALIASES: dict[tuple[str, str], str] = {("application/vnd.ms-excel", ".csv"): "text/csv"}
+"""(declared type, suffix) pairs that stand for another type: a `.csv` file is CSV text."""
+
+
 def _mime_of(name: str, declared: str | None) -> str:
     guessed = mimetypes.guess_type(name)[0]
-    return (declared or guessed or "application/octet-stream").split(";")[0].strip().lower()
+    mime = (declared or guessed or "application/octet-stream").split(";")[0].strip().lower()
+    return ALIASES.get((mime, Path(name).suffix.lower()), mime)
 
 
 def _accepts(name: str, mime: str) -> bool:
