@@ -45,6 +45,8 @@ class Ended:
 EXPIRY_SWEEP_SECONDS = 5.0
 LOGIN_FAILURES_KEPT_SECONDS = 24 * 3600
 """Failed sign-ins are kept this long at most (far past the sign-in throttle's window)."""
+DELETED_PLACES_KEPT_SECONDS = 24 * 3600
+"""A deleted object's place in its lists is kept this long, for page cursors that name it."""
 
 
 class EngineUpkeep(EngineFiles):
@@ -142,6 +144,7 @@ class EngineUpkeep(EngineFiles):
                     async with self.store.transaction() as tx:
                         # Failed sign-ins past every throttle window (each try prunes only its own).
                         await tx.prune_login_failures((now() - LOGIN_FAILURES_KEPT_SECONDS) * 1000)
+                        await tx.forget_deleted_places(now() - DELETED_PLACES_KEPT_SECONDS)
             except Exception:
                 log.exception("the expiry sweep failed; it will try again")
 

@@ -189,6 +189,24 @@ def test_assistant_list_order_and_pagination(client: openai.OpenAI) -> None:
     assert newest_first.has_more is True
 
 
+def test_deleting_everything_listed_while_the_sdk_pages_through_it(server: Server) -> None:
+    """The SDK's auto-pagination asks for each next page `after` the last id of the one before:
+    deleting each object as it is listed must not make that cursor unknown."""
+    client = sdk_client(server, f"cleaner-{tag()}")
+    made = {client.beta.assistants.create(model=MODEL).id for _ in range(7)}
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": f"m{i}"} for i in range(7)])
+    deleted = set()
+    for assistant in client.beta.assistants.list(limit=3):
+        assert client.beta.assistants.delete(assistant.id).deleted
+        deleted.add(assistant.id)
+    assert deleted == made and client.beta.assistants.list().data == []
+    gone = 0
+    for message in client.beta.threads.messages.list(thread_id=thread.id, limit=2, order="asc"):
+        assert client.beta.threads.messages.delete(message_id=message.id, thread_id=thread.id).deleted
+        gone += 1
+    assert gone == 7 and client.beta.threads.messages.list(thread_id=thread.id).data == []
+
+
 # Threads -------------------------------------------------------------------------------------
 
 

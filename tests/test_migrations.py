@@ -4,26 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection
 
-from assistants.ids import new_id
-from assistants.store import MessageCounts, SqlStore
+from assistants.exceptions import InvalidRequestError
+from assistants.ids import new_id, now
+from assistants.store import ListParams, MessageCounts, SqlStore
 from assistants.store import schema as store_schema
 from assistants.store.migrate import alembic_config, current_revision, upgrade
 from assistants.types import Assistant, File, Message, TextContent, TextValue, Thread
 
-HEAD = "0016"
+HEAD = "0017"
 OBJECT_TABLES = {"assistants", "threads", "messages", "runs", "run_steps", "files"}
 VECTOR_STORE_TABLES = {"vector_stores", "vector_store_files", "vector_store_file_batches"}
 SEARCH_VECTOR_TABLES = {"search_vectors", "search_generations"}
 ALL_TABLES = (
     OBJECT_TABLES
     | VECTOR_STORE_TABLES
-    | {"users", "api_keys", "search_chunks", "run_events", "login_failures"}
+    | {"users", "api_keys", "search_chunks", "run_events", "login_failures", "deleted_cursors"}
     | SEARCH_VECTOR_TABLES
 )
 # SQLite lists the FTS5 table of migration 0004 and its shadow tables among the tables.
@@ -316,7 +318,7 @@ async def test_downgrade_from_0004_removes_the_chunk_index_cleanly(store_url: st
 
         assert await current_revision(store.engine) == "0003"
         assert await search_machinery(store) == set()
-        assert await table_names(store) == ALL_TABLES - {"search_chunks", "run_events", "login_failures"} - SEARCH_VECTOR_TABLES - VECTOR_STORE_TABLES | {"alembic_version"}
+        assert await table_names(store) == ALL_TABLES - {"search_chunks", "run_events", "login_failures", "deleted_cursors"} - SEARCH_VECTOR_TABLES - VECTOR_STORE_TABLES | {"alembic_version"}
         # And back up again: the full-text objects are recreated without leftovers in the way.
         await upgrade(store.engine)
         assert await search_machinery(store) != set()
@@ -369,7 +371,7 @@ async def test_downgrade_from_0005_leaves_0004_intact(store_url: str) -> None:
 
         assert await current_revision(store.engine) == "0004"
         assert await table_names(store) == (
-            all_tables(store) - VECTOR_STORE_TABLES - SEARCH_VECTOR_TABLES - {"run_events", "login_failures"}
+            all_tables(store) - VECTOR_STORE_TABLES - SEARCH_VECTOR_TABLES - {"run_events", "login_failures", "deleted_cursors"}
             - store_schema.SEARCH_POSTGRES_TABLES
         )
         # The chunks survive; searching needs head's FTS5 layout (0008), which the upgrade rebuilds.
@@ -401,7 +403,7 @@ async def test_upgrade_from_0005_adds_chunk_vectors_and_downgrade_removes_only_t
         await downgrade_to(store, "0005")
         assert await current_revision(store.engine) == "0005"
         assert await table_names(store) == (
-            all_tables(store) - SEARCH_VECTOR_TABLES - {"run_events", "login_failures"} - store_schema.SEARCH_POSTGRES_TABLES
+            all_tables(store) - SEARCH_VECTOR_TABLES - {"run_events", "login_failures", "deleted_cursors"} - store_schema.SEARCH_POSTGRES_TABLES
         )
         await upgrade(store.engine)
         assert await current_revision(store.engine) == HEAD
@@ -471,7 +473,7 @@ async def test_upgrade_from_0008_adds_the_run_event_log_and_downgrade_removes_on
         assert await schema_differences(store) == []
 
         await downgrade_to(store, "0008")
-        assert await table_names(store) == all_tables(store) - {"run_events", "login_failures"} - store_schema.SEARCH_POSTGRES_TABLES
+        assert await table_names(store) == all_tables(store) - {"run_events", "login_failures", "deleted_cursors"} - store_schema.SEARCH_POSTGRES_TABLES
     finally:
         await store.close()
 
@@ -710,5 +712,40 @@ async def test_upgrade_from_0015_counts_each_threads_messages_and_downgrade_remo
             # The threads table keeps its constraints (SQLite rebuilds it to drop the columns).
             assert sorted(await conn.run_sync(lambda sync: [c["column_names"] for c in sa.inspect(sync).get_unique_constraints("threads")])) == [["id"], ["ui_id"]]
             assert "ix_threads_owner_id" in await conn.run_sync(lambda sync: {i["name"] for i in sa.inspect(sync).get_indexes("threads")})
+    finally:
+        await store.close()
+
+
+async def test_upgrade_from_0016_remembers_where_deleted_objects_stood_and_downgrade_removes_it(store_url: str) -> None:
+    """0016 -> 0017: an object deleted by id keeps its place in its lists for a day, so a page
+    cursor naming it still places the next page; forgotten after that. Down again: the table goes."""
+    store = SqlStore.from_url(store_url)
+    try:
+        await upgrade(store.engine, "0016")
+        await upgrade(store.engine)
+        assert await schema_differences(store) == []
+        assistants = [Assistant(id=new_id("assistant"), created_at=1, model="m") for _ in range(4)]
+        async with store.transaction() as tx:
+            for assistant in assistants:
+                await tx.insert(assistant, owner="user_1")
+        async with store.transaction() as tx:
+            assert await tx.delete(Assistant, assistants[1].id, owner="user_1")
+            assert not await tx.delete(Assistant, assistants[2].id, owner="user_2")  # not theirs: kept
+        async with store.read() as tx:
+            after = await tx.list(Assistant, owner="user_1", params=ListParams(order="asc", after=assistants[1].id))
+            assert [a.id for a in after.data] == [assistants[2].id, assistants[3].id]
+            before = await tx.list(Assistant, owner="user_1", params=ListParams(order="asc", before=assistants[1].id))
+            assert [a.id for a in before.data] == [assistants[0].id]
+            with pytest.raises(InvalidRequestError, match="Invalid 'after'"):  # another user's deleted place
+                await tx.list(Assistant, owner="user_2", params=ListParams(after=assistants[1].id))
+        async with store.transaction() as tx:
+            await tx.forget_deleted_places(now() + 1)
+        async with store.read() as tx:
+            with pytest.raises(InvalidRequestError, match="Invalid 'after'"):
+                await tx.list(Assistant, owner="user_1", params=ListParams(after=assistants[1].id))
+
+        await downgrade_to(store, "0016")
+        async with store.engine.connect() as conn:
+            assert "deleted_cursors" not in await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names())
     finally:
         await store.close()

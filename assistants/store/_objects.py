@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..exceptions import InvalidRequestError, NotFoundError
+from ..ids import now
 from ..types import (
     Assistant,
     File,
@@ -250,16 +251,45 @@ class ObjectsTx:
                 return False
             # The thread's row first, as every insert and the thread's own deletion take them.
             await self.lock_thread(thread_id)
+            await self._remember_place(table, object_id, owner)
             if not (await self.conn.execute(query)).rowcount:
                 return False
             await self._count_messages(thread_id, deleted=1)
             return True
+        await self._remember_place(table, object_id, owner)
         result = await self.conn.execute(query)
         if result.rowcount and table is schema.threads:
             # The thread's own row (and its counts) is gone already.
             for child in (schema.messages, schema.runs, schema.run_steps):
                 await self.conn.execute(child.delete().where(child.c.thread_id == object_id))
         return bool(result.rowcount)
+
+    async def _remember_place(self, table: sa.Table, object_id: str, owner: str | None) -> None:
+        """Keep where an object about to be deleted stood in its lists (`deleted_cursors`), so that
+        a page cursor naming it still places the next page (nothing when it is not there)."""
+        source = sa.select(
+            table.c.id, sa.literal(table.name), table.c.owner_id, table.c.seq, sa.literal(now(), sa.BigInteger())
+        ).where(table.c.id == object_id)
+        if owner is not None:
+            source = source.where(table.c.owner_id == owner)
+        cursors = schema.deleted_cursors
+        await self.conn.execute(
+            cursors.insert().from_select(["id", "kind", "owner_id", "seq", "deleted_at"], source)
+        )
+
+    async def _deleted_place(self, table: sa.Table, cursor: str, owner: str | None) -> int | None:
+        """Where a deleted object stood in its table's lists, if it was deleted lately."""
+        cursors = schema.deleted_cursors
+        query = sa.select(cursors.c.seq).where(cursors.c.id == cursor, cursors.c.kind == table.name)
+        if owner is not None:
+            query = query.where(cursors.c.owner_id == owner)
+        seq = (await self.conn.execute(query)).scalar()
+        return None if seq is None else int(seq)
+
+    async def forget_deleted_places(self, before: int) -> None:
+        """Forget where objects deleted before `before` (Unix seconds) stood."""
+        cursors = schema.deleted_cursors
+        await self.conn.execute(cursors.delete().where(cursors.c.deleted_at < before))
 
     async def list(
         self,
@@ -305,6 +335,10 @@ class ObjectsTx:
             if cursor is None:
                 continue
             seq = (await self.conn.execute(sa.select(table.c.seq).where(table.c.id == cursor, *conditions))).scalar()
+            if seq is None:
+                # Deleted since it was listed (a client deleting what it pages through): its old
+                # place still places the page.
+                seq = await self._deleted_place(table, cursor, owner)
             if seq is None:
                 raise InvalidRequestError(
                     f"Invalid '{param}': no {label} with id '{cursor}' in this list.", param=param

@@ -60,6 +60,20 @@ login_failures = sa.Table(
     sa.Index("ix_login_failures_at", "at_ms"),
 )
 
+# Where deleted objects stood in their lists (migration 0017): a client that deletes what it
+# lists, page by page, sends the last id of a page as the next page's `after` cursor, and that id
+# must still place the page. Kept for a day (`PURGE_SECONDS` sweeps), then forgotten.
+deleted_cursors = sa.Table(
+    "deleted_cursors",
+    metadata,
+    sa.Column("kind", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("owner_id", sa.String(64), nullable=False),
+    sa.Column("seq", sa.BigInteger(), nullable=False),
+    sa.Column("deleted_at", sa.BigInteger(), nullable=False),
+    sa.Index("ix_deleted_cursors_deleted_at", "deleted_at"),
+)
+
 assistants = _object_table("assistants")
 threads = _object_table(
     "threads",
