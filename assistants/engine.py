@@ -169,7 +169,7 @@ class Engine(EngineUpkeep):
         assistant = Assistant(
             id=new_id("assistant"),
             created_at=now(),
-            **body.model_dump(exclude_none=True, exclude={"reasoning_effort"}),
+            **body.model_dump(exclude_none=True),
         )
         async with self.store.transaction() as tx:
             resources = await self.vector_stores.resolve_tool_resources(tx, owner, body.tool_resources)
@@ -189,7 +189,7 @@ class Engine(EngineUpkeep):
             if body.tool_resources is not None:
                 resources = await self.vector_stores.resolve_tool_resources(tx, owner, body.tool_resources)
                 body = body.model_copy(update={"tool_resources": resources})
-            changes = body.model_dump(exclude_unset=True, exclude={"reasoning_effort"})
+            changes = body.model_dump(exclude_unset=True)
             if changes.get("metadata") is None:
                 changes.pop("metadata", None)
             updated = assistant.with_updates(**changes)
@@ -455,6 +455,7 @@ class Engine(EngineUpkeep):
             tool_choice=body.tool_choice or "auto",
             parallel_tool_calls=True if body.parallel_tool_calls is None else body.parallel_tool_calls,
             response_format=body.response_format or assistant.response_format or "auto",
+            reasoning_effort=body.reasoning_effort or assistant.reasoning_effort,
         )
         newest = None
         for message in body.additional_messages or []:

@@ -475,6 +475,31 @@ def test_model_and_sampling_overrides(client: openai.OpenAI, model: ScriptedMode
     assert (run.model, run.temperature, run.top_p) == ("scripted-model-2", 0.25, 0.5)
 
 
+def test_reasoning_effort_reaches_the_model_from_the_assistant_or_the_run(client: openai.OpenAI, model: ScriptedModel) -> None:
+    assistant = new_assistant(client, reasoning_effort="low")
+    assert assistant.model_dump().get("reasoning_effort") == "low"
+    thread = new_thread(client, "Think about it")
+
+    model.add_text("Thought a little.")
+    _run_and_poll(client, assistant, thread)
+    assert last_body(model)["reasoning_effort"] == "low"
+    model.add_text("Thought hard.")
+    run = _run_and_poll(client, assistant, thread, reasoning_effort="high")
+    assert last_body(model)["reasoning_effort"] == "high" and run.model_dump().get("reasoning_effort") == "high"
+    # Left out everywhere, it is not sent: the provider's default applies.
+    plain = new_assistant(client)
+    model.add_text("As usual.")
+    _run_and_poll(client, plain, thread)
+    assert "reasoning_effort" not in last_body(model)
+
+    refused = bad_request(lambda: client.beta.assistants.create(model="scripted-model", reasoning_effort="bogus"))  # type: ignore[arg-type]
+    assert refused.body is not None and "reasoning_effort" in error_message(refused)
+    refused = bad_request(
+        lambda: client.beta.threads.runs.create(thread_id=thread.id, assistant_id=plain.id, reasoning_effort="bogus")  # type: ignore[arg-type]
+    )
+    assert "reasoning_effort" in error_message(refused)
+
+
 def test_tools_override_tool_choice_and_parallel_tool_calls(client: openai.OpenAI, model: ScriptedModel) -> None:
     assistant = new_assistant(client, tools=[CALCULATE])
     thread = new_thread(client, "Hi")

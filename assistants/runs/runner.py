@@ -479,6 +479,8 @@ class RunExecutor:
             request["response_format"] = {"type": "json_schema", "json_schema": fmt.json_schema}
         elif isinstance(fmt, ResponseFormatSimple) and fmt.type == "json_object":
             request["response_format"] = {"type": "json_object"}
+        if run.reasoning_effort is not None:
+            request["reasoning_effort"] = run.reasoning_effort
         if run.max_completion_tokens is not None:
             request["max_completion_tokens"] = max(1, run.max_completion_tokens - usage.completion_tokens)
         return request

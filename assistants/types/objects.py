@@ -64,6 +64,10 @@ def checked_as(shape: Any) -> GetPydanticSchema:
     return GetPydanticSchema(schema)
 
 
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+"""How hard a reasoning model thinks (ReasoningEffort)."""
+
+
 # Tools ---------------------------------------------------------------------------------------
 
 
@@ -171,6 +175,9 @@ class Assistant(MetadataBacked):
     temperature: float | None = None
     top_p: float | None = None
     response_format: ResponseFormat | None = "auto"
+    reasoning_effort: ReasoningEffort | None = unset_is_absent()
+    """Sent to reasoning models as the runs' `reasoning_effort` (CreateAssistantRequest); shown
+    only when set, as the published object has no such field."""
 
 
 class Thread(MetadataBacked):
@@ -351,6 +358,8 @@ class Run(MetadataBacked):
     tool_choice: ToolChoice = "auto"
     parallel_tool_calls: bool = True
     response_format: ResponseFormat = "auto"
+    reasoning_effort: ReasoningEffort | None = unset_is_absent()
+    """Extension: the effort reasoning models were asked for (the run's, else its assistant's)."""
     context: ContextRecord | None = None
     """Extension: what the run sent to the model (absent from OpenAI's shape; SDKs keep it as extra)."""
     after_message_id: str | None = None

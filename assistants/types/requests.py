@@ -14,6 +14,7 @@ from .objects import (
     FileAttributes,
     ImageFileContent,
     ImageURLContent,
+    ReasoningEffort,
     ResponseFormat,
     StaticChunking,
     Tool,
@@ -106,7 +107,7 @@ class AssistantCreate(RequestModel):
     temperature: Temperature | None = None
     top_p: TopP | None = None
     response_format: ResponseFormat | None = None
-    reasoning_effort: str | None = None
+    reasoning_effort: ReasoningEffort | None = None
 
 
 class AssistantUpdate(RequestModel):
@@ -120,7 +121,7 @@ class AssistantUpdate(RequestModel):
     temperature: Temperature | None = None
     top_p: TopP | None = None
     response_format: ResponseFormat | None = None
-    reasoning_effort: str | None = None
+    reasoning_effort: ReasoningEffort | None = None
 
 
 class TextRequestContent(WireModel):
@@ -174,7 +175,7 @@ class RunOptions(RequestModel):
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
-    reasoning_effort: str | None = None
+    reasoning_effort: ReasoningEffort | None = None
 
     @field_validator("tool_choice", mode="before")
     @classmethod
