@@ -207,3 +207,32 @@ async def test_a_run_whose_thread_is_deleted_under_it_ends_for_those_who_follow_
     assert "thread was deleted" in events[-1].data["last_error"]["message"]
     async with engine.store.read() as tx:
         assert await tx.find(Run, events[0].data["id"], owner=None) is None
+
+
+async def test_a_run_cut_short_mid_answer_still_counts_what_it_used(
+    start_runtime: StartRuntime, model: ScriptedModel
+) -> None:
+    """Cancelled, or failed by a dropped stream, while the answer streams: the provider's own count
+    never comes, and the run's usage still holds the prompt and a token per chunk received."""
+    engine = (await start_runtime()).engine
+    helper = await assistant_id(engine)
+    for cut in ("cancel", "drop"):
+        thread = await new_thread(engine, "Go on for ever.")
+        if cut == "cancel":
+            model.add_endless(0.01)
+        else:
+            model.add_stream_break("one two three four", delay=0.01)
+        run_id, deltas = "", 0
+        async with asyncio.timeout(WAIT):
+            async for event in engine.stream_run(OWNER, thread.id, RunCreate(assistant_id=helper)):
+                run_id = run_id or event.data["id"]
+                if event.event == "thread.message.delta":
+                    deltas += 1
+                    if cut == "cancel" and deltas == 5:
+                        await engine.cancel_run(OWNER, thread.id, run_id)
+        run, _, _ = await stored(engine, run_id)
+        assert run.status is (RunStatus.cancelled if cut == "cancel" else RunStatus.failed)
+        assert run.usage is not None and run.context is not None, run
+        assert run.usage.prompt_tokens == run.context.prompt_tokens > 0
+        assert run.usage.completion_tokens >= (5 if cut == "cancel" else 4)
+        assert run.usage.total_tokens == run.usage.prompt_tokens + run.usage.completion_tokens

@@ -48,7 +48,7 @@ from ..types.objects import (
 )
 from ._checkpoints import AnswerCheckpoints
 from ._status import EVENT_FOR_STATUS, TRANSITIONS, end_step, incomplete_message, transition
-from ._stream import AccumulatedCall
+from ._stream import AccumulatedCall, DeltaAccumulator
 
 ToolOutputs = Mapping[str, "str | list[CodeOutput] | FileSearchCall"]
 """Outputs by call id: a string for a function call, the outputs list for a code-interpreter call,
@@ -134,6 +134,13 @@ class RunRecorder:
         self.tool_step: RunStep | None = None
         self.partial_text = ""
         """The text streamed so far into the open message, kept if the run ends early."""
+        self.round: DeltaAccumulator | None = None
+        """The completion streaming now (None between rounds): if the run ends before it does, its
+        tokens still count in the run's usage (`usage_if_cut_short`)."""
+        self.round_prompt = 0
+        """The prompt tokens of that completion, as counted when its context was built."""
+        self.usage_before_round = Usage()
+        """The run's usage before that completion."""
         self.cited: dict[int, str] = {}
         """File ids of this run's file-search results by citation number (for `file_citation` annotations)."""
         self.written: dict[str, str] = {}
@@ -317,6 +324,14 @@ class RunRecorder:
                 "delta": {"content": [{"index": 0, "type": "text", "text": value}]},
             },
         )
+
+    def usage_if_cut_short(self) -> Usage | None:
+        """The run's usage with the completion it was streaming when cut short (its prompt, and a
+        token per chunk received, as the provider's own count never came); None when nothing of it
+        came back, or between completions."""
+        if self.round is None or not self.round.chunks:
+            return None
+        return self.usage_before_round.add(self.round_prompt, self.round.chunks)
 
     def checkpoint_message(self) -> None:
         """Have the text streamed so far stored within a second (see `AnswerCheckpoints`), so that

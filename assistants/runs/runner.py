@@ -227,6 +227,9 @@ class RunExecutor:
             # run is stale here: moving again would be cancelling -> cancelling, which raises.
             if stored.status is not RunStatus.cancelling:
                 await recorder.move(RunStatus.cancelling)
+        cut_short = recorder.usage_if_cut_short()
+        if cut_short is not None:
+            changes.setdefault("usage", cut_short)
         await recorder.move(status, **changes)
 
     async def _loop(self, recorder: RunRecorder, begun: Begun) -> None:
@@ -270,7 +273,9 @@ class RunExecutor:
                 # saves a transaction before the first token.
                 recorder.run = recorder.run.model_copy(update={"context": prepared.record})
             request = self._request(run, prepared.messages, tools, usage)
+            recorder.round_prompt, recorder.usage_before_round = prepared.record.prompt_tokens, usage
             accumulated = await self._stream(recorder, request, code=_offers_code(run), search=_offers_search(run))
+            recorder.round = None
             prompt = accumulated.prompt_tokens if accumulated.prompt_tokens is not None else prepared.record.prompt_tokens
             completion = accumulated.completion_tokens if accumulated.completion_tokens is not None else accumulated.chunks
             step_usage = Usage().add(prompt, completion)
@@ -383,7 +388,7 @@ class RunExecutor:
         out of the JSON arguments as it streams.
         """
         chunks = await self._open_with_retries(request)
-        accumulated = DeltaAccumulator()
+        accumulated = recorder.round = DeltaAccumulator()
         code_streams: dict[int, CodeArgumentStream] = {}
         searches: set[int] = set()
         recorder.partial_text = ""
