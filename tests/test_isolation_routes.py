@@ -599,6 +599,14 @@ class ChatSocket:
         self.page.evaluate("key => window.chatSocket.close(key)", self.key)
 
 
+def started_socket(page: Page, srv: Server) -> ChatSocket:
+    """A new chat over a socket of `page`'s browser, connected and ready."""
+    socket = ChatSocket(page, srv)
+    assert socket.open()["outcome"] == "connected"
+    socket.start()
+    return socket
+
+
 def origin_page(who: Person, srv: Server) -> Page:
     """A page of the user's browser on the chat's origin (not the chat itself: no socket of its own)."""
     page = who.context.new_page()
@@ -664,9 +672,7 @@ def test_bob_cannot_take_over_alices_websocket_session(world: World, bob_socket_
 
 def test_bobs_messages_cannot_carry_alices_uploads(world: World, bob_socket_page: Page, model: ScriptedModel) -> None:
     w = world
-    socket = ChatSocket(bob_socket_page, w.server)
-    assert socket.open()["outcome"] == "connected"
-    socket.start()
+    socket = started_socket(bob_socket_page, w.server)
     own = w.bob.http.post(
         "/project/file", params={"session_id": socket.session_id}, files={"file": ("bob-own.txt", b"bob's words\n", "text/plain")}
     )
@@ -695,9 +701,7 @@ def test_bobs_edits_and_votes_over_the_socket_do_not_reach_alices_messages(
     world: World, bob_socket_page: Page, model: ScriptedModel
 ) -> None:
     w = world
-    socket = ChatSocket(bob_socket_page, w.server)
-    assert socket.open()["outcome"] == "connected"
-    socket.start()
+    socket = started_socket(bob_socket_page, w.server)
     for target in (w.question_id, w.answer_id):
         edited = {**user_message(w.bob.name, "bob was here"), "id": target}
         socket.emit("edit_message", {"message": edited})
@@ -717,9 +721,7 @@ def test_an_edit_sent_over_the_socket_is_refused_while_editing_is_off(
     """The page offers no edit (`edit_message = false`); a hand-made socket client's edit of the
     user's own message changes neither the chat nor the engine's thread, and starts no run."""
     w = world
-    socket = ChatSocket(bob_socket_page, w.server)
-    assert socket.open()["outcome"] == "connected"
-    socket.start()
+    socket = started_socket(bob_socket_page, w.server)
     question = f"Bob's question {uuid.uuid4().hex[:6]}"
     first = user_message(w.bob.name, question)
     model.add_text("The first answer.")
@@ -790,9 +792,7 @@ def test_stop_right_after_sending_cancels_that_messages_run_and_the_chat_goes_on
         return HangReply(30, "An answer nobody waits for") if asked == "A slow question" else f"Answer to: {asked}"
 
     model.add_responder(respond)
-    socket = ChatSocket(bob_socket_page, w.server)
-    assert socket.open()["outcome"] == "connected"
-    socket.start()
+    socket = started_socket(bob_socket_page, w.server)
     first = f"Bob starts {uuid.uuid4().hex[:6]}"
     socket.emit("client_message", {"message": user_message(w.bob.name, first), "fileReferences": []})
     socket.wait_for(f"Answer to: {first}")
@@ -820,9 +820,7 @@ def test_a_chat_reopened_while_its_answer_is_written_says_so_and_the_next_messag
     world: World, bob_socket_page: Page, model: ScriptedModel
 ) -> None:
     w = world
-    socket = ChatSocket(bob_socket_page, w.server)
-    assert socket.open()["outcome"] == "connected"
-    socket.start()
+    socket = started_socket(bob_socket_page, w.server)
     first = f"Bob asks slowly {uuid.uuid4().hex[:6]}"
     model.add_hang(3, "Thinking it over")
     socket.emit("client_message", {"message": user_message(w.bob.name, first), "fileReferences": []})

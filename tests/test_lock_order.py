@@ -46,22 +46,22 @@ async def until_blocked(database_url: str, count: int) -> None:
         await conn.close()
 
 
-async def unstarted_run(engine: Engine, thread_id: str) -> Run:
+async def unstarted_run(engine: Engine, thread_id: str, owner: str = OWNER) -> Run:
     """A run of the thread as it is stored `in_progress`, not stored yet and executed by no one: a
     copy, under a new id, of a run the engine made and completed."""
-    assistant = await engine.create_assistant(OWNER, AssistantCreate(model="scripted-model"))
-    await engine.create_message(OWNER, thread_id, MessageCreate(role="user", content="Tell me a story."))
-    run = await engine.create_run(OWNER, thread_id, RunCreate(assistant_id=assistant.id))
+    assistant = await engine.create_assistant(owner, AssistantCreate(model="scripted-model"))
+    await engine.create_message(owner, thread_id, MessageCreate(role="user", content="Tell me a story."))
+    run = await engine.create_run(owner, thread_id, RunCreate(assistant_id=assistant.id))
     async with asyncio.timeout(WAIT):
         await engine.wait_for_run(run.id)
-    stored = await engine.get_run(OWNER, thread_id, run.id)
+    stored = await engine.get_run(owner, thread_id, run.id)
     return stored.model_copy(update={"id": f"{run.id}_copy", "status": RunStatus.in_progress, "completed_at": None})
 
 
-async def abandoned_answer(engine: Engine, thread_id: str) -> tuple[Run, Message]:
+async def abandoned_answer(engine: Engine, thread_id: str, owner: str = OWNER) -> tuple[Run, Message]:
     """A run left `in_progress` mid-answer by a process that stopped: no lease, its
     `message_creation` step and its answer still open, as a crash leaves them."""
-    left = await unstarted_run(engine, thread_id)
+    left = await unstarted_run(engine, thread_id, owner)
     assistant = left.assistant_id
     answer = Message(
         id=f"msg_{left.id}",
@@ -84,9 +84,9 @@ async def abandoned_answer(engine: Engine, thread_id: str) -> tuple[Run, Message
         step_details=MessageCreationDetails(message_creation=MessageCreation(message_id=answer.id)),
     )
     async with engine.store.transaction() as tx:
-        await tx.insert(left, owner=OWNER)  # no worker, no lease: its process is gone
-        await tx.insert(step, owner=OWNER)
-        await tx.insert(answer, owner=OWNER)
+        await tx.insert(left, owner=owner)  # no worker, no lease: its process is gone
+        await tx.insert(step, owner=owner)
+        await tx.insert(answer, owner=owner)
     return left, answer
 
 

@@ -13,10 +13,10 @@ from assistants.engine import Engine
 from assistants.events import Event
 from assistants.runs._status import transition
 from assistants.types import Message, MessageStatus, Run, RunStatus, RunStep, StepStatus, Thread
-from assistants.types.objects import MessageCreation, MessageCreationDetails
 from assistants.types.requests import AssistantCreate, MessageCreate, RunCreate, ThreadCreate
 from tests.conftest import StartRuntime
 from tests.scripted_model import ScriptedModel
+from tests.test_lock_order import abandoned_answer
 
 OWNER = "user_endings"
 WAIT = 20.0
@@ -46,42 +46,6 @@ async def stored(engine: Engine, run_id: str) -> tuple[Run, list[RunStep], list[
     return run, steps, [m for m in messages if m.run_id == run_id]
 
 
-async def left_by_a_stopped_process(engine: Engine, thread: Thread) -> tuple[Run, Message]:
-    """A run stored `in_progress` mid-answer that no process executes any more (no lease), as a
-    crash leaves it: its `message_creation` step and its answer still open."""
-    helper = await assistant_id(engine)
-    done = await engine.create_run(OWNER, thread.id, RunCreate(assistant_id=helper))
-    async with asyncio.timeout(WAIT):
-        await engine.wait_for_run(done.id)
-    template = await engine.get_run(OWNER, thread.id, done.id)
-    run = template.model_copy(update={"id": f"{done.id}_left", "status": RunStatus.in_progress, "completed_at": None})
-    answer = Message(
-        id=f"msg_{run.id}",
-        created_at=run.created_at,
-        thread_id=thread.id,
-        status=MessageStatus.in_progress,
-        role="assistant",
-        content=[],
-        assistant_id=run.assistant_id,
-        run_id=run.id,
-        attachments=[],
-    )
-    step = RunStep(
-        id=f"step_{run.id}",
-        created_at=run.created_at,
-        assistant_id=run.assistant_id,
-        thread_id=thread.id,
-        run_id=run.id,
-        type="message_creation",
-        step_details=MessageCreationDetails(message_creation=MessageCreation(message_id=answer.id)),
-    )
-    async with engine.store.transaction() as tx:
-        await tx.insert(run, owner=OWNER)
-        await tx.insert(step, owner=OWNER)
-        await tx.insert(answer, owner=OWNER)
-    return run, answer
-
-
 async def following(engine: Engine, run_id: str, act: object) -> list[Event]:
     """The run's events from now until it ends, while `act` (awaited once subscribed) happens."""
     with contextlib.closing(engine.subscribe(run_id=run_id)) as subscription:
@@ -95,7 +59,7 @@ async def test_cancelling_a_run_whose_process_stopped_keeps_its_answer_and_says_
 ) -> None:
     engine = (await start_runtime()).engine
     thread = await new_thread(engine)
-    run, answer = await left_by_a_stopped_process(engine, thread)
+    run, answer = await abandoned_answer(engine, thread.id, OWNER)
 
     events = await following(engine, run.id, engine.cancel_run(OWNER, thread.id, run.id))
 
@@ -116,7 +80,7 @@ async def test_the_sweep_that_ends_a_run_whose_process_stopped_publishes_its_ans
 ) -> None:
     engine = (await start_runtime()).engine
     thread = await new_thread(engine)
-    run, answer = await left_by_a_stopped_process(engine, thread)
+    run, answer = await abandoned_answer(engine, thread.id, OWNER)
 
     events = await following(engine, run.id, engine.end_abandoned_runs())
 
