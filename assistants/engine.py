@@ -528,7 +528,9 @@ class Engine(EngineUpkeep):
 
     async def update_run(self, owner: str, thread_id: str, run_id: str, body: RunUpdate) -> Run:
         async with self.store.transaction() as tx:
-            run = await tx.get(Run, run_id, owner=owner)
+            # Held until the commit (PostgreSQL), as every change of its status holds it: this
+            # write of the whole run cannot undo a status change that lands meanwhile.
+            run = await tx.get(Run, run_id, owner=owner, lock=True)
             if run.thread_id != thread_id:
                 raise _missing("run", run_id)
             updated = run.with_updates(**({"metadata": body.metadata} if body.metadata is not None else {}))

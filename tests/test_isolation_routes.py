@@ -822,7 +822,7 @@ def test_a_chat_reopened_while_its_answer_is_written_says_so_and_the_next_messag
     w = world
     socket = started_socket(bob_socket_page, w.server)
     first = f"Bob asks slowly {uuid.uuid4().hex[:6]}"
-    model.add_hang(3, "Thinking it over")
+    model.add_hang(6, "Thinking it over")  # longer than the reload below takes, even on a busy machine
     socket.emit("client_message", {"message": user_message(w.bob.name, first), "fileReferences": []})
     socket.wait_for("Thinking")
     socket.close()  # the page is reloaded mid-answer

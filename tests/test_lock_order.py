@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 import sqlalchemy as sa
 
+from assistants.background import stop_background
 from assistants.engine import Engine
 from assistants.exceptions import InvalidRequestError, NotFoundError
 from assistants.store import schema
@@ -62,6 +63,8 @@ async def abandoned_answer(engine: Engine, thread_id: str, owner: str = OWNER) -
     """A run left `in_progress` mid-answer by a process that stopped: no lease, its
     `message_creation` step and its answer still open, as a crash leaves them."""
     left = await unstarted_run(engine, thread_id, owner)
+    # The runtime's own sweep (every few seconds) would end it too, racing what the test does.
+    await stop_background(engine._sweeper)
     assistant = left.assistant_id
     answer = Message(
         id=f"msg_{left.id}",

@@ -985,3 +985,33 @@ async def test_committed_transaction_is_visible_to_new_connections(store: SqlSto
     async with store.read() as tx:
         assert await tx.count_messages(thread.id) == 1
         assert await tx.find(Thread, thread.id, owner=OWNER) == thread
+
+
+async def test_objects_an_earlier_version_stored_with_loose_tool_settings_still_load(store: SqlStore) -> None:
+    """Requests are now checked against the spec's shapes for file_search settings and attachment
+    tools; what an earlier version accepted and stored still loads, and runs read it leniently."""
+    from assistants.tools.file_search import options
+
+    assistant = Assistant.model_validate(
+        {"id": new_id("assistant"), "created_at": 1, "model": "m",
+         "tools": [{"type": "file_search", "file_search": {"max_num_results": 100, "ranking_options": {"ranker": "auto"}, "foo": 1}}]}
+    )
+    message = Message.model_validate(
+        {"id": new_id("message"), "created_at": 1, "thread_id": "thread_x", "role": "user", "content": [],
+         "attachments": [{"file_id": "file-x", "tools": [{"type": "file_search", "file_search": {}}]}]}
+    )
+    async with store.transaction() as tx:
+        await tx.insert(assistant, owner="user_1")
+        await tx.insert(Thread(id="thread_x", created_at=1), owner="user_1")
+        await tx.insert(message, owner="user_1")
+    async with store.read() as tx:
+        loaded = await tx.get(Assistant, assistant.id, owner="user_1")
+        assert (await tx.get(Message, message.id, owner="user_1")).attachments == message.attachments
+    assert loaded.tools == assistant.tools
+    run = Run.model_validate({"id": "run_x", "created_at": 1, "thread_id": "thread_x", "assistant_id": assistant.id,
+                              "status": "queued", "model": "m", "tools": [t.model_dump() for t in loaded.tools]})
+    assert options(run) == (50, 0.0)
+    loose = run.model_copy(update={"tools": [Assistant.model_validate(
+        {"id": "a", "created_at": 1, "model": "m",
+         "tools": [{"type": "file_search", "file_search": {"max_num_results": "abc", "ranking_options": "x"}}]}).tools[0]]})
+    assert options(loose) == (20, 0.0)

@@ -326,12 +326,12 @@ class RunRecorder:
         )
 
     def usage_if_cut_short(self) -> Usage | None:
-        """The run's usage with the completion it was streaming when cut short (its prompt, and a
-        token per chunk received, as the provider's own count never came); None when nothing of it
-        came back, or between completions."""
-        if self.round is None or not self.round.chunks:
-            return None
-        return self.usage_before_round.add(self.round_prompt, self.round.chunks)
+        """The run's usage when it ends early: with the completion it was streaming (its prompt,
+        and a token per chunk received, as the provider's own count never came), or as counted
+        after the last completion; None when it used nothing."""
+        if self.round is not None and self.round.chunks:
+            return self.usage_before_round.add(self.round_prompt, self.round.chunks)
+        return self.usage_before_round if self.usage_before_round.total_tokens else None
 
     def checkpoint_message(self) -> None:
         """Have the text streamed so far stored within a second (see `AnswerCheckpoints`), so that

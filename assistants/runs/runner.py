@@ -275,11 +275,12 @@ class RunExecutor:
             request = self._request(run, prepared.messages, tools, usage)
             recorder.round_prompt, recorder.usage_before_round = prepared.record.prompt_tokens, usage
             accumulated = await self._stream(recorder, request, code=_offers_code(run), search=_offers_search(run))
-            recorder.round = None
             prompt = accumulated.prompt_tokens if accumulated.prompt_tokens is not None else prepared.record.prompt_tokens
             completion = accumulated.completion_tokens if accumulated.completion_tokens is not None else accumulated.chunks
             step_usage = Usage().add(prompt, completion)
             usage = usage.add(prompt, completion)
+            # Counted exactly now: a run ended before this round's usage is stored keeps it.
+            recorder.round, recorder.usage_before_round = None, usage
             budget = run.max_completion_tokens
             # A final answer is over budget only past it; another tool round needs budget left.
             over_budget = budget is not None and usage.completion_tokens > budget

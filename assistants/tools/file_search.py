@@ -72,11 +72,14 @@ def parse_query(arguments: str) -> str | None:
 def options(run: Run) -> tuple[int, float]:
     """`max_num_results` and the score threshold the run's file_search tool asks for."""
     tool = next((t for t in run.tools if isinstance(t, FileSearchTool)), None)
-    settings = tool.file_search if tool is not None else None
-    # Both are in range: the request that set them was refused otherwise.
-    limit = (settings.max_num_results if settings else None) or DEFAULT_MAX_RESULTS
-    ranking = settings.ranking_options if settings else None
-    return limit, ranking.score_threshold if ranking else 0.0
+    settings = (tool.file_search if tool else None) or {}
+    # Requests are checked against the spec's ranges; rows stored before that was so are read
+    # leniently: a value out of range is brought into it, one of another type is left out.
+    ranking = settings.get("ranking_options")
+    limit, threshold = settings.get("max_num_results"), ranking.get("score_threshold") if isinstance(ranking, dict) else None
+    limit = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else DEFAULT_MAX_RESULTS
+    threshold = float(threshold) if isinstance(threshold, int | float) and not isinstance(threshold, bool) else 0.0
+    return min(limit, 50), max(0.0, min(threshold, 1.0))
 
 
 async def store_ids(tx: StoreTx, owner: str, run: Run) -> list[str]:

@@ -110,7 +110,10 @@ class FileSearchOptions(WireModel):
 
 class FileSearchTool(WireModel):
     type: Literal["file_search"] = "file_search"
-    file_search: FileSearchOptions | None = unset_is_absent()
+    file_search: dict[str, Any] | None = unset_is_absent()
+    """Its `FileSearchOptions`, as plain JSON. Requests are checked against that shape
+    (`requests.FileSearchToolRequest`); stored objects are read as they were stored, so rows an
+    earlier version accepted still load (`tools.file_search.options` reads them leniently)."""
 
 
 Tool = Annotated[FunctionTool | CodeInterpreterTool | FileSearchTool, Field(discriminator="type")]
@@ -241,8 +244,9 @@ AttachmentTool = Annotated[CodeInterpreterTool | FileSearchTypeOnly, Field(discr
 
 class Attachment(WireModel):
     file_id: str
-    tools: Annotated[list[dict[str, Any]], checked_as(list[AttachmentTool])] = Field(default_factory=list)
-    """The tools the file is for, each `{"type": "code_interpreter"}` or `{"type": "file_search"}`."""
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    """The tools the file is for, each `{"type": "code_interpreter"}` or `{"type": "file_search"}`
+    (checked on requests, `requests.AttachmentRequest`; read as stored)."""
 
 
 class MessageStatus(StrEnum):

@@ -4,24 +4,29 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from ..exceptions import InvalidRequestError
 from .metadata import validate_metadata
 from .objects import (
     Attachment,
+    AttachmentTool,
+    CodeInterpreterTool,
     ExpiresAfter,
     FileAttributes,
+    FileSearchOptions,
+    FileSearchTool,
+    FunctionTool,
     ImageFileContent,
     ImageURLContent,
     ReasoningEffort,
     ResponseFormat,
     StaticChunking,
-    Tool,
     ToolChoice,
     TruncationStrategy,
     WireModel,
     checked_as,
+    unset_is_absent,
 )
 
 Temperature = Annotated[float, Field(ge=0, le=2)]
@@ -48,6 +53,38 @@ class FileExpiryField(RequestModel):
     """The `expires_after` part of a file upload (a multipart form), validated on its own."""
 
     expires_after: FileExpiry
+
+
+# Tools and attachments as requests carry them: checked against the spec's shapes, kept as the
+# plain JSON the stored objects hold (subclasses of those, so the engine takes them as they are).
+
+
+def _checked_again(stored: type[BaseModel], request: type[BaseModel]) -> BeforeValidator:
+    """Take an object of the stored class where a request holds its request subclass (code that
+    builds a request, as `profiles` does), by checking its JSON."""
+
+    def as_json(value: Any) -> Any:
+        return value.model_dump(mode="json") if isinstance(value, stored) and not isinstance(value, request) else value
+
+    return BeforeValidator(as_json)
+
+
+class FileSearchToolRequest(FileSearchTool):
+    file_search: Annotated[dict[str, Any], checked_as(FileSearchOptions)] | None = unset_is_absent()
+
+
+RequestTool = Annotated[
+    FunctionTool | CodeInterpreterTool | FileSearchToolRequest,
+    Field(discriminator="type"),
+    _checked_again(FileSearchTool, FileSearchToolRequest),
+]
+
+
+class AttachmentRequest(Attachment):
+    tools: Annotated[list[dict[str, Any]], checked_as(list[AttachmentTool])] = Field(default_factory=list)
+
+
+AttachmentInRequest = Annotated[AttachmentRequest, _checked_again(Attachment, AttachmentRequest)]
 
 
 # Tool resources --------------------------------------------------------------------------------
@@ -101,7 +138,7 @@ class AssistantCreate(RequestModel):
     name: Annotated[str, Field(max_length=256)] | None = None
     description: Annotated[str, Field(max_length=512)] | None = None
     instructions: Annotated[str, Field(max_length=256_000)] | None = None
-    tools: Annotated[list[Tool], Field(max_length=128)] = Field(default_factory=list)
+    tools: Annotated[list[RequestTool], Field(max_length=128)] = Field(default_factory=list)
     tool_resources: ToolResourcesField | None = None
     metadata: dict[str, str] | None = None
     temperature: Temperature | None = None
@@ -115,7 +152,7 @@ class AssistantUpdate(RequestModel):
     name: Annotated[str, Field(max_length=256)] | None = None
     description: Annotated[str, Field(max_length=512)] | None = None
     instructions: Annotated[str, Field(max_length=256_000)] | None = None
-    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
+    tools: Annotated[list[RequestTool], Field(max_length=128)] | None = None
     tool_resources: ToolResourcesField | None = None
     metadata: dict[str, str] | None = None
     temperature: Temperature | None = None
@@ -139,7 +176,7 @@ MessageRequestContent = Annotated[
 class MessageCreate(RequestModel):
     role: Literal["user", "assistant"]
     content: str | Annotated[list[MessageRequestContent], Field(min_length=1)]
-    attachments: list[Attachment] | None = None
+    attachments: list[AttachmentInRequest] | None = None
     metadata: dict[str, str] | None = None
 
 
@@ -164,7 +201,7 @@ class RunOptions(RequestModel):
     assistant_id: Annotated[str, Field(min_length=1)]
     model: str | None = None
     instructions: str | None = None
-    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
+    tools: Annotated[list[RequestTool], Field(max_length=128)] | None = None
     metadata: dict[str, str] | None = None
     temperature: Temperature | None = None
     top_p: TopP | None = None
