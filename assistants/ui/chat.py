@@ -224,8 +224,9 @@ async def answer(runtime: Runtime, message: cl.Message) -> None:
     cl.user_session.set("run_id", None)
     cl.user_session.set("run_view", None)
     if previous:
-        # A stopped run may still be winding down; the next message waits for it, briefly.
-        await engine.wait_for_run(previous)
+        # A stopped run may still be winding down, or (reopened mid-answer) still answering,
+        # perhaps in another process: the next message waits for it.
+        await _until_run_ends(runtime, owner, previous)
     try:
         session_id = await _ensure_session(runtime, owner, message.content.strip().splitlines()[0] if message.content.strip() else "Files")
         prepared = await store_uploads(
@@ -313,6 +314,25 @@ async def stop(runtime: Runtime) -> None:
     view: RunView | None = cl.user_session.get("run_view")
     if view is not None:
         await view.finish(await runtime.engine.get_run(owner, session_id, run_id))
+
+
+async def _until_run_ends(runtime: Runtime, owner: str, run_id: str) -> None:
+    """Wait until the run stops working: its task here, or (executed by another process) its
+    stored status, checked a few times a second for at most the runs' time limit."""
+    engine = runtime.engine
+    await engine.wait_for_run(run_id)
+    session_id = cl.user_session.get("session_id")
+    if not session_id:
+        return
+    deadline = time.monotonic() + runtime.settings.run_timeout_seconds
+    while time.monotonic() < deadline:
+        try:
+            run = await engine.get_run(owner, session_id, run_id)
+        except RequestError:
+            return
+        if run.status not in (RunStatus.queued, RunStatus.in_progress, RunStatus.cancelling):
+            return
+        await asyncio.sleep(0.25)
 
 
 async def _cancel_active_run(runtime: Runtime, owner: str, session_id: str | None) -> str | None:
