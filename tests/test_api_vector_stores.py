@@ -249,6 +249,26 @@ def test_deleting_the_file_itself_takes_it_out_of_its_stores(client: openai.Open
     assert client.vector_stores.retrieve(store.id).file_counts.total == 1
 
 
+def test_taking_out_every_file_listed_while_the_sdk_pages_through_them(client: openai.OpenAI) -> None:
+    """Each next page is asked for after the last file of the one before, which is gone by then;
+    the same file in two stores, and taken out of one store twice, keeps each place apart."""
+    files = [upload(client, f"note-{i}.txt", f"Note number {i} about kettles.\n".encode()) for i in range(5)]
+    store, other = (client.vector_stores.create(name=f"paged {tag()}", file_ids=files) for _ in range(2))
+    settled_store(client, store.id)
+    settled_store(client, other.id)
+    again = client.vector_stores.files.delete(files[0], vector_store_id=store.id)
+    assert again.deleted
+    settled(client, store.id, client.vector_stores.files.create(store.id, file_id=files[0]).id)
+
+    taken = []
+    for entry in client.vector_stores.files.list(store.id, limit=2):
+        assert client.vector_stores.files.delete(entry.id, vector_store_id=store.id).deleted
+        taken.append(entry.id)
+    assert sorted(taken) == sorted(files)
+    assert client.vector_stores.files.list(store.id).data == []
+    assert sorted(f.id for f in client.vector_stores.files.list(other.id, limit=100).data) == sorted(files)
+
+
 def test_deleting_a_store_removes_its_chunks(client: openai.OpenAI) -> None:
     manual = upload(client, "manual.md", MANUAL)
     store = client.vector_stores.create(name="gone", file_ids=[manual])

@@ -93,6 +93,7 @@ class FilesTx(ObjectsTx):
     async def delete_vector_store_file(self, vector_store_id: str, file_id: str) -> bool:
         """Take a file out of a vector store (its chunks are the index's business)."""
         table = schema.vector_store_files
+        await self._remember_place(table, file_id, None, within=vector_store_id)
         result = await self.conn.execute(
             table.delete().where(table.c.vector_store_id == vector_store_id, table.c.id == file_id)
         )

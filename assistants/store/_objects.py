@@ -132,6 +132,11 @@ def _text_content(text: str) -> str:
     parts = [TextContent(text=TextValue(value=text, annotations=[])).model_dump(mode="json")] if text else []
     return json.dumps(parts)
 
+def _list_kind(table: sa.Table, within: str | None) -> str:
+    """The `deleted_cursors.kind` of a table's list (of one vector store's files: with its id)."""
+    return table.name if within is None else f"{table.name} {within}"
+
+
 class ObjectsTx:
     """The connection every `StoreTx` area works on, and the operations all stored kinds share."""
 
@@ -264,23 +269,35 @@ class ObjectsTx:
                 await self.conn.execute(child.delete().where(child.c.thread_id == object_id))
         return bool(result.rowcount)
 
-    async def _remember_place(self, table: sa.Table, object_id: str, owner: str | None) -> None:
+    async def _remember_place(
+        self, table: sa.Table, object_id: str, owner: str | None, *, within: str | None = None
+    ) -> None:
         """Keep where an object about to be deleted stood in its lists (`deleted_cursors`), so that
-        a page cursor naming it still places the next page (nothing when it is not there)."""
+        a page cursor naming it still places the next page (nothing when it is not there).
+
+        `within` names the one list an id stands in when the same id is in several (a file in
+        vector stores: the store's id); that id may be deleted from it more than once.
+        """
+        kind = _list_kind(table, within)
         source = sa.select(
-            table.c.id, sa.literal(table.name), table.c.owner_id, table.c.seq, sa.literal(now(), sa.BigInteger())
+            table.c.id, sa.literal(kind), table.c.owner_id, table.c.seq, sa.literal(now(), sa.BigInteger())
         ).where(table.c.id == object_id)
         if owner is not None:
             source = source.where(table.c.owner_id == owner)
         cursors = schema.deleted_cursors
+        if within is not None:
+            source = source.where(table.c.vector_store_id == within)
+            await self.conn.execute(cursors.delete().where(cursors.c.kind == kind, cursors.c.id == object_id))
         await self.conn.execute(
             cursors.insert().from_select(["id", "kind", "owner_id", "seq", "deleted_at"], source)
         )
 
-    async def _deleted_place(self, table: sa.Table, cursor: str, owner: str | None) -> int | None:
+    async def _deleted_place(
+        self, table: sa.Table, cursor: str, owner: str | None, within: str | None = None
+    ) -> int | None:
         """Where a deleted object stood in its table's lists, if it was deleted lately."""
         cursors = schema.deleted_cursors
-        query = sa.select(cursors.c.seq).where(cursors.c.id == cursor, cursors.c.kind == table.name)
+        query = sa.select(cursors.c.seq).where(cursors.c.id == cursor, cursors.c.kind == _list_kind(table, within))
         if owner is not None:
             query = query.where(cursors.c.owner_id == owner)
         seq = (await self.conn.execute(query)).scalar()
@@ -338,7 +355,8 @@ class ObjectsTx:
             if seq is None:
                 # Deleted since it was listed (a client deleting what it pages through): its old
                 # place still places the page.
-                seq = await self._deleted_place(table, cursor, owner)
+                within = (where or {}).get("vector_store_id") if table is schema.vector_store_files else None
+                seq = await self._deleted_place(table, cursor, owner, within)
             if seq is None:
                 raise InvalidRequestError(
                     f"Invalid '{param}': no {label} with id '{cursor}' in this list.", param=param
