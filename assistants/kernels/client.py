@@ -256,8 +256,10 @@ class KernelClient:
 
     @property
     def alive(self) -> bool:
-        """The kernel process is still running."""
-        return self.process.returncode is None
+        """The kernel process is still running: not exited, nor exited and waiting to be reaped
+        (asyncio sets `returncode` only once its child watcher has reaped the process, a moment
+        later, and code sent to the kernel meanwhile would be lost without a word)."""
+        return self.process.returncode is None and _running(self.process.pid)
 
     def _kill(self, fault: str) -> None:
         """Stop listening to a kernel that broke the rules, and kill it; the run in flight ends at once."""
@@ -557,3 +559,13 @@ async def _wait_listening(process: SandboxProcess) -> None:
                         await writer.wait_closed()
                     break
             await asyncio.sleep(0.02)
+
+
+def _running(pid: int) -> bool:
+    """Whether the process exists and is not a zombie (Linux's /proc, as the sandbox needs Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
+

@@ -9,6 +9,7 @@ and its files are not, because the folder belongs to the session, not to the pro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -105,6 +106,9 @@ class Kernel:
             client = self._client
             if client is None or not client.alive:
                 if client is not None:
+                    # Its exit status comes once asyncio has reaped it, a moment after it exits.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(client.process.exited), 1.0)
                     notes.append(self._death_note(client.process.returncode, while_idle=True))
                     restarted = True
                 client = await self._restart()
