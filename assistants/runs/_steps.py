@@ -173,7 +173,7 @@ class RunRecorder:
     async def _move_in(self, tx: StoreTx, to: RunStatus, **changes: Any) -> None:
         # Its row held from this read to the commit (PostgreSQL), as a cancel or tool outputs hold
         # it: no change of its status lands between the read and the write, to be overwritten.
-        stored = await self._stored_run(tx, lock=True)
+        stored = await self.stored_run(tx, lock=True)
         if stored.status is RunStatus.cancelling and to is not RunStatus.cancelling and to not in TRANSITIONS[stored.status]:
             raise CancelledElsewhere(self.run.id)
         base = self.run.model_copy(update={"status": stored.status, "metadata": stored.metadata})
@@ -198,11 +198,11 @@ class RunRecorder:
         """Store non-status changes (usage, the context record) without an event."""
         self.run = self.run.model_copy(update=changes)
         async with self._transaction() as tx:
-            stored = await self._stored_run(tx, lock=True)
+            stored = await self.stored_run(tx, lock=True)
             self.run = self.run.model_copy(update={"status": stored.status, "metadata": stored.metadata})
             await tx.save(self.run)
 
-    async def _stored_run(self, tx: StoreTx, *, lock: bool = False) -> Run:
+    async def stored_run(self, tx: StoreTx, *, lock: bool = False) -> Run:
         """The run as stored now; `RunGone` when its thread was deleted meanwhile."""
         stored = await tx.find(Run, self.run.id, owner=None, lock=lock)
         if stored is None:

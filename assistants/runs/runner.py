@@ -134,7 +134,6 @@ class RunExecutor:
             recorder.publish("thread.run.failed", gone.wire())
 
     async def _execute(self, recorder: RunRecorder, begun: Begun) -> None:
-        run_id = begun.run.id
         deadline = asyncio.timeout(self.settings.run_timeout_seconds)
         try:
             async with deadline:
@@ -146,10 +145,7 @@ class RunExecutor:
                 await self._internal_error(recorder)
                 return
             async with self.store.read() as tx:
-                stored = await tx.find(Run, run_id, owner=None)
-                if stored is None:
-                    raise RunGone(run_id) from None
-                if stored.status is RunStatus.cancelling:
+                if (await recorder.stored_run(tx)).status is RunStatus.cancelling:
                     # A cancel raced the deadline: the user asked first.
                     await self._end(recorder, RunStatus.cancelled, "run_cancelled")
                     return
@@ -218,9 +214,7 @@ class RunExecutor:
             # Steps left waiting on client outputs are cancelled too.
             async with self.store.read() as tx:
                 waiting = [s for s in await tx.run_steps(recorder.run.id) if s.status is StepStatus.in_progress]
-                stored = await tx.find(Run, recorder.run.id, owner=None)
-            if stored is None:
-                raise RunGone(recorder.run.id)
+                stored = await recorder.stored_run(tx)
             for step in waiting:
                 await recorder.finish_tool_step(step, {}, status=StepStatus.cancelled)
             # `Engine.cancel_run` stores `cancelling` before it cancels this task, so the in-memory
