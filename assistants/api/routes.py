@@ -371,14 +371,13 @@ def _streamed_passages(wanted: bool) -> Callable[[Event], Event] | None:
     def shown(event: Event) -> Event:
         if not event.event.startswith("thread.run.step."):
             return event
-        where = event.data if event.event != "thread.run.step.delta" else event.data.get("delta") or {}
-        if not any(result.get("content") is not None for result in _search_results(where.get("step_details"))):
+        delta = event.event == "thread.run.step.delta"
+        step = event.data.get("delta") or {} if delta else event.data
+        if not any(result.get("content") is not None for result in _search_results(step.get("step_details"))):
             return event
         # A copy: the engine, the chat and other streams share this event's data.
         data = copy.deepcopy(event.data)
-        inner = data if event.event != "thread.run.step.delta" else data["delta"]
-        for result in _search_results(inner.get("step_details")):
-            result["content"] = None
+        _passages(data["delta"] if delta else data, False)
         return dataclasses.replace(event, data=data)
 
     return shown
