@@ -547,10 +547,11 @@ class Engine(EngineUpkeep):
         if run.status not in (RunStatus.queued, RunStatus.in_progress, RunStatus.requires_action):
             raise InvalidRequestError(f"Cannot cancel run with status '{run.status.value}'.", param="run_id")
         async with self.store.transaction() as tx:
-            # The thread's row, then the run's, as every change of a run's status takes them
-            # (PostgreSQL): the run's own task, tool outputs and the expiry sweep wait meanwhile.
-            await tx.lock_thread(thread_id)
-            run = await tx.get(Run, run_id, owner=owner, lock=True)
+            # Held (PostgreSQL): the run's own task, tool outputs and the expiry sweep wait meanwhile.
+            held = await tx.held_run(thread_id, run_id, owner=owner)
+            if held is None:
+                raise _missing("run", run_id)
+            run = held
             # The run may have ended, or been resumed by tool outputs, since the check above.
             if run.status not in (RunStatus.queued, RunStatus.in_progress, RunStatus.requires_action):
                 raise InvalidRequestError(f"Cannot cancel run with status '{run.status.value}'.", param="run_id")
@@ -578,8 +579,7 @@ class Engine(EngineUpkeep):
             return cancelling
         # Nothing is executing (the run waits for tool outputs, or its process stopped): finish here.
         async with self.store.transaction() as tx:
-            await tx.lock_thread(thread_id)
-            stored = await tx.find(Run, run_id, owner=owner, lock=True)
+            stored = await tx.held_run(thread_id, run_id, owner=owner)
             if stored is None or stored.status is not RunStatus.cancelling:
                 return stored or cancelling  # Ended meanwhile (a sweep), or its thread was deleted.
             ended = await self._end_unexecuted(tx, stored, RunStatus.cancelled)
@@ -614,8 +614,9 @@ class Engine(EngineUpkeep):
                 param="tool_outputs",
             )
         async with self.store.transaction() as tx:
-            await tx.lock_thread(thread_id)  # then the run's row, as `cancel_run` takes them
-            stored = await tx.get(Run, run_id, owner=owner, lock=True)
+            stored = await tx.held_run(thread_id, run_id, owner=owner)
+            if stored is None:
+                raise _missing("run", run_id)
             if stored.status is not RunStatus.requires_action:
                 raise InvalidRequestError(
                     f"Runs in status \"{stored.status.value}\" do not accept tool outputs.", param="run_id"

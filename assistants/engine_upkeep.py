@@ -160,8 +160,7 @@ class EngineUpkeep(EngineFiles):
 
     async def _expire(self, owner: str, run: Run) -> bool:
         async with self.store.transaction() as tx:
-            await tx.lock_thread(run.thread_id)  # as every change of a run's status takes it first
-            stored = await tx.find(Run, run.id, owner=owner, lock=True)
+            stored = await tx.held_run(run.thread_id, run.id, owner=owner)
             if stored is None:
                 return False  # Its thread was deleted meanwhile.
             if stored.status is not RunStatus.requires_action or stored.expires_at is None or stored.expires_at > now():

@@ -72,6 +72,12 @@ class RunsTx(ObjectsTx):
             table.update().where(table.c.id.in_(run_ids)).values(worker_id=worker_id, lease_until=lease_for(seconds))
         )
 
+    async def held_run(self, thread_id: str, run_id: str, *, owner: str | None) -> Run | None:
+        """The run as stored, its thread's row and then its own held until the commit (PostgreSQL),
+        as every change of a run's status takes them; None when it does not exist (any more)."""
+        await self.lock_thread(thread_id)
+        return await self.find(Run, run_id, owner=owner, lock=True)
+
     async def run_lease(self, run_id: str, *, lock: bool = False) -> tuple[str | None, bool]:
         """`(worker_id, live)` of a run: the process that claimed it, and whether its lease still
         runs on the database's clock. `lock` holds its row until the transaction ends
