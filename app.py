@@ -71,6 +71,11 @@ async def on_chat_resume(thread: dict[str, Any]) -> None:
     await chat.resume(runtime, thread)
 
 
+@cl.action_callback(chat.EARLIER_TURNS_ACTION)
+async def on_show_earlier_turns(action: cl.Action) -> None:
+    await chat.show_earlier_turns(runtime, data_layer, action)
+
+
 @cl.on_settings_update
 async def on_settings_update(settings: dict[str, Any]) -> None:
     await chat.update_settings(runtime, settings)

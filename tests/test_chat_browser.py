@@ -826,12 +826,12 @@ def test_reopened_session_shows_messages_tool_step_file_and_settings(
     check_reopened_session(page, srv, model, session_ui_id, csv_bytes)
 
 
-def test_a_long_session_reopens_at_its_latest_turns_with_a_link_to_the_whole_conversation(
+def test_a_long_session_reopens_at_its_latest_turns_and_shows_earlier_ones_in_place(
     chat_server: Server, new_context: NewContext, model: ScriptedModel
 ) -> None:
-    """Twelve turns (one in the chat, eleven more through `/v1` on the same thread): reopened, the
-    chat shows the latest ten under a note, and the note's link opens every turn for the owner
-    only."""
+    """23 turns (one in the chat, 22 more through `/v1` on the same thread): reopened, the chat
+    shows the latest ten under a note; its buttons bring back ten more, then all of them, tool
+    step included, in place; the note's link opens every turn on one page, for the owner only."""
     name, password = new_user(chat_server, "long")
     page = new_context().new_page()
     login(page, chat_server, name, password)
@@ -849,20 +849,27 @@ def test_a_long_session_reopens_at_its_latest_turns_with_a_link_to_the_whole_con
         timeout=10,
     ).json()["data"]
     [thread] = found
-    for turn in range(1, 12):
+    for turn in range(1, 23):
         api.beta.threads.messages.create(thread_id=thread["id"], role="user", content=f"Turn {turn} question")
         run = api.beta.threads.runs.create_and_poll(
             thread_id=thread["id"], assistant_id=thread["metadata"]["assistant_id"], poll_interval_ms=50
         )
         assert run.status == "completed", run.last_error
 
+    def shown_turns() -> list[str]:
+        return [
+            text.splitlines()[0]
+            for text in messages(page, "user_message").all_inner_texts()
+        ]
+
     page.goto(f"{chat_server.url}/thread/{ui}")
-    note = messages(page, "assistant_message").filter(has_text="Showing the latest 10 of 12 turns")
-    expect(note).to_have_count(1)
-    expect(messages(page, "assistant_message").get_by_text("echo: Turn 11 question", exact=True)).to_be_visible()
-    expect(messages(page, "user_message").filter(has_text="Turn 2 question")).to_have_count(1)
+    note = messages(page, "assistant_message").filter(has_text="Earlier turns")
+    expect(note).to_contain_text("Showing the latest 10 of 23 turns")
+    expect(messages(page, "assistant_message").get_by_text("echo: Turn 22 question", exact=True)).to_be_visible()
+    expect(messages(page, "user_message")).to_have_count(10)
+    assert shown_turns() == [f"Turn {turn} question" for turn in range(13, 23)]
     # (The sidebar still names the session by its first message.)
-    for hidden in ("Turn 0: what is 2+2?", "Turn 1 question", "Four, first of all."):
+    for hidden in ("Turn 0: what is 2+2?", "Turn 12 question", "Four, first of all."):
         expect(page.locator("[data-step-type]").filter(has_text=hidden)).to_have_count(0)
     expect(page.locator("#step-calculate")).to_have_count(0)
 
@@ -875,8 +882,39 @@ def test_a_long_session_reopens_at_its_latest_turns_with_a_link_to_the_whole_con
     expect(body).to_contain_text("Turn 0: what is 2+2?")
     expect(body).to_contain_text("Four, first of all.")
     expect(body).to_contain_text("calculate")
-    for turn in range(1, 12):
+    for turn in range(1, 23):
         expect(body).to_contain_text(f"echo: Turn {turn} question")
+    whole.close()
+
+    # Ten more, in place.
+    page.get_by_role("button", name="Show 10 earlier turns").click()
+    expect(note).to_contain_text("Showing the latest 20 of 23 turns")
+    expect(messages(page, "user_message")).to_have_count(20)
+    assert shown_turns() == [f"Turn {turn} question" for turn in range(3, 23)]
+    expect(page.get_by_role("button", name="Show 10 earlier turns")).to_have_count(0)
+    expect(page.get_by_role("button", name="Show all 23 turns")).to_have_count(0)
+
+    def everything_is_shown() -> None:
+        """The first turn with its tool step, and no note or buttons left."""
+        expect(messages(page, "user_message")).to_have_count(23)
+        assert shown_turns() == ["Turn 0: what is 2+2?"] + [f"Turn {turn} question" for turn in range(1, 23)]
+        expect(messages(page, "assistant_message").get_by_text("Four, first of all.")).to_be_visible()
+        expect(page.locator("#step-calculate")).to_have_count(1)
+        expect(note).to_have_count(0)
+        expect(page.get_by_role("button", name=re.compile("^Show (all|\\d+ earlier)"))).to_have_count(0)
+
+    page.get_by_role("button", name="Show 3 earlier turns").click()
+    everything_is_shown()
+
+    # Reopened again, the chat starts from the latest ten; "Show all" brings everything at once.
+    page.reload()
+    expect(note).to_contain_text("Showing the latest 10 of 23 turns")
+    page.get_by_role("button", name="Show all 23 turns").click()
+    everything_is_shown()
+
+    # The session goes on from there.
+    send(page, "Turn 23 question")
+    expect(messages(page, "assistant_message").get_by_text("echo: Turn 23 question", exact=True)).to_be_visible()
 
     # Another user gets nothing of it.
     stranger, stranger_pw = new_user(chat_server, "stranger")
@@ -885,6 +923,33 @@ def test_a_long_session_reopens_at_its_latest_turns_with_a_link_to_the_whole_con
     refused = other.context.request.get(chat_server.url + href)
     assert refused.status == 404
     assert b"Turn 0" not in refused.body()
+
+
+def test_a_chat_reloaded_while_its_answer_is_written_says_so_and_the_next_message_waits(
+    chat_server: Server, page: Page, model: ScriptedModel
+) -> None:
+    """Reloaded mid-answer, the page shows the answer so far and says it is still being written
+    (in the thread Chainlit draws, not in a message it would draw over); a message sent then is
+    answered once that run ends."""
+    name, password = new_user(chat_server, "reload")
+    login(page, chat_server, name, password)
+    model.add_hang(6, "Thinking it over")  # longer than the reload takes, even on a busy machine
+    send(page, "Think slowly")
+    expect(messages(page, "assistant_message").filter(has_text="Thinking it over")).to_have_count(1)
+    ui = thread_id(page)
+    # The words shown are stored within a second (answer checkpoints); wait for that, as the
+    # transcript page shows it.
+    deadline = time.monotonic() + 15
+    while "Thinking it over" not in page.context.request.get(f"{chat_server.url}/assistants/transcripts/{ui}").text():
+        assert time.monotonic() < deadline, "the streamed words were not stored"
+        time.sleep(0.1)
+    page.reload()
+    expect(messages(page, "assistant_message").filter(has_text="still being written")).to_have_count(1)
+    expect(messages(page, "assistant_message").filter(has_text="Thinking it over")).to_have_count(1)
+    model.add_text("Here I am.")
+    send(page, "Are you there?")
+    expect(messages(page, "assistant_message").get_by_text("Here I am.", exact=True)).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("while a run")).to_have_count(0)
 
 
 @pytest.fixture

@@ -258,8 +258,9 @@ async def test_a_long_session_reopens_at_its_latest_turns_and_links_the_whole_co
     note = steps[0]
     assert note["name"] == "Earlier turns"
     assert note["output"] == (
-        f"Showing the latest 3 of 5 turns. [Read the whole conversation](/assistants/transcripts/{ui})"
+        f"Showing the latest 3 of 5 turns. [Read the whole conversation](/assistants/transcripts/{ui}) on one page."
     )
+    assert note["metadata"] == {"turns_shown": 3, "turns_total": 5}
     assert moment(note["createdAt"]) < moment(steps[1]["createdAt"])
     shown = [s["output"] for s in steps if s["type"] == "user_message"]
     assert shown == ["Question 2 <b>?", "Question 3 <b>?", "Question 4 <b>?"]
@@ -281,6 +282,15 @@ async def test_a_long_session_reopens_at_its_latest_turns_and_links_the_whole_co
     assert await layer.transcript(owner, ui_id()) is None
     everything = found[1]
     assert latest_turns(everything, [], 0, ui) == (everything, [])
+    # The chat's "show earlier turns" asks for more of them, or all (0), for the owner only.
+    more = await layer.thread_for(owner, ui, 4)
+    assert more is not None and more["steps"][0]["metadata"] == {"turns_shown": 4, "turns_total": 5}
+    assert [e["id"] for e in more["elements"]] == [f.id for f in files[1:]]
+    whole = await layer.thread_for(owner, ui, 0)
+    assert whole is not None and whole["steps"][0]["type"] == "user_message"
+    assert [s["output"] for s in whole["steps"] if s["type"] == "user_message"] == [f"Question {t} <b>?" for t in range(5)]
+    assert [e["id"] for e in whole["elements"]] == [f.id for f in files]
+    assert await layer.thread_for(stranger, ui, 0) is None
     assert [s["output"] for s in everything if s["type"] == "user_message"] == [f"Question {t} <b>?" for t in range(5)]
 
 
@@ -311,9 +321,11 @@ async def test_the_latest_turns_read_from_the_store_show_what_trimming_the_whole
         # Timestamps differ by the milliseconds that keep same-second steps in order.
         return [(s["id"], s["type"], s["name"], s["parentId"], s["input"], s["output"]) for s in steps]
 
-    whole, whole_elements, *_ = await layer._history(owner, session, ui, 0)
+    everything = await layer._history(owner, session, ui, 0)
+    whole, whole_elements = everything.steps, everything.elements
     for turns in (1, 2, 3, 5, 6, 7, 20):
-        tail, tail_elements, _, _, total = await layer._history(owner, session, ui, turns)
+        history = await layer._history(owner, session, ui, turns)
+        tail, tail_elements, total = history.steps, history.elements, history.total
         assert total == 6
         expected = latest_turns(whole, whole_elements, turns, ui)
         shown = latest_turns(tail, tail_elements, turns, ui, total)

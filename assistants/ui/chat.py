@@ -24,6 +24,7 @@ from ..sessions import Sessions
 from ..types import ContextMode, Message, RunStatus, Session
 from ..types.objects import CodeInterpreterToolCall, FileSearchToolCall
 from ..types.requests import MessageCreate, RunCreate
+from .data_layer import EngineDataLayer
 from .render import (
     CODE_STEP_NAME,
     FILE_ROUTE,
@@ -33,6 +34,7 @@ from .render import (
     code_logs,
     code_written,
     context_label,
+    earlier_note_id,
     failure_text,
     incomplete_note,
     linked_text,
@@ -166,13 +168,56 @@ async def resume(runtime: Runtime, thread: dict[str, Any]) -> None:
         active = await tx.active_run(session.id)
     if active is not None and active.status is not RunStatus.requires_action:
         # Reopened while an answer is still being written (the page was reloaded mid-answer): the
-        # next message waits for that run instead of being refused, and the user knows why.
+        # next message waits for that run instead of being refused. The data layer's thread says so.
         cl.user_session.set("run_id", active.id)
-        await cl.Message(
-            content="An answer is still being written in this conversation. Reopen it in a moment to "
-            "see the whole answer; a message you send now waits until it is done.",
-            author="System",
-        ).send()
+    await _offer_earlier_turns(thread)
+
+
+EARLIER_TURNS_ACTION = "show_earlier_turns"
+EARLIER_TURNS_STEP = 10
+"""How many more turns "Show earlier turns" adds to a reopened session's screen."""
+
+
+async def _offer_earlier_turns(thread: dict[str, Any]) -> None:
+    """Buttons under the note of a shortened session: the next earlier turns, and all of them."""
+    for action in cl.user_session.get("earlier_actions") or []:
+        await action.remove()
+    actions: list[cl.Action] = []
+    note = next((s for s in thread["steps"] if s["id"] == earlier_note_id(thread["id"])), None)
+    if note is not None:
+        shown, total = int(note["metadata"]["turns_shown"]), int(note["metadata"]["turns_total"])
+        more = min(EARLIER_TURNS_STEP, total - shown)
+        label = f"Show {more} earlier turn{'s' if more > 1 else ''}"
+        actions.append(cl.Action(name=EARLIER_TURNS_ACTION, payload={"turns": shown + more}, label=label, icon="chevrons-up"))
+        if shown + more < total:
+            actions.append(cl.Action(name=EARLIER_TURNS_ACTION, payload={"turns": 0}, label=f"Show all {total} turns"))
+        for action in actions:
+            await action.send(for_id=note["id"])
+    cl.user_session.set("earlier_actions", actions)
+
+
+async def show_earlier_turns(runtime: Runtime, data_layer: EngineDataLayer, action: cl.Action) -> None:
+    """Redraw the reopened session from an earlier turn on (`payload.turns`: how many turns, 0 for
+    all), in place, with its steps, images and files, as when it was reopened."""
+    owner = _owner()
+    thread_ui_id = cl.context.session.thread_id
+    session_id = cl.user_session.get("session_id")
+    turns = action.payload.get("turns")
+    if not isinstance(turns, int) or isinstance(turns, bool) or turns < 0:
+        await cl.context.emitter.send_toast("That button is out of date: reopen the conversation.", "error")
+        return
+    if session_id is not None:
+        async with runtime.engine.store.read() as tx:
+            active = await tx.active_run(session_id)
+        if active is not None:
+            await cl.context.emitter.send_toast("Earlier turns can be shown once the answer is finished.", "warning")
+            return
+    thread = await data_layer.thread_for(owner, thread_ui_id, turns)
+    if thread is None:
+        await cl.context.emitter.send_toast("This conversation is not available.", "error")
+        return
+    await cl.context.emitter.resume_thread(thread)
+    await _offer_earlier_turns(dict(thread))
 
 
 async def update_settings(runtime: Runtime, values: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ kept on the engine's message, in its metadata.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from chainlit.data.base import BaseDataLayer
@@ -26,9 +27,23 @@ from ..exceptions import InvalidRequestError, NotFoundError
 from ..runtime import Runtime
 from ..sessions import Sessions
 from ..store import ListParams
-from ..types import Assistant, Message, Session
+from ..types import Assistant, Message, RunStatus, Session
 from ..types.objects import CodeInterpreterToolCall, ImageFileContent, ToolCallsDetails
-from .render import code_files, history_steps, iso, latest_turns
+from .render import code_files, history_steps, iso, latest_turns, still_writing_note
+
+
+@dataclass(frozen=True)
+class History:
+    """A session rendered from one of its turns on, for the chat."""
+
+    steps: list[dict[str, Any]]
+    elements: list[dict[str, Any]]
+    assistant: Assistant | None
+    user_name: str
+    total: int
+    """How many turns (user messages) the whole session holds."""
+    writing: bool
+    """Whether a run is still writing its answer."""
 
 
 class EngineDataLayer(BaseDataLayer):
@@ -110,15 +125,29 @@ class EngineDataLayer(BaseDataLayer):
         found = await self._session(thread_id)
         if found is None:
             return None
-        owner, session = found
-        turns = self.runtime.settings.resume_turns
-        steps, elements, assistant, user_name, total = await self._history(owner, session, thread_id, turns)
-        steps, elements = latest_turns(steps, elements, turns, thread_id, total)
+        return await self._thread(*found, thread_id, self.runtime.settings.resume_turns)
+
+    async def thread_for(self, owner: str, thread_id: str, turns: int) -> ThreadDict | None:
+        """`owner`'s session as `get_thread` gives it, from its `turns`-th newest turn on (0: all of
+        it); None when it is not theirs."""
+        found = await self._session(thread_id)
+        if found is None or found[0] != owner:
+            return None
+        return await self._thread(*found, thread_id, turns)
+
+    async def _thread(self, owner: str, session: Session, thread_id: str, turns: int) -> ThreadDict:
+        history = await self._history(owner, session, thread_id, turns)
+        steps, elements = latest_turns(history.steps, history.elements, turns, thread_id, history.total)
+        if history.writing:
+            # Said in the thread itself: what the chat sends while it reopens, Chainlit's page
+            # replaces with the thread.
+            steps.append(still_writing_note(thread_id, steps[-1]["createdAt"] if steps else iso(session.created_at)))
+        assistant = history.assistant
         profile = assistant.metadata.get("assistants.profile") if assistant else None
         return self._thread_dict(
             session,
             owner,
-            user_name,
+            history.user_name,
             steps=steps,
             elements=elements,
             metadata={
@@ -133,14 +162,12 @@ class EngineDataLayer(BaseDataLayer):
         found = await self._session(thread_id)
         if found is None or found[0] != owner:
             return None
-        steps = (await self._history(owner, found[1], thread_id, 0))[0]
-        return found[1].title, steps
+        return found[1].title, (await self._history(owner, found[1], thread_id, 0)).steps
 
     async def _history(
         self, owner: str, session: Session, thread_id: str, turns: int
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Assistant | None, str, int]:
-        """The session rendered from its `turns`-th newest user message on (0: all of it), with the
-        number of user messages it holds in all."""
+    ) -> History:
+        """The session rendered from its `turns`-th newest user message on (0: all of it)."""
         engine = self.runtime.engine
         async with engine.store.read() as tx:
             messages, runs, steps, total = await tx.thread_tail(session.id, turns)
@@ -156,6 +183,7 @@ class EngineDataLayer(BaseDataLayer):
                 for file_id in code_files(call)
             ]
             files = await tx.files_by_id(file_ids, owner=owner)
+            active = await tx.active_run(session.id)
         user_name = await self._user_name(owner)
         rendered, elements = history_steps(
             session,
@@ -167,7 +195,8 @@ class EngineDataLayer(BaseDataLayer):
             steps,
             {f.id: (f.filename, f.bytes) for f in files.values()},
         )
-        return rendered, elements, assistant, user_name, total
+        writing = active is not None and active.status is not RunStatus.requires_action
+        return History(rendered, elements, assistant, user_name, total, writing)
 
     async def update_thread(
         self,

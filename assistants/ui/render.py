@@ -407,6 +407,11 @@ def _just_before(created: str) -> str:
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def earlier_note_id(thread_ui_id: str) -> str:
+    """The id of the note `latest_turns` puts above a shortened session."""
+    return f"{thread_ui_id}-earlier"
+
+
 def latest_turns(
     steps: list[dict[str, Any]],
     elements: list[dict[str, Any]],
@@ -414,12 +419,15 @@ def latest_turns(
     thread_ui_id: str,
     total: int | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The newest `turns` turns of a rendered session (0: all), after a note that links the rest.
+    """The newest `turns` turns of a rendered session (0: all), after a note that says how many are
+    left out and links the whole conversation on one page.
 
     A long session reopens at once in the browser only if it shows a part of itself: Chainlit's page
     renders every step it is given (about 5 ms each). A turn starts at a user message; the model
-    still reads the whole thread, only the screen is shortened. `steps` may already be the tail of
-    the session (read that way from the store); `total` is then how many turns the session holds.
+    still reads the whole thread, only the screen is shortened. The note's metadata carries
+    `turns_shown` and `turns_total`, for the chat's "show earlier turns" buttons. `steps` may
+    already be the tail of the session (read that way from the store); `total` is then how many
+    turns the session holds.
     """
     starts = [i for i, step in enumerate(steps) if step["type"] == "user_message" and step["parentId"] is None]
     total = max(total or 0, len(starts))
@@ -428,16 +436,31 @@ def latest_turns(
     first = starts[-turns] if len(starts) >= turns else starts[0]
     kept = steps[first:]
     ids = {step["id"] for step in kept}
+    shown = min(turns, len(starts))
     link = f"{TRANSCRIPT_ROUTE}/{thread_ui_id}"
     note = _step(
-        f"{thread_ui_id}-earlier",
+        earlier_note_id(thread_ui_id),
         thread_ui_id,
         "assistant_message",
         "Earlier turns",
         _just_before(kept[0]["createdAt"]),
-        output=f"Showing the latest {min(turns, len(starts))} of {total} turns. [Read the whole conversation]({link})",
+        output=f"Showing the latest {shown} of {total} turns. [Read the whole conversation]({link}) on one page.",
+        metadata={"turns_shown": shown, "turns_total": total},
     )
     return [note, *kept], [element for element in elements if element.get("forId") in ids]
+
+
+def still_writing_note(thread_ui_id: str, after: str) -> dict[str, Any]:
+    """A note at the end of a session reopened while a run is still writing its answer."""
+    return _step(
+        f"{thread_ui_id}-still-writing",
+        thread_ui_id,
+        "assistant_message",
+        "System",
+        after,
+        output="An answer is still being written in this conversation. Reopen it in a moment to see the "
+        "whole answer; a message you send now waits until it is done.",
+    )
 
 
 def transcript_page(title: str, steps: list[dict[str, Any]]) -> str:
