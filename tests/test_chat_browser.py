@@ -20,6 +20,7 @@ import threading
 import time
 import tomllib
 import uuid
+import zipfile
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from playwright.sync_api import (
 from assistants.config import Settings
 from assistants.runtime import Runtime
 from assistants.store import ListParams
-from assistants.ui.uploads import ACCEPT, MAX_BYTES, MAX_FILES, store_uploads
+from assistants.ui.uploads import ACCEPT, DOCX, MAX_BYTES, MAX_FILES, store_uploads
 from tests.conftest import (
     create_pg_database,
     drop_pg_database,
@@ -49,6 +50,7 @@ from tests.conftest import (
 )
 from tests.scripted_model import ScriptedModel
 from tests.server import Server, start_server
+from tests.test_search_ingest import make_docx, make_pdf
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -121,16 +123,16 @@ async def check_store_uploads(tmp_path: Path) -> None:
         # Too big, a disallowed type, and a disallowed type claiming an allowed MIME type: all refused.
         bad = [
             FakeElement("huge.txt", make("huge.txt", size=MAX_BYTES + 1), "text/plain"),
-            FakeElement("run.sh", make("run.sh", b"echo hi\n"), "application/x-sh"),
+            FakeElement("tools.zip", make("tools.zip", b"PK\x03\x04 zipped"), "application/zip"),
             FakeElement("setup.exe", make("setup.exe", b"MZ\x90\x00"), "application/octet-stream"),
             FakeElement("sneaky.exe", make("sneaky.exe", b"MZ\x90\x00"), "text/csv"),
         ]
         prepared = await store_uploads(engine, owner, "check these", bad)
         assert prepared.attachments == [] and prepared.accepted == []
         assert len(prepared.rejected) == 4, prepared.rejected
-        huge, sh, exe, sneaky = prepared.rejected
+        huge, zipped, exe, sneaky = prepared.rejected
         assert huge.startswith("huge.txt:") and "over the 20 MB limit" in huge
-        assert sh.startswith("run.sh:") and "not accepted" in sh and "application/x-sh" in sh
+        assert zipped.startswith("tools.zip:") and "not accepted" in zipped and "application/zip" in zipped
         assert exe.startswith("setup.exe:") and "not accepted" in exe
         assert sneaky.startswith("sneaky.exe:") and "not accepted" in sneaky
         assert [getattr(c, "text", None) for c in prepared.content] == ["check these"]
@@ -164,14 +166,21 @@ async def check_store_uploads(tmp_path: Path) -> None:
             FakeElement("paper.pdf", make("paper.pdf", b"\x89PNG\r\n\x1a\n...."), "application/pdf"),
             FakeElement("latin.md", make("latin.md", "caf\u00e9".encode("latin-1")), "text/markdown"),
         ]
+        more_disguised = [
+            FakeElement("report.docx", make("report.docx", b"Not a zip at all"), DOCX),
+            FakeElement("page.html", make("page.html", b"\x7fELF\x02\x01"), "text/html"),
+        ]
         prepared = await store_uploads(engine, owner, "odd ones", disguised)
-        assert prepared.accepted == []
-        assert prepared.rejected == [
+        also = await store_uploads(engine, owner, "more odd ones", more_disguised)
+        assert prepared.accepted == [] and also.accepted == []
+        assert prepared.rejected + also.rejected == [
             "photo.png: the content is not a PNG image, so it was not attached.",
             "notes.txt: the content is not text (it holds binary data), so it was not attached.",
             "data.csv: the content is not text (it holds binary data), so it was not attached.",
             "paper.pdf: the content is not a PDF document (it is a PNG image), so it was not attached.",
             "latin.md: the content is not UTF-8 text, so it was not attached.",
+            "report.docx: the content is not a Word document, so it was not attached.",
+            "page.html: the content is not text: it is a Linux program, so it was not attached.",
         ]
         # Real content of those types passes, and a path in the name is dropped.
         real = [
@@ -184,8 +193,20 @@ async def check_store_uploads(tmp_path: Path) -> None:
         prepared = await store_uploads(engine, owner, "good ones", real)
         assert prepared.rejected == []
         assert [name for _, name in prepared.accepted] == ["photo.png", "mz.txt", "caf\u00e9.md", "excel.csv"]
+        # Documents and code, whatever the browser calls them.
+        documents = [
+            FakeElement("report.docx", make("report.docx", b"PK\x03\x04" + bytes(26)), DOCX),
+            FakeElement("page.html", make("page.html", b"<h1>Hi</h1>"), "text/html"),
+            FakeElement("tool.py", make("tool.py", b"print('hi')\n"), "text/x-python"),
+            FakeElement("lib.ts", make("lib.ts", b"export const a = 1;\n"), "video/mp2t"),
+            FakeElement("build.sh", make("build.sh", b"make all\n"), None),
+        ]
+        prepared = await store_uploads(engine, owner, "documents", documents, ("file_search",))
+        assert prepared.rejected == []
+        assert [name for _, name in prepared.accepted] == ["report.docx", "page.html", "tool.py", "lib.ts", "build.sh"]
+        assert all(a.tools == [{"type": "file_search"}] for a in prepared.attachments)
         assert sorted(await stored_names()) == sorted(
-            [*names[:MAX_FILES], "photo.png", "mz.txt", "caf\u00e9.md", "excel.csv"]
+            [*names[:MAX_FILES], "photo.png", "mz.txt", "caf\u00e9.md", "excel.csv", *(d.name for d in documents)]
         )
         # Chainlit's own upload route checks the same list, read from the app's config.
         accepted = tomllib.loads((Path(__file__).parent.parent / ".chainlit" / "config.toml").read_text())
@@ -621,6 +642,59 @@ def test_an_uploaded_document_is_searched_and_the_answer_cites_it(
         assert b"vinegar" not in response.body() and b"kettle" not in response.body()
 
 
+def test_word_and_pdf_documents_are_cited_and_an_unreadable_one_is_named_with_its_reason(
+    chat_server: Server, page: Page, model: ScriptedModel, tmp_path: Path
+) -> None:
+    """A Word document and a PDF made here, sent with a Word file that is no Word document inside:
+    the answer cites the two (each marker opens its own file's passage), and the chat says which
+    file could not be read, and why."""
+    name, password = new_user(chat_server, "documents")
+    login(page, chat_server, name, password)
+    report = tmp_path / "report.docx"
+    report.write_bytes(make_docx())
+    manual = tmp_path / "manual.pdf"
+    manual.write_bytes(make_pdf("Hold the reset button for ten seconds to restore the factory settings."))
+    broken = tmp_path / "broken.docx"
+    with zipfile.ZipFile(broken, "w") as archive:  # a zip archive, but no Word document in it
+        archive.writestr("notes.txt", "nothing to see")
+    page.set_input_files("#upload-button-input", [str(report), str(manual), str(broken)])
+    for uploaded in ("report.docx", "manual.pdf", "broken.docx"):
+        expect(page.locator("#attachments").get_by_text(uploaded)).to_be_visible()
+    model.add_tool_calls([{"name": "file_search", "arguments": json.dumps({"query": "northern revenue reset button"})}])
+    model.add_text("Revenue grew in the north [1]; hold reset for ten seconds [2].")
+    send(page, "What do my documents say?")
+
+    answer = messages(page, "assistant_message").filter(has_text="Revenue grew in the north")
+    expect(answer.locator("a", has_text="[1]")).to_have_count(1)
+    expect(answer.locator("a", has_text="[2]")).to_have_count(1)
+    # The search step names both readable files; the model read their passages.
+    search = messages(page, "tool").filter(has=page.locator("#step-File\\ search"))
+    search.locator("#step-File\\ search").click()
+    found = search.locator(".message-content").nth(1)
+    expect(found).to_contain_text("report.docx")
+    expect(found).to_contain_text("manual.pdf")
+    passages = text_of([m for m in chat_requests(model)[-1]["messages"] if m["role"] == "tool"][-1])
+    assert "Revenue grew in the northern region." in passages and "Hold the reset button" in passages
+    cited = {
+        # "[1] report.docx (score 0.25)", then the passage
+        marker: passages.split(f"[{marker}] ", 1)[1].split(" (score", 1)[0]
+        for marker in (1, 2)
+    }
+    for marker in (1, 2):
+        answer.locator("a", has_text=f"[{marker}]").click()
+        panel = page.locator("#citation-panel")
+        expect(panel.locator(".citation-title")).to_have_text(f"[{marker}] {cited[marker]}")
+        page.keyboard.press("Escape")
+        expect(panel).to_have_count(0)
+    assert sorted(cited.values()) == ["manual.pdf", "report.docx"]
+
+    notice = messages(page, "assistant_message").filter(has_text="could not be read for file search")
+    expect(notice).to_contain_text("broken.docx")
+    expect(notice).to_contain_text("broken.docx is not a readable Word document")
+    expect(notice).not_to_contain_text("report.docx")
+    expect(notice).not_to_contain_text("manual.pdf")
+
+
 def check_citation_panel(page: Page, answer: Locator, document: Path, base_url: str) -> None:
     """Clicking the answer's `[1]` opens the cited passage in a side panel with a link to the file."""
     answer.locator("a", has_text="[1]").click()
@@ -669,9 +743,9 @@ def test_upload_shows_a_chip_and_disallowed_types_are_refused(
     assert "Here are my numbers" in text_of(after_system(model.last_messages)[-1])
     expect(page.get_by_text("Not attached")).to_have_count(0)
 
-    # A shell script is outside the accept list: the browser refuses it before any upload.
-    script = tmp_path / "install.sh"
-    script.write_text("#!/bin/sh\necho hi\n")
+    # A zip archive is outside the accept list: the browser refuses it before any upload.
+    script = tmp_path / "install.zip"
+    script.write_bytes(b"PK\x03\x04 zipped")
     page.set_input_files("#upload-button-input", str(script))
     toast = page.locator("[data-sonner-toast]").filter(has_text="File type must be")
     expect(toast).to_be_visible()
@@ -685,7 +759,7 @@ def test_upload_shows_a_chip_and_disallowed_types_are_refused(
         messages(page, "user_message").filter(has_text="Did the script arrive?").locator("a")
     ).to_have_count(0)
     assert len(chat_requests(model)) == requests_before + 1
-    assert "install.sh" not in json.dumps(model.last_messages)
+    assert "install.zip" not in json.dumps(model.last_messages)
 
 
 # 5. Context mode -------------------------------------------------------------------------------
@@ -950,6 +1024,44 @@ def test_a_chat_reloaded_while_its_answer_is_written_says_so_and_the_next_messag
     send(page, "Are you there?")
     expect(messages(page, "assistant_message").get_by_text("Here I am.", exact=True)).to_be_visible(timeout=30_000)
     expect(page.get_by_text("while a run")).to_have_count(0)
+
+
+def test_a_run_waiting_for_client_tools_is_shown_on_reopening_and_ended_by_the_next_message(
+    chat_server: Server, page: Page, model: ScriptedModel
+) -> None:
+    """A run started through `/v1` on a chat session waits for a function only a client can run:
+    the reopened chat says what it waits for, and the next message ends that run and is answered."""
+    name, password = new_user(chat_server, "client-tools")
+    login(page, chat_server, name, password)
+    model.add_text("Hello there.")
+    send(page, "Hello")
+    expect(messages(page, "assistant_message").get_by_text("Hello there.", exact=True)).to_be_visible()
+    ui = thread_id(page)
+    chat_server.keys[name] = chat_server.cli("keys", "create", name).strip().splitlines()[-1]
+    api = sdk_client(chat_server, name)
+    [thread] = httpx.get(
+        f"{chat_server.api_url}/threads",
+        params={"metadata[ui_thread]": ui},
+        headers={"Authorization": f"Bearer {chat_server.keys[name]}"},
+        timeout=10,
+    ).json()["data"]
+    lookup = {"type": "function", "function": {"name": "lookup_order", "parameters": {"type": "object", "properties": {"order": {"type": "string"}}}}}
+    model.add_tool_calls([{"name": "lookup_order", "arguments": '{"order": "A-17"}'}])
+    run = api.beta.threads.runs.create_and_poll(
+        thread_id=thread["id"], assistant_id=thread["metadata"]["assistant_id"], tools=[lookup], poll_interval_ms=50
+    )
+    assert run.status == "requires_action"
+
+    page.reload()
+    note = messages(page, "assistant_message").filter(has_text="waiting for tools that only a client application can run")
+    expect(note).to_contain_text('lookup_order({"order": "A-17"})')
+    model.add_text("Carrying on.")
+    send(page, "Never mind the order")
+    expect(messages(page, "assistant_message").get_by_text("Carrying on.", exact=True)).to_be_visible()
+    ended = messages(page, "assistant_message").filter(has_text="This chat cannot run them, so the run was ended")
+    expect(ended).to_contain_text("lookup_order")
+    expect(page.get_by_text("while a run")).to_have_count(0)
+    assert api.beta.threads.runs.retrieve(run_id=run.id, thread_id=thread["id"]).status == "cancelled"
 
 
 @pytest.fixture

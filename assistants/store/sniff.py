@@ -27,8 +27,10 @@ MAGIC: dict[str, tuple[bytes, ...]] = {
     "image/jpeg": (b"\xff\xd8\xff",),
     "image/gif": (b"GIF87a", b"GIF89a"),
     "application/pdf": (b"%PDF-",),
+    # A Word document is a zip archive.
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": (b"PK\x03\x04",),
 }
-TEXT_TYPES = ("text/plain", "text/markdown", "text/csv", "application/json")
+TEXT_TYPES = ("text/plain", "text/markdown", "text/csv", "application/json", "text/html")
 # Programs and archives also hold NUL bytes early on, which the text check catches; signatures
 # that are plain letters ("MZ", "GIF8") are left out so text that starts with them passes.
 BINARY_SIGNATURES: dict[bytes, str] = {
@@ -45,6 +47,7 @@ LABELS = {
     "image/gif": "a GIF image",
     "image/webp": "a WebP image",
     "application/pdf": "a PDF document",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "a Word document",
 }
 
 

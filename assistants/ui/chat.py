@@ -21,7 +21,7 @@ from ..exceptions import AssistantsError, RequestError
 from ..profiles import Profile, default_profile, ensure_assistant, load_profiles
 from ..runtime import Runtime
 from ..sessions import Sessions
-from ..types import ContextMode, Message, RunStatus, Session
+from ..types import ContextMode, Message, RunStatus, Session, Thread
 from ..types.objects import CodeInterpreterToolCall, FileSearchToolCall
 from ..types.requests import MessageCreate, RunCreate
 from .data_layer import EngineDataLayer
@@ -39,6 +39,7 @@ from .render import (
     incomplete_note,
     linked_text,
     no_output,
+    pending_calls,
     run_summary,
     search_output,
     tool_input,
@@ -272,6 +273,7 @@ async def answer(runtime: Runtime, message: cl.Message) -> None:
         # A stopped run may still be winding down, or (reopened mid-answer) still answering,
         # perhaps in another process: the next message waits for it.
         await _until_run_ends(runtime, owner, previous)
+    await _settle_active_run(runtime, owner, cl.user_session.get("session_id"))
     try:
         session_id = await _ensure_session(runtime, owner, message.content.strip().splitlines()[0] if message.content.strip() else "Files")
         prepared = await store_uploads(
@@ -286,6 +288,47 @@ async def answer(runtime: Runtime, message: cl.Message) -> None:
         await cl.Message(content=f"⚠️ {exc.message}", author="System").send()
         return
     await _stream(runtime, owner, session_id)
+    searched = {a.file_id for a in prepared.attachments if {"type": "file_search"} in a.tools}
+    await _report_unreadable(runtime, owner, session_id, [(i, n) for i, n in prepared.accepted if i in searched])
+
+
+async def _settle_active_run(runtime: Runtime, owner: str, session_id: str | None) -> None:
+    """Before a new message: a run of the session still working (started elsewhere, e.g. through
+    `/v1`) is waited for; one waiting for client-side tool outputs, which this chat cannot give,
+    is ended, saying what it asked for."""
+    if session_id is None:
+        return
+    async with runtime.engine.store.read() as tx:
+        active = await tx.active_run(session_id)
+    if active is None:
+        return
+    if active.status is RunStatus.requires_action:
+        await _end_waiting_run(runtime, owner, session_id, active.id)
+    await _until_run_ends(runtime, owner, active.id)
+
+
+async def _report_unreadable(runtime: Runtime, owner: str, session_id: str, files: list[tuple[str, str]]) -> None:
+    """Files sent to file search that could not be indexed: say which and why (the model could
+    not read them). Files still being indexed are not reported."""
+    if not files:
+        return
+    async with runtime.engine.store.read() as tx:
+        thread = await tx.find(Thread, session_id, owner=owner)
+        resources = (thread.tool_resources or {}) if thread is not None else {}
+        store_ids = list((resources.get("file_search") or {}).get("vector_store_ids") or [])
+        failures = []
+        for file_id, name in files:
+            for store_id in store_ids:
+                entry = await tx.vector_store_file(store_id, file_id, owner=owner)
+                if entry is not None and entry.status == "failed":
+                    why = entry.last_error.message if entry.last_error else "it could not be read"
+                    failures.append(f"- **{name}**: {why}")
+                    break
+    if failures:
+        await cl.Message(
+            content="⚠️ These files could not be read for file search, so the assistant cannot search them:\n" + "\n".join(failures),
+            author="System",
+        ).send()
 
 
 async def _stream(runtime: Runtime, owner: str, session_id: str) -> None:
@@ -325,13 +368,10 @@ async def _end_waiting_run(runtime: Runtime, owner: str, session_id: str, run_id
     run = await runtime.engine.get_run(owner, session_id, run_id)
     if run.required_action is None:
         return
-    asked = "\n".join(
-        f"- `{c.function.name}({c.function.arguments})`" for c in run.required_action.submit_tool_outputs.tool_calls
-    )
     await cl.Message(
         content=(
             "The assistant asked for tools that only a client application can run:\n"
-            f"{asked}\n\nThis chat cannot run them, so the run was ended. "
+            f"{pending_calls(run)}\n\nThis chat cannot run them, so the run was ended. "
             "Use the `/v1` API to answer such calls with `submit_tool_outputs`."
         ),
         author="System",

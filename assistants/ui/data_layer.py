@@ -27,9 +27,9 @@ from ..exceptions import InvalidRequestError, NotFoundError
 from ..runtime import Runtime
 from ..sessions import Sessions
 from ..store import ListParams
-from ..types import Assistant, Message, RunStatus, Session
+from ..types import Assistant, Message, Run, Session
 from ..types.objects import CodeInterpreterToolCall, ImageFileContent, ToolCallsDetails
-from .render import code_files, history_steps, iso, latest_turns, still_writing_note
+from .render import active_run_note, code_files, history_steps, iso, latest_turns
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,8 @@ class History:
     user_name: str
     total: int
     """How many turns (user messages) the whole session holds."""
-    writing: bool
-    """Whether a run is still writing its answer."""
+    active: Run | None
+    """The session's run still going (writing its answer, or waiting for tool outputs), if any."""
 
 
 class EngineDataLayer(BaseDataLayer):
@@ -138,10 +138,11 @@ class EngineDataLayer(BaseDataLayer):
     async def _thread(self, owner: str, session: Session, thread_id: str, turns: int) -> ThreadDict:
         history = await self._history(owner, session, thread_id, turns)
         steps, elements = latest_turns(history.steps, history.elements, turns, thread_id, history.total)
-        if history.writing:
+        if history.active is not None:
             # Said in the thread itself: what the chat sends while it reopens, Chainlit's page
             # replaces with the thread.
-            steps.append(still_writing_note(thread_id, steps[-1]["createdAt"] if steps else iso(session.created_at)))
+            after = steps[-1]["createdAt"] if steps else iso(session.created_at)
+            steps.append(active_run_note(thread_id, after, history.active))
         assistant = history.assistant
         profile = assistant.metadata.get("assistants.profile") if assistant else None
         return self._thread_dict(
@@ -195,8 +196,7 @@ class EngineDataLayer(BaseDataLayer):
             steps,
             {f.id: (f.filename, f.bytes) for f in files.values()},
         )
-        writing = active is not None and active.status is not RunStatus.requires_action
-        return History(rendered, elements, assistant, user_name, total, writing)
+        return History(rendered, elements, assistant, user_name, total, active)
 
     async def update_thread(
         self,

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..tools.code_interpreter import saved_files
-from ..types import Message, MessageStatus, Run, RunStep, Session, TextContent
+from ..types import Message, MessageStatus, Run, RunStatus, RunStep, Session, TextContent
 from ..types.objects import (
     CodeImageOutput,
     CodeInterpreterToolCall,
@@ -450,17 +450,27 @@ def latest_turns(
     return [note, *kept], [element for element in elements if element.get("forId") in ids]
 
 
-def still_writing_note(thread_ui_id: str, after: str) -> dict[str, Any]:
-    """A note at the end of a session reopened while a run is still writing its answer."""
-    return _step(
-        f"{thread_ui_id}-still-writing",
-        thread_ui_id,
-        "assistant_message",
-        "System",
-        after,
-        output="An answer is still being written in this conversation. Reopen it in a moment to see the "
-        "whole answer; a message you send now waits until it is done.",
-    )
+def pending_calls(run: Run) -> str:
+    """The client-side tool calls a run waits for, as a markdown list."""
+    calls = run.required_action.submit_tool_outputs.tool_calls if run.required_action else []
+    return "\n".join(f"- `{c.function.name}({c.function.arguments})`" for c in calls)
+
+
+def active_run_note(thread_ui_id: str, after: str, run: Run) -> dict[str, Any]:
+    """A note at the end of a session reopened while one of its runs is still going: writing its
+    answer, or waiting for tool outputs only a client application can give."""
+    if run.status is RunStatus.requires_action and run.required_action is not None:
+        text = (
+            "The assistant is waiting for tools that only a client application can run:\n"
+            f"{pending_calls(run)}\n\nSend a message to end that run and go on, or answer the calls through the "
+            "`/v1` API with `submit_tool_outputs`."
+        )
+    else:
+        text = (
+            "An answer is still being written in this conversation. Reopen it in a moment to see the "
+            "whole answer; a message you send now waits until it is done."
+        )
+    return _step(f"{thread_ui_id}-active-run", thread_ui_id, "assistant_message", "System", after, output=text)
 
 
 def transcript_page(title: str, steps: list[dict[str, Any]]) -> str:

@@ -7,7 +7,6 @@ is copied into the durable store before the message that carries it is written.
 from __future__ import annotations
 
 import asyncio
-import mimetypes
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,20 +16,58 @@ from ..store.sniff import IMAGE_TYPES, clean_filename, content_mismatch
 from ..types.objects import Attachment, ImageFile, ImageFileContent
 from ..types.requests import MessageRequestContent, TextRequestContent
 
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+CODE_SUFFIXES = (
+    ".py", ".js", ".mjs", ".jsx", ".ts", ".tsx", ".java", ".kt", ".scala", ".swift", ".c", ".h",
+    ".cpp", ".hpp", ".cs", ".go", ".rs", ".rb", ".php", ".r", ".sql", ".sh", ".css", ".xml",
+    ".yaml", ".yml", ".toml",
+)  # fmt: skip
+"""Source code and configuration: read as text, by file search and the code interpreter."""
+TYPES: dict[str, str] = {
+    ".txt": "text/plain",
+    ".md": "text/markdown",
+    ".csv": "text/csv",
+    ".json": "application/json",
+    ".html": "text/html",
+    ".htm": "text/html",
+    ".pdf": "application/pdf",
+    ".docx": DOCX,
+    **dict.fromkeys(CODE_SUFFIXES, "text/plain"),
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+}
+"""What the composer accepts, by file name suffix, and what each is (its content is checked
+against that, whatever type the browser declares)."""
+_TEXT_SUFFIXES = tuple(suffix for suffix, mime in TYPES.items() if mime.startswith("text/"))
 ACCEPT: dict[str, tuple[str, ...]] = {
-    "text/plain": (".txt",),
-    "text/markdown": (".md",),
-    "text/csv": (".csv",),
-    # What browsers on Windows with Excel installed say a `.csv` file is.
-    "application/vnd.ms-excel": (".csv",),
+    # Browsers name text files in many ways (text/x-python, text/javascript, text/x-csrc, ...).
+    "text/*": _TEXT_SUFFIXES,
     "application/json": (".json",),
     "application/pdf": (".pdf",),
+    DOCX: (".docx",),
+    # What browsers on Windows with Excel installed say a `.csv` file is.
+    "application/vnd.ms-excel": (".csv",),
+    "application/javascript": (".js", ".mjs"),
+    "application/x-sh": (".sh",),
+    "application/xml": (".xml",),
+    "application/x-yaml": (".yaml", ".yml"),
+    "application/toml": (".toml",),
+    "application/sql": (".sql",),
+    "application/x-php": (".php",),
+    # Linux names TypeScript after the MPEG transport stream.
+    "video/mp2t": (".ts",),
+    # A type the browser does not know.
+    "application/octet-stream": tuple(suffix for suffix, mime in TYPES.items() if not mime.startswith("image/")),
     "image/png": (".png",),
     "image/jpeg": (".jpg", ".jpeg"),
     "image/gif": (".gif",),
     "image/webp": (".webp",),
 }
-"""What the composer accepts (the same list is in .chainlit/config.toml for the browser)."""
+"""Chainlit's accept list (the same is in .chainlit/config.toml, for the browser and Chainlit's
+upload route): a declared type pattern and the suffixes allowed with it."""
 MAX_FILES = 5
 MAX_BYTES = 20 * 1024 * 1024
 
@@ -44,21 +81,18 @@ class PreparedUpload:
     """(file id, file name) of the stored files."""
 
 
-ALIASES: dict[tuple[str, str], str] = {("application/vnd.ms-excel", ".csv"): "text/csv"}
-"""(declared type, suffix) pairs that stand for another type: a `.csv` file is CSV text."""
+def _declared(declared: str | None) -> str:
+    return (declared or "application/octet-stream").split(";")[0].strip().lower()
 
 
-def _mime_of(name: str, declared: str | None) -> str:
-    guessed = mimetypes.guess_type(name)[0]
-    mime = (declared or guessed or "application/octet-stream").split(";")[0].strip().lower()
-    return ALIASES.get((mime, Path(name).suffix.lower()), mime)
-
-
-def _accepts(name: str, mime: str) -> bool:
+def _type_of(name: str, declared: str | None) -> str | None:
+    """What an upload is, by its suffix (a file without one, by the declared type); None when it
+    is not accepted."""
     suffix = Path(name).suffix.lower()
-    if mime in ACCEPT:
-        return suffix in ACCEPT[mime] or not suffix
-    return any(suffix in suffixes for suffixes in ACCEPT.values()) and mime == "application/octet-stream"
+    if suffix:
+        return TYPES.get(suffix)
+    mime = _declared(declared)
+    return mime if mime in TYPES.values() else None
 
 
 async def _size(path: str | None) -> int | None:
@@ -92,16 +126,17 @@ async def store_uploads(
         if size is None:
             prepared.rejected.append(f"{name}: the upload did not arrive; try again.")
             continue
-        mime = _mime_of(name, getattr(element, "mime", None))
+        declared = getattr(element, "mime", None)
+        mime = _type_of(name, declared)
         if size > MAX_BYTES:
             prepared.rejected.append(f"{name}: {size / 1_048_576:.1f} MB is over the {MAX_BYTES // 1_048_576} MB limit.")
             continue
-        if not _accepts(name, mime):
-            allowed = ", ".join(sorted({s for suffixes in ACCEPT.values() for s in suffixes}))
-            prepared.rejected.append(f"{name}: this type of file ({mime}) is not accepted. Accepted: {allowed}.")
+        if mime is None:
+            allowed = ", ".join(sorted(TYPES))
+            prepared.rejected.append(f"{name}: this type of file ({_declared(declared)}) is not accepted. Accepted: {allowed}.")
             continue
         data = await asyncio.to_thread(Path(path).read_bytes)
-        mismatch = content_mismatch(mime if mime in ACCEPT else _mime_of(name, None), data)
+        mismatch = content_mismatch(mime, data)
         if mismatch is not None:
             prepared.rejected.append(f"{name}: {mismatch}, so it was not attached.")
             continue
