@@ -481,14 +481,14 @@ def test_reply_streams_into_the_page(chat_server: Server, page: Page, model: Scr
 def test_words_held_back_to_coalesce_updates_show_before_the_answer_ends(
     chat_server: Server, page: Page, model: ScriptedModel
 ) -> None:
-    """The chat sends at most ~20 updates a second, holding back words that come sooner; those
+    """The chat sends at most 16 updates a second, holding back words that come sooner; those
     go out within that interval even when nothing follows for a while (here the model stalls
     for 30 s after them), not only when the answer ends."""
     name, password = new_user(chat_server, "held")
     login(page, chat_server, name, password)
     words = " ".join(f"word{i}" for i in range(12))
     # Twelve words 20 ms apart, then nothing: the chat sends an update with the first, then one
-    # every 50 ms at most, so the last word or two always wait for the interval to end.
+    # every 62.5 ms at most, so the last word or two always wait for the interval to end.
     model.add_hang(30.0, text_before=words, delay=0.02)
     send(page, "Start, then think for a while")
     reply = messages(page, "assistant_message").filter(has_text="word0")
