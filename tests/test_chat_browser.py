@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import httpx
 import pytest
 from playwright.sync_api import (
@@ -1062,6 +1063,42 @@ def test_a_run_waiting_for_client_tools_is_shown_on_reopening_and_ended_by_the_n
     expect(ended).to_contain_text("lookup_order")
     expect(page.get_by_text("while a run")).to_have_count(0)
     assert api.beta.threads.runs.retrieve(run_id=run.id, thread_id=thread["id"]).status == "cancelled"
+
+
+def test_a_database_failure_is_shown_in_plain_words_and_the_chat_goes_on_after_it(
+    chat_server_pg: Server, page: Page, model: ScriptedModel
+) -> None:
+    """PostgreSQL refuses every new message for a while (a constraint added under the running
+    server): the chat says something went wrong on our side, shows no SQL and no error text, and
+    once the database accepts messages again the next one is answered."""
+    srv = chat_server_pg
+    name, password = new_user(srv, "dbfault")
+    login(page, srv, name, password)
+    model.add_text("First answer.")
+    send(page, "First question")
+    expect(messages(page, "assistant_message").get_by_text("First answer.", exact=True)).to_be_visible()
+    dsn = srv.env["ASSISTANTS_DATABASE_URL"].replace("postgresql+asyncpg://", "postgresql://")
+
+    async def alter(statement: str) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    run_async(alter("ALTER TABLE messages ADD CONSTRAINT refuse_new_rows CHECK (false) NOT VALID"))
+    try:
+        send(page, "Second question")
+        failure = messages(page, "assistant_message").filter(has_text="Something went wrong on our side")
+        expect(failure).to_have_count(1)
+        body = page.locator("body")
+        for leaked in ("refuse_new_rows", "INSERT", "violates", "IntegrityError", "sqlalchemy", "Traceback"):
+            expect(body).not_to_contain_text(leaked)
+    finally:
+        run_async(alter("ALTER TABLE messages DROP CONSTRAINT refuse_new_rows"))
+    model.add_text("Third answer.")
+    send(page, "Third question")
+    expect(messages(page, "assistant_message").get_by_text("Third answer.", exact=True)).to_be_visible()
 
 
 @pytest.fixture

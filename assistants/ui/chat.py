@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, ParamSpec
 
 import chainlit as cl
 from chainlit.input_widget import Select, Slider
@@ -47,6 +48,29 @@ from .render import (
 from .uploads import store_uploads
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+FAILED_ON_OUR_SIDE = (
+    "⚠️ Something went wrong on our side (the details are in the server's log). "
+    "Try again in a moment; if it keeps happening, tell whoever runs this app."
+)
+
+
+def readable_failures(handler: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
+    """A chat handler whose unexpected failure (a database error, a bug) is logged and shown as a
+    plain message, never as the exception's text: Chainlit would show `str(error)`, which for a
+    database error holds SQL."""
+
+    @functools.wraps(handler)
+    async def handle(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            await handler(*args, **kwargs)
+        except Exception:
+            log.exception("the chat's %s failed", handler.__name__)
+            with contextlib.suppress(Exception):
+                await cl.Message(content=FAILED_ON_OUR_SIDE, author="System").send()
+
+    return handle
 
 FLUSH_SECONDS = 0.0625
 """Coalesce streamed tokens: at most 16 browser updates per second per message. Below the 20 the
@@ -134,6 +158,7 @@ def _session_values(session: Session) -> dict[str, Any]:
     }
 
 
+@readable_failures
 async def start(runtime: Runtime) -> None:
     """A new chat: pick the profile's assistant; the session itself is created with the first message."""
     engine = await runtime.start()
@@ -150,6 +175,7 @@ async def start(runtime: Runtime) -> None:
     await _send_settings(runtime, dict(DEFAULTS), assistant.model)
 
 
+@readable_failures
 async def resume(runtime: Runtime, thread: dict[str, Any]) -> None:
     """Reopen a session: its settings come back with it (Chainlit redraws the history from our store)."""
     engine = await runtime.start()
@@ -200,6 +226,7 @@ async def _offer_earlier_turns(thread: dict[str, Any]) -> None:
     cl.user_session.set("earlier_actions", actions)
 
 
+@readable_failures
 async def show_earlier_turns(runtime: Runtime, data_layer: EngineDataLayer, action: cl.Action) -> None:
     """Redraw the reopened session from an earlier turn on (`payload.turns`: how many turns, 0 for
     all), in place, with its steps, images and files, as when it was reopened."""
@@ -224,6 +251,7 @@ async def show_earlier_turns(runtime: Runtime, data_layer: EngineDataLayer, acti
     await _offer_earlier_turns(dict(thread))
 
 
+@readable_failures
 async def update_settings(runtime: Runtime, values: dict[str, Any]) -> None:
     """Store the chosen settings on the session (or keep them for the session the next message opens)."""
     changes = {
@@ -264,6 +292,7 @@ async def _ensure_session(runtime: Runtime, owner: str, title: str) -> str:
     return session.id
 
 
+@readable_failures
 async def answer(runtime: Runtime, message: cl.Message) -> None:
     """Store the user's message (with its files) and stream the run that answers it."""
     engine = runtime.engine
@@ -384,6 +413,7 @@ async def _end_waiting_run(runtime: Runtime, owner: str, session_id: str, run_id
         await runtime.engine.wait_for_run(run_id)
 
 
+@readable_failures
 async def stop(runtime: Runtime) -> None:
     """Stop: cancel the run in the engine, which closes the provider stream and skips further tools."""
     session_id = cl.user_session.get("session_id")
