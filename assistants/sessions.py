@@ -6,13 +6,17 @@ A session is a thread whose typed fields live in `metadata` (see `types.session.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from .engine import Engine
 from .exceptions import InvalidRequestError, NotFoundError
 from .ids import new_id, now
 from .store import ListParams, Page
-from .types import ContextMode, Session, Thread
+from .tools.code_interpreter import produced_files
+from .types import ContextMode, Session, Thread, VectorStore
+from .types.objects import CodeInterpreterToolCall, ImageFileContent, ToolCallsDetails
+from .vector_stores import thread_store_name
 
 
 class Sessions:
@@ -99,8 +103,40 @@ class Sessions:
         return await self.update(owner, session_id, title=title.strip()[:200] or "New chat")
 
     async def delete(self, owner: str, session_id: str) -> bool:
-        await self.get(owner, session_id)
-        return await self.engine.delete_thread(owner, session_id)
+        """Delete a session with what is only its own: its messages, runs and steps, the vector store
+        made for its files (which, for a session, never expires), and the files it was sent or its
+        code made, unless something else of the owner's still names them (another thread, an
+        assistant, another vector store). The hosted API's thread deletion kept files and stores;
+        deleting a conversation in the chat is expected to take its files with it."""
+        session = await self.get(owner, session_id)
+        engine = self.engine
+        async with engine.store.read() as tx:
+            stores = [
+                store.id
+                for store_id in ((session.tool_resources or {}).get("file_search") or {}).get("vector_store_ids") or []
+                if (store := await tx.find(VectorStore, store_id, owner=owner)) is not None
+                and store.name == thread_store_name(session_id)
+            ]
+            messages, _, steps, _ = await tx.thread_tail(session_id, 0)
+            files = {a.file_id for m in messages for a in m.attachments or []}
+            files |= {p.image_file.file_id for m in messages for p in m.content if isinstance(p, ImageFileContent)}
+            files |= {
+                file_id
+                for step in steps
+                if isinstance(step.step_details, ToolCallsDetails)
+                for call in step.step_details.tool_calls
+                if isinstance(call, CodeInterpreterToolCall)
+                for file_id in produced_files(call)
+            }
+            files -= await tx.files_used_elsewhere(files, owner=owner, thread_id=session_id, vector_store_ids=stores)
+        deleted = await engine.delete_thread(owner, session_id)
+        for store_id in stores:
+            with contextlib.suppress(NotFoundError):
+                await engine.vector_stores.delete(owner, store_id)
+        for file_id in sorted(files):
+            with contextlib.suppress(NotFoundError):
+                await engine.delete_file(owner, file_id)
+        return deleted
 
 
 def _as_session(thread: Thread) -> Session:

@@ -82,6 +82,11 @@ def _strategy(request: ChunkingStrategyRequest | None, *, param: str = "chunking
     return StaticChunkingStrategy(static=StaticChunking(**sizes.model_dump()))
 
 
+def thread_store_name(thread_id: str) -> str:
+    """The name of the vector store made for a thread's attached files."""
+    return f"Files of {thread_id}"
+
+
 class VectorStores:
     """The vector store API over the store, the file store and the chunk index; every call takes the owner."""
 
@@ -156,7 +161,7 @@ class VectorStores:
             store = VectorStore(
                 id=new_id("vector_store"),
                 created_at=stamp,
-                name=f"Files of {thread_id}",
+                name=thread_store_name(thread_id),
                 expires_after=None if lasting else ExpiresAfter(anchor="last_active_at", days=THREAD_STORE_DAYS),
                 expires_at=None if lasting else stamp + THREAD_STORE_DAYS * DAY_SECONDS,
                 last_active_at=stamp,

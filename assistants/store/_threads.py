@@ -37,6 +37,38 @@ class ThreadsTx(ObjectsTx):
         row = (await self.conn.execute(sa.select(table.c.owner_id, table.c.data).where(known))).first()
         return None if row is None else (str(row[0]), Thread.model_validate(row[1]))
 
+    async def files_used_elsewhere(
+        self, file_ids: set[str], *, owner: str, thread_id: str, vector_store_ids: builtins.list[str]
+    ) -> set[str]:
+        """Those of `file_ids` that something of the owner's other than this thread (and these
+        vector stores of its) still names: another thread, its messages or steps, an assistant, or
+        another vector store."""
+        used: set[str] = set()
+        for file_id in file_ids:
+            pattern = f'%"{file_id}"%'
+            named = [
+                sa.select(table.c.id)
+                .where(table.c.owner_id == owner, sa.cast(table.c.data, sa.Text).like(pattern), *where)
+                .limit(1)
+                for table, where in (
+                    (schema.threads, (schema.threads.c.id != thread_id,)),
+                    (schema.messages, (schema.messages.c.thread_id != thread_id,)),
+                    (schema.run_steps, (schema.run_steps.c.thread_id != thread_id,)),
+                    (schema.assistants, ()),
+                )
+            ]
+            stores = schema.vector_store_files
+            named.append(
+                sa.select(stores.c.id)
+                .where(stores.c.owner_id == owner, stores.c.id == file_id, stores.c.vector_store_id.not_in(vector_store_ids))
+                .limit(1)
+            )
+            for query in named:
+                if (await self.conn.execute(query)).first() is not None:
+                    used.add(file_id)
+                    break
+        return used
+
     async def save_partial_texts(self, texts: Mapping[str, str]) -> None:
         """Set the text of messages still `in_progress` (answers being streamed), by message id,
         in one statement. Nothing else of them changes (metadata a client set meanwhile stays),

@@ -32,7 +32,12 @@ from ..kernels import (
     KernelPool,
     Output,
 )
-from ..types.objects import CODE_INTERPRETER_FUNCTION
+from ..types.objects import (
+    CODE_INTERPRETER_FUNCTION,
+    CodeImageOutput,
+    CodeInterpreterToolCall,
+    CodeLogsOutput,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,14 @@ def saved_note(name: str, file_id: str) -> str:
 def saved_files(logs: str) -> list[tuple[str, str]]:
     """`(name, file_id)` for each `saved_note` line in a step's logs."""
     return [(m["name"], m["file_id"]) for m in _SAVED.finditer(logs)]
+
+
+def produced_files(call: CodeInterpreterToolCall) -> list[str]:
+    """Every file id a code call produced: the images it showed, then the files it wrote."""
+    outputs = call.code_interpreter.outputs
+    logs = "".join(o.logs for o in outputs if isinstance(o, CodeLogsOutput))
+    images = [o.image.file_id for o in outputs if isinstance(o, CodeImageOutput)]
+    return [*images, *(file_id for _, file_id in saved_files(logs))]
 
 
 _SANDBOX_LINK = re.compile(r"sandbox:/mnt/data/([^\s)\]\"'<>]+)")

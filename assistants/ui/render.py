@@ -12,7 +12,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..tools.code_interpreter import saved_files
+from ..tools.code_interpreter import produced_files, saved_files
 from ..types import Message, MessageStatus, Run, RunStatus, RunStep, Session, TextContent
 from ..types.objects import (
     CodeImageOutput,
@@ -210,9 +210,8 @@ def code_written(call: CodeInterpreterToolCall) -> list[tuple[str, str]]:
     return [(file_id, name) for name, file_id in saved_files(code_logs(call))]
 
 
-def code_files(call: CodeInterpreterToolCall) -> list[str]:
-    """Every file id a code call produced: images, then written files."""
-    return [*code_images(call), *(file_id for file_id, _ in code_written(call))]
+code_files = produced_files
+"""Every file id a code call produced: images, then written files."""
 
 
 def search_output(call: FileSearchToolCall, status: str) -> str:
