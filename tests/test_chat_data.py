@@ -278,6 +278,10 @@ async def test_a_long_session_reopens_at_its_latest_turns_and_links_the_whole_co
         assert f"Question {turn} &lt;b&gt;?" in page and f"Answer {turn}." in page
     assert "<b>" not in page
     assert "<summary>calculate</summary>" in page
+    # Its markdown is rendered (no raw `**`), and every turn's file is linked.
+    assert "**" not in page and "<strong>" in page
+    for file in files:
+        assert f"href='/assistants/files/{file.id}'" in page
     # It is the owner's alone; and a setting of 0 shows every turn in the chat.
     stranger = await runtime.accounts.add_user("mallory", "mallory-pw")
     assert await layer.transcript(stranger, ui) is None

@@ -158,12 +158,14 @@ class EngineDataLayer(BaseDataLayer):
             },
         )
 
-    async def transcript(self, owner: str, thread_id: str) -> tuple[str, list[dict[str, Any]]] | None:
-        """The whole of `owner`'s session (its title and every rendered step); None when it is not theirs."""
+    async def transcript(self, owner: str, thread_id: str) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]] | None:
+        """The whole of `owner`'s session (its title, every rendered step and its files); None when
+        it is not theirs."""
         found = await self._session(thread_id)
         if found is None or found[0] != owner:
             return None
-        return found[1].title, (await self._history(owner, found[1], thread_id, 0)).steps
+        history = await self._history(owner, found[1], thread_id, 0)
+        return found[1].title, history.steps, history.elements
 
     async def _history(
         self, owner: str, session: Session, thread_id: str, turns: int

@@ -12,6 +12,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from markdown_it import MarkdownIt
+
 from ..tools.code_interpreter import produced_files, saved_files
 from ..types import Message, MessageStatus, Run, RunStatus, RunStep, Session, TextContent
 from ..types.objects import (
@@ -472,25 +474,44 @@ def active_run_note(thread_ui_id: str, after: str, run: Run) -> dict[str, Any]:
     return _step(f"{thread_ui_id}-active-run", thread_ui_id, "assistant_message", "System", after, output=text)
 
 
-def transcript_page(title: str, steps: list[dict[str, Any]]) -> str:
-    """A rendered session as one plain page: every message, and each tool step folded under it."""
+_MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
+"""Markdown for the transcript page: raw HTML in a message is shown as text, never as markup, and
+links are checked (no `javascript:` and the like)."""
+
+
+def transcript_page(title: str, steps: list[dict[str, Any]], elements: list[dict[str, Any]]) -> str:
+    """A rendered session as one plain page: every message (its markdown rendered, its images
+    shown and its files linked), and each tool step folded under it."""
     parts = [
         "<!doctype html><meta charset=utf-8><meta name=viewport content='width=device-width'>",
         f"<title>{html.escape(title)}</title>",
         "<style>body{font:16px/1.5 system-ui,sans-serif;max-width:50rem;margin:2rem auto;padding:0 1rem}"
-        ".m{white-space:pre-wrap;margin:0 0 1.2rem}.who{font-weight:600;margin-top:1.2rem}"
+        ".m{margin:0 0 1.2rem}.who{font-weight:600;margin-top:1.2rem}.m img{max-width:100%}"
         "details{margin:.2rem 0 .6rem 1rem;color:#444}pre{white-space:pre-wrap;background:#f5f5f5;padding:.5rem}"
         "</style>",
         f"<h1>{html.escape(title)}</h1>",
     ]
+    attached: dict[str, list[dict[str, Any]]] = {}
+    for element in elements:
+        attached.setdefault(str(element.get("forId")), []).append(element)
     for step in steps:
+        shown = "".join(
+            f"<p><img src='{html.escape(e['url'])}' alt='{html.escape(e['name'])}'></p>"
+            if e["type"] == "image"
+            else f"<p><a href='{html.escape(e['url'])}' download='{html.escape(e['name'])}'>{html.escape(e['name'])}</a></p>"
+            for e in attached.get(step["id"], [])
+        )
         if step["type"] in ("user_message", "assistant_message") and step["parentId"] is None:
-            parts.append(f"<p class=who>{html.escape(step['name'])}</p><div class=m>{html.escape(step['output'])}</div>")
+            parts.append(
+                f"<p class=who>{html.escape(step['name'])}</p><div class=m>{_MARKDOWN.render(step['output'])}{shown}</div>"
+            )
         else:
             parts.append(
                 f"<details><summary>{html.escape(step['name'])}</summary>"
                 + (f"<pre>{html.escape(step['input'])}</pre>" if step["input"] else "")
-                + (f"<pre>{html.escape(step['output'])}</pre>" if step["output"] else "")
+                # A run's summary is markdown; a tool's input and output are code, JSON or logs.
+                + (_MARKDOWN.render(step["output"]) if step["type"] == "run" else f"<pre>{html.escape(step['output'])}</pre>" if step["output"] else "")
+                + shown
                 + "</details>"
             )
     return "".join(parts)

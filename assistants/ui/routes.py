@@ -134,7 +134,8 @@ def build_chat_router(runtime: Runtime, data_layer: EngineDataLayer, throttle: L
         headers = {
             "cache-control": "private, no-store",
             "x-content-type-options": "nosniff",
-            "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'",
+            # Images come from the app's own file route, which checks the viewer owns them.
+            "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'",
         }
         return HTMLResponse(transcript_page(*found), headers=headers)
 
