@@ -564,7 +564,7 @@ RESUME_HOOK = """
 
 
 def browser_resume(page: Any, server: Server, built: Built, short: Built, repeats: int,
-                   pinger: Pinger) -> tuple[BrowserResume, BrowserResume, BrowserResume]:
+                   pinger: Pinger) -> tuple[BrowserResume, BrowserResume, BrowserResume, BrowserResume]:
     pid = server.process.pid
     last = marker(built.turns)
     avatars: list[str] = []
@@ -577,6 +577,7 @@ def browser_resume(page: Any, server: Server, built: Built, short: Built, repeat
     full = BrowserResume("page load of `/thread/<id>`")
     inapp = BrowserResume("sidebar click (in-app)")
     baseline = BrowserResume("page load of a short session")
+    everything = BrowserResume(f"\"Show all {built.turns} turns\" click")
 
     def load_thread(run: BrowserResume, target: Built) -> None:
         """A full page load of the thread URL, timed from the navigation's start."""
@@ -603,9 +604,28 @@ def browser_resume(page: Any, server: Server, built: Built, short: Built, repeat
         run.dom_nodes = page.evaluate("() => document.getElementsByTagName('*').length")
         run.avatar_requests = len(avatars)
 
+    def show_all() -> None:
+        """After a page load of the thread: the button that draws every turn, until the first shows."""
+        try:
+            button = page.get_by_role("button", name=f"Show all {built.turns} turns")
+            button.wait_for(timeout=60_000)
+            wait_idle(pid)
+            cpu_before = cpu_seconds(pid)
+            began = time.monotonic()
+            button.click()
+            page.get_by_text(marker(1), exact=False).first.wait_for(state="visible", timeout=180_000)
+            everything.times.append(time.monotonic() - began)
+            everything.cpu.append(wait_idle(pid) - cpu_before)
+            everything.stall.append(pinger.longest(began, time.monotonic()))
+            everything.rendered = page.get_by_text("Answer ", exact=False).count()
+            everything.dom_nodes = page.evaluate("() => document.getElementsByTagName('*').length")
+        except Exception as exc:  # noqa: BLE001 - a benchmark reports, it does not stop
+            everything.errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+
     for _ in range(repeats):
         load_thread(baseline, short)
         load_thread(full, built)
+        show_all()
         # In-app: from a new chat, click the session in the sidebar.
         try:
             page.goto(server.url)
@@ -623,7 +643,7 @@ def browser_resume(page: Any, server: Server, built: Built, short: Built, repeat
         except Exception as exc:  # noqa: BLE001
             inapp.errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     page.remove_listener("request", on_request)
-    return full, inapp, baseline
+    return full, inapp, baseline, everything
 
 
 def stream_text(turn: int, tokens: int) -> tuple[str, str]:
@@ -738,8 +758,8 @@ def verdict(ok: bool) -> str:
 
 
 def resume_report(built: Built, short: Built, local: InProcess, http: OverHttp, full: BrowserResume,
-                  inapp: BrowserResume, baseline: BrowserResume, args: argparse.Namespace, began: str,
-                  load_before: str) -> str:
+                  inapp: BrowserResume, baseline: BrowserResume, everything: BrowserResume,
+                  args: argparse.Namespace, began: str, load_before: str) -> str:
     server_p95 = max(percentile(local.times, 95), percentile(http.times, 95))
     browser_worst = max(full.times) if full.times else math.nan
     one_call = statistics.median(local.times) if local.times else math.nan
@@ -783,6 +803,8 @@ def resume_report(built: Built, short: Built, local: InProcess, http: OverHttp, 
         row("… thread received by the page", inapp.data),
         row(f"browser baseline: page load of a {short.turns * 2}-message session", baseline.times, None, baseline.cpu,
             baseline.stall),
+        row(f"browser: then {everything.label} → first answer visible", everything.times, None, everything.cpu,
+            everything.stall),
         "",
         "Where in-process `get_thread` spends its time (medians):",
         "",
@@ -820,7 +842,12 @@ def resume_report(built: Built, short: Built, local: InProcess, http: OverHttp, 
             f"the server's event loop for at least {local.messages_shown:,} ms for the {local.messages_shown:,} messages "
             "shown (sleeping, so it does not show as CPU)."
         )
-    errors = full.errors + inapp.errors + baseline.errors
+    if everything.times:
+        lines.append(
+            f"After \"Show all\": {everything.rendered:,} of {built.turns:,} answers in the page, "
+            f"{everything.dom_nodes:,} DOM elements (every turn drawn by Chainlit's page at once)."
+        )
+    errors = full.errors + inapp.errors + baseline.errors + everything.errors
     if errors:
         lines += ["", f"Browser errors ({len(errors)}):", *(f"- {e}" for e in errors[:5])]
     lines += [
@@ -934,7 +961,9 @@ def run(args: argparse.Namespace, tmp: Path) -> str:
                     with Pinger(server.url) as pinger:
                         http = measure_http(server, built, args.server_repeats, pinger)
                         print(f"HTTP: median {ms(percentile(http.times, 50))} ms", file=sys.stderr)
-                        full, inapp, baseline = browser_resume(page, server, built, short, args.browser_repeats, pinger)
+                        full, inapp, baseline, everything = browser_resume(
+                            page, server, built, short, args.browser_repeats, pinger
+                        )
                     print(f"browser resume: {[ms(t) for t in full.times]} / {[ms(t) for t in inapp.times]} ms",
                           file=sys.stderr)
                     stream_load = load()
@@ -955,7 +984,7 @@ def run(args: argparse.Namespace, tmp: Path) -> str:
                 for pid in own_children() - before:
                     stop_pid(pid)
     return "\n\n".join([
-        resume_report(built, short, local, http, full, inapp, baseline, args, began, load_before),
+        resume_report(built, short, local, http, full, inapp, baseline, everything, args, began, load_before),
         stream_report(turns, args, stream_began, stream_load),
     ])
 

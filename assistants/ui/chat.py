@@ -72,6 +72,7 @@ def readable_failures(handler: Callable[P, Awaitable[None]]) -> Callable[P, Awai
 
     return handle
 
+
 FLUSH_SECONDS = 0.0625
 """Coalesce streamed tokens: at most 16 browser updates per second per message. Below the 20 the
 issue asks for, because a loaded server or network delivers some of them bunched together (a
