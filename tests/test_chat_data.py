@@ -44,7 +44,7 @@ from assistants.types.requests import (
 )
 from assistants.ui.auth import SECRET_FILE, check_login, ensure_auth_secret, ensure_first_user
 from assistants.ui.data_layer import EngineDataLayer
-from assistants.ui.render import latest_turns, linked_text, transcript_page
+from assistants.ui.render import earlier_turn_choices, latest_turns, linked_text, transcript_page
 from tests.conftest import StartRuntime, sdk_client
 from tests.scripted_model import ScriptedModel
 from tests.server import Server
@@ -298,6 +298,17 @@ async def test_a_long_session_reopens_at_its_latest_turns_and_links_the_whole_co
     assert [e["id"] for e in whole["elements"]] == [f.id for f in files]
     assert await layer.thread_for(stranger, ui, 0) is None
     assert [s["output"] for s in everything if s["type"] == "user_message"] == [f"Question {t} <b>?" for t in range(5)]
+
+
+def test_the_buttons_above_a_shortened_session_never_draw_hundreds_of_turns_at_once() -> None:
+    assert earlier_turn_choices(10, 10) == []
+    assert earlier_turn_choices(10, 11) == [("Show 1 earlier turn", 11)]
+    assert earlier_turn_choices(10, 20) == [("Show 10 earlier turns", 20)]
+    assert earlier_turn_choices(10, 23) == [("Show 10 earlier turns", 20), ("Show all 23 turns", 0)]
+    assert earlier_turn_choices(20, 100) == [("Show 10 earlier turns", 30), ("Show all 100 turns", 0)]
+    # Past 100 turns, 50 more at a time instead of all (the page links the whole conversation).
+    assert earlier_turn_choices(10, 500) == [("Show 10 earlier turns", 20), ("Show 50 earlier turns", 60)]
+    assert earlier_turn_choices(480, 500) == [("Show 10 earlier turns", 490), ("Show 20 earlier turns", 500)]
 
 
 async def test_the_latest_turns_read_from_the_store_show_what_trimming_the_whole_session_shows(

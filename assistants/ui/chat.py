@@ -36,6 +36,7 @@ from .render import (
     code_written,
     context_label,
     earlier_note_id,
+    earlier_turn_choices,
     failure_text,
     incomplete_note,
     linked_text,
@@ -205,8 +206,6 @@ async def resume(runtime: Runtime, thread: dict[str, Any]) -> None:
 
 
 EARLIER_TURNS_ACTION = "show_earlier_turns"
-EARLIER_TURNS_STEP = 10
-"""How many more turns "Show earlier turns" adds to a reopened session's screen."""
 
 
 async def _offer_earlier_turns(thread: dict[str, Any]) -> None:
@@ -217,13 +216,10 @@ async def _offer_earlier_turns(thread: dict[str, Any]) -> None:
     note = next((s for s in thread["steps"] if s["id"] == earlier_note_id(thread["id"])), None)
     if note is not None:
         shown, total = int(note["metadata"]["turns_shown"]), int(note["metadata"]["turns_total"])
-        more = min(EARLIER_TURNS_STEP, total - shown)
-        label = f"Show {more} earlier turn{'s' if more > 1 else ''}"
-        actions.append(cl.Action(name=EARLIER_TURNS_ACTION, payload={"turns": shown + more}, label=label, icon="chevrons-up"))
-        if shown + more < total:
-            actions.append(cl.Action(name=EARLIER_TURNS_ACTION, payload={"turns": 0}, label=f"Show all {total} turns"))
-        for action in actions:
+        for label, turns in earlier_turn_choices(shown, total):
+            action = cl.Action(name=EARLIER_TURNS_ACTION, payload={"turns": turns}, label=label, icon="chevrons-up")
             await action.send(for_id=note["id"])
+            actions.append(action)
     cl.user_session.set("earlier_actions", actions)
 
 

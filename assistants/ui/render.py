@@ -451,6 +451,31 @@ def latest_turns(
     return [note, *kept], [element for element in elements if element.get("forId") in ids]
 
 
+EARLIER_TURNS_STEP = 10
+"""How many more turns the first "show earlier turns" button adds to a reopened session's screen."""
+ALL_TURNS_AT_ONCE = 100
+"""Sessions up to this many turns offer "Show all"; longer ones 50 more at a time (and the page
+with the whole conversation): Chainlit's page takes tens of milliseconds per turn to draw, so all
+500 turns of a long session would freeze the browser for 10-25 seconds."""
+
+
+def earlier_turn_choices(shown: int, total: int) -> list[tuple[str, int]]:
+    """(label, turns to show) for the buttons above a session showing its latest `shown` of
+    `total` turns; 0 turns means all of them."""
+    left = total - shown
+    if left <= 0:
+        return []
+    more = min(EARLIER_TURNS_STEP, left)
+    choices = [(f"Show {more} earlier turn{'s' if more > 1 else ''}", shown + more)]
+    if more < left:
+        if total <= ALL_TURNS_AT_ONCE:
+            choices.append((f"Show all {total} turns", 0))
+        else:
+            many = min(5 * EARLIER_TURNS_STEP, left)
+            choices.append((f"Show {many} earlier turns", shown + many))
+    return choices
+
+
 def pending_calls(run: Run) -> str:
     """The client-side tool calls a run waits for, as a markdown list."""
     calls = run.required_action.submit_tool_outputs.tool_calls if run.required_action else []
