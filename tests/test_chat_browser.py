@@ -1064,6 +1064,20 @@ def test_a_run_waiting_for_client_tools_is_shown_on_reopening_and_ended_by_the_n
     expect(page.get_by_text("while a run")).to_have_count(0)
     assert api.beta.threads.runs.retrieve(run_id=run.id, thread_id=thread["id"]).status == "cancelled"
 
+    # The chat's own run asks for such a tool (the assistant was given one through `/v1`): the
+    # chat lists the call at once and ends the run, and the next message is answered.
+    assistant = api.beta.assistants.retrieve(thread["metadata"]["assistant_id"])
+    api.beta.assistants.update(assistant.id, tools=[*[t.model_dump(exclude_none=True) for t in assistant.tools], lookup])
+    model.add_tool_calls([{"name": "lookup_order", "arguments": '{"order": "B-2"}'}])
+    send(page, "Look up order B-2")
+    live = messages(page, "assistant_message").filter(has_text='lookup_order({"order": "B-2"})')
+    expect(live).to_contain_text("This chat cannot run them, so the run was ended")
+    model.add_text("Fine.")
+    send(page, "Thanks anyway")
+    expect(messages(page, "assistant_message").get_by_text("Fine.", exact=True)).to_be_visible()
+    statuses = [r.status for r in api.beta.threads.runs.list(thread_id=thread["id"], limit=2).data]
+    assert statuses == ["completed", "cancelled"], statuses
+
 
 def test_a_database_failure_is_shown_in_plain_words_and_the_chat_goes_on_after_it(
     chat_server_pg: Server, page: Page, model: ScriptedModel
