@@ -1072,6 +1072,11 @@ def test_a_run_waiting_for_client_tools_is_shown_on_reopening_and_ended_by_the_n
     send(page, "Look up order B-2")
     live = messages(page, "assistant_message").filter(has_text='lookup_order({"order": "B-2"})')
     expect(live).to_contain_text("This chat cannot run them, so the run was ended")
+    # The call's step shows how it ended, not a pending "…".
+    call = messages(page, "tool").filter(has=page.locator("#step-lookup_order"))
+    expect(call).to_have_count(2)  # the /v1 run's (reopened) and this one's
+    call.last.locator("#step-lookup_order").click()
+    expect(call.last.locator(".message-content").nth(1)).to_contain_text("(stopped)")
     model.add_text("Fine.")
     send(page, "Thanks anyway")
     expect(messages(page, "assistant_message").get_by_text("Fine.", exact=True)).to_be_visible()

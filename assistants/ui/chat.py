@@ -22,6 +22,7 @@ from ..exceptions import AssistantsError, RequestError
 from ..profiles import Profile, default_profile, ensure_assistant, load_profiles
 from ..runtime import Runtime
 from ..sessions import Sessions
+from ..store import ListParams
 from ..types import ContextMode, Message, RunStatus, Session, Thread
 from ..types.objects import CodeInterpreterToolCall, FileSearchToolCall
 from ..types.requests import MessageCreate, RunCreate
@@ -389,6 +390,10 @@ async def _stream(runtime: Runtime, owner: str, session_id: str) -> None:
         if run.status.value == "requires_action":
             await _end_waiting_run(runtime, owner, session_id, run_id)
             run = await engine.get_run(owner, session_id, run_id)
+            # The stream ended at the pause: show the pending calls' steps as they ended.
+            for step in (await engine.list_steps(owner, session_id, run_id, ListParams(limit=100))).data:
+                if step.type == "tool_calls":
+                    await view.step_ended(step.model_dump(mode="json"))
         await view.finish(run)
 
 
@@ -627,6 +632,10 @@ class RunView:
         return cl.Step(
             name=name, type="tool", show_input=show_input, language=language, parent_id=current.id if current else None
         )
+
+    async def step_ended(self, data: dict[str, Any]) -> None:
+        """A tool step that ended after the run's stream did (a pause for client-side tools)."""
+        await self._tool_done(data)
 
     async def _tool_done(self, data: dict[str, Any]) -> None:
         for index, call in enumerate(data["step_details"]["tool_calls"]):
