@@ -107,12 +107,14 @@ async def fill(index: SqlChunkIndex, texts: Sequence[str]) -> float:
     return time.perf_counter() - began
 
 
-async def measure(index: SqlChunkIndex, queries: Sequence[str]) -> tuple[list[float], list[int]]:
+async def measure(
+    index: SqlChunkIndex, queries: Sequence[str], file_ids: list[str] | None = None
+) -> tuple[list[float], list[int]]:
     """Milliseconds per search, and how many hits each returned."""
     latencies, hits = [], []
     for query in queries:
         began = time.perf_counter()
-        found = await index.search(OWNER, [STORE], query, limit=20)
+        found = await index.search(OWNER, [STORE], query, limit=20, file_ids=file_ids)
         latencies.append((time.perf_counter() - began) * 1000)
         hits.append(len(found))
     return latencies, hits
@@ -140,8 +142,10 @@ async def run(args: argparse.Namespace, data_dir: Path) -> str:
                 await autocommit.execute(sa.text("ANALYZE search_chunks"))
                 await autocommit.execute(sa.text("VACUUM ANALYZE search_postings"))
         queries = [" ".join(rng.sample(rng.choice(texts).rstrip(".").lower().split(), 6)) for _ in range(args.queries)]
-        await measure(index, queries[:10])  # Warm up the caches and the statement cache.
-        latencies, hits = await measure(index, queries)
+        # As `/v1/vector_stores/{id}/search` and runs search: only the store's completed files.
+        files = [f"file-{n}" for n in range(-(-len(texts) // CHUNKS_PER_FILE))] if args.file_filter else None
+        await measure(index, queries[:10], files)  # Warm up the caches and the statement cache.
+        latencies, hits = await measure(index, queries, files)
         terms = sum(len(query_terms(q)) for q in queries) / len(queries)
         megabytes = sum(len(t) for t in texts) / 1e6
         return "\n".join(
@@ -150,7 +154,8 @@ async def run(args: argparse.Namespace, data_dir: Path) -> str:
                 f" on {backend}; {machine()}"
                 f"{'; quick run' if args.quick else ''}.",
                 f"{len(texts):,} chunks of {WORDS_PER_CHUNK} words ({megabytes:.0f} MB of text), "
-                f"{len(queries)} queries of 6 words ({terms:.1f} searched words on average), top 20.",
+                f"{len(queries)} queries of 6 words ({terms:.1f} searched words on average), top 20"
+                f"{', limited to the store' + chr(39) + 's completed files, as the API and runs search' if args.file_filter else ''}.",
                 "",
                 "| chunks | insert chunks/s | insert MB/s | query p50 ms | query p99 ms | mean hits |",
                 "|---:|---:|---:|---:|---:|---:|",
@@ -172,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="postgresql+asyncpg://... to measure on PostgreSQL instead of SQLite")
     parser.add_argument("--chunks", type=int, default=None, help="how many chunks (default 100,000)")
     parser.add_argument("--queries", type=int, default=None, help="how many timed queries (default 300)")
+    parser.add_argument("--file-filter", action="store_true",
+                        help="pass the list of the store's files, as the real search path does")
     parser.add_argument("--hybrid", type=int, metavar="DIMS", default=0, help="hybrid retrieval with DIMS-dimensional vectors")
     args = parser.parse_args(argv)
     if args.chunks is None:
