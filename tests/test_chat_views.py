@@ -1,0 +1,115 @@
+"""What the chat shows around a run, in a real browser (Debian's Chromium) on the real server.
+
+How fast a long answer reaches the page (coalesced: at most ~20 updates a second, not one per
+token), failed tools shown as failed steps with their error, the run summary under a reply, the
+model and temperature chosen in the settings, and the sidebar's search, rename and delete.
+
+The server, the browser and the helpers are those of `tests/test_chat_browser.py`; the scripted
+model is the only fake.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from playwright.sync_api import Page, expect
+
+from tests import test_chat_browser
+from tests.scripted_model import ScriptedModel
+from tests.server import Server
+from tests.test_chat_browser import (
+    login,
+    messages,
+    new_user,
+    send,
+)
+
+# The chat tests' server (on SQLite), browser and pages, started once for this module too.
+chat_server = test_chat_browser.chat_server
+playwright_instance = test_chat_browser.playwright_instance
+browser = test_chat_browser.browser
+new_context = test_chat_browser.new_context
+page = test_chat_browser.page
+
+
+# 1. Coalescing -----------------------------------------------------------------------------------
+
+ANSWER_EVENTS = ("stream_start", "stream_token", "update_message", "new_message")
+"""The socket.io events that carry a message's text to the page."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    name: str
+    data: Any
+    at: float
+    """When the browser received it (its own monotonic clock, in seconds)."""
+
+
+def record_frames(page: Page) -> list[Frame]:
+    """Every socket.io event the page receives from now on, stamped with the browser's own arrival
+    time (CDP `Network.webSocketFrameReceived`), so a busy test process does not bunch them up."""
+    frames: list[Frame] = []
+
+    def on_frame(params: dict[str, Any]) -> None:
+        payload = params.get("response", {}).get("payloadData", "")
+        if isinstance(payload, str) and payload.startswith("42"):
+            event = json.loads(payload[2:])
+            frames.append(Frame(event[0], event[1] if len(event) > 1 else None, float(params["timestamp"])))
+
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.on("Network.webSocketFrameReceived", on_frame)
+    return frames
+
+
+def busiest_second(times: list[float]) -> int:
+    """The most events in any window of one second."""
+    times = sorted(times)
+    most, start = 0, 0
+    for end, stamp in enumerate(times):
+        while stamp - times[start] >= 1.0:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+def test_a_fast_long_answer_reaches_the_page_in_about_20_updates_a_second_not_one_per_token(
+    chat_server: Server, page: Page, model: ScriptedModel
+) -> None:
+    name, password = new_user(chat_server, "coalesce")
+    login(page, chat_server, name, password)
+    frames = record_frames(page)
+    chunks = 2_000
+    words = [f"w{i:04d}" for i in range(chunks)]
+    text = " ".join(words)
+    model.add_text(text, delay=0.0015)  # 2,000 chunks (one word each) in about 3 s
+    send(page, "A long answer, fast")
+
+    reply = messages(page, "assistant_message").filter(has_text="w0000")
+    expect(reply).to_contain_text(words[-1], timeout=60_000)
+    expect(reply.locator(".message-content").first).to_have_text(text)
+    # Every event about the reply has arrived once the page says the run is over.
+    expect(page.locator("#chat-submit")).to_be_visible()
+    deadline = time.monotonic() + 10
+    while not any(f.name == "task_end" for f in frames) and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+
+    tokens = Counter(f.data.get("id") for f in frames if f.name == "stream_token" and isinstance(f.data, dict))
+    assert tokens, f"no stream_token events: {Counter(f.name for f in frames)}"
+    [(reply_id, _)] = tokens.most_common(1)
+    mine = [f for f in frames if f.name in ANSWER_EVENTS and isinstance(f.data, dict) and f.data.get("id") == reply_id]
+    span = max(f.at for f in mine) - min(f.at for f in mine)
+    summary = f"{len(mine)} events in {span:.2f} s: {Counter(f.name for f in mine)}"
+    # Far fewer updates than tokens: at most ~20 a second, however fast the model is.
+    assert len(mine) <= chunks // 10, summary
+    assert busiest_second([f.at for f in mine]) <= 25, summary
+    # And yet it streamed: many updates, each adding to the text.
+    assert sum(1 for f in mine if f.name == "stream_token") >= 10, summary
+    # (Chainlit sends the first piece with `stream_start`, in the message's output.)
+    streamed = "".join(f.data["output"] if f.name == "stream_start" else f.data["token"] for f in mine if f.name in ANSWER_EVENTS[:2])
+    assert text.startswith(streamed) and len(streamed) > len(text) // 2, summary
