@@ -16,16 +16,18 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from tests import test_chat_browser
 from tests.scripted_model import ScriptedModel
 from tests.server import Server
 from tests.test_chat_browser import (
+    chat_requests,
     login,
     messages,
     new_user,
     send,
+    wait_ready,
 )
 
 # The chat tests' server (on SQLite), browser and pages, started once for this module too.
@@ -113,3 +115,73 @@ def test_a_fast_long_answer_reaches_the_page_in_about_20_updates_a_second_not_on
     # (Chainlit sends the first piece with `stream_start`, in the message's output.)
     streamed = "".join(f.data["output"] if f.name == "stream_start" else f.data["token"] for f in mine if f.name in ANSWER_EVENTS[:2])
     assert text.startswith(streamed) and len(streamed) > len(text) // 2, summary
+
+
+# 2. Failed tools ---------------------------------------------------------------------------------
+
+
+def tool_step(page: Page, name: str) -> Locator:
+    return messages(page, "tool").filter(has=page.locator(f"#step-{name}"))
+
+
+def check_tool_step(page: Page, name: str, *, failed: bool, input_text: str, output: tuple[str, ...]) -> None:
+    """The step titled `name`, marked as failed or not, and once opened its input and its output.
+
+    Chainlit marks a step whose `isError` is set with an alert icon in place of its avatar (it
+    also asks for a red title, but its class merge lets the muted colour of a finished step win).
+    """
+    step = tool_step(page, name)
+    expect(step).to_have_count(1)
+    expect(step.locator("svg.lucide-circle-alert")).to_have_count(1 if failed else 0)
+    expect(step.locator(f'img[alt="Avatar for {name}"]')).to_have_count(0 if failed else 1)
+    title = step.locator(f"#step-{name}")
+    title.click()
+    sections = step.locator(".message-content")
+    expect(sections).to_have_count(2)
+    expect(sections.nth(0)).to_contain_text(input_text)
+    for text in output:
+        expect(sections.nth(1)).to_contain_text(text)
+    title.click()  # closed again, as found
+
+
+def test_a_function_that_raises_and_code_that_raises_show_as_failed_steps_with_their_error(
+    chat_server: Server, page: Page, model: ScriptedModel
+) -> None:
+    name, password = new_user(chat_server, "failing")
+    login(page, chat_server, name, password)
+    code = "rows = [3, 1]\nprint('rows', len(rows))\nraise ValueError('the rows do not add up')\n"
+    model.add_tool_calls(
+        [
+            {"name": "calculate", "arguments": json.dumps({"expression": "1/0"})},
+            {"name": "code_interpreter", "arguments": json.dumps({"code": code})},
+            {"name": "get_current_time", "arguments": json.dumps({"timezone": "UTC"})},
+        ]
+    )
+    model.add_text("Both of those failed.")
+    send(page, "Divide by zero, then run my code")
+    expect(messages(page, "assistant_message").get_by_text("Both of those failed.")).to_be_visible(timeout=60_000)
+
+    def check_steps() -> None:
+        check_tool_step(
+            page, "calculate", failed=True, input_text='"expression": "1/0"',
+            output=("Error: the tool 'calculate' failed: ZeroDivisionError: division by zero",),
+        )
+        # The code's own output before the error, then the error.
+        check_tool_step(
+            page, "Python", failed=True, input_text="raise ValueError",
+            output=("rows 2", "Traceback", "ValueError: the rows do not add up"),
+        )
+        # The call that worked, in the same round, is not marked.
+        check_tool_step(page, "get_current_time", failed=False, input_text='"timezone": "UTC"', output=("+00:00",))
+
+    check_steps()
+    # The model read both errors.
+    outputs = [m["content"] for m in chat_requests(model)[-1]["messages"] if m["role"] == "tool"]
+    assert any("ZeroDivisionError" in str(o) for o in outputs), outputs
+    assert any("the rows do not add up" in str(o) for o in outputs), outputs
+
+    # Reopened, the session shows the same steps, marked the same way.
+    page.reload()
+    wait_ready(page)
+    expect(messages(page, "assistant_message").get_by_text("Both of those failed.")).to_be_visible()
+    check_steps()
