@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from playwright.sync_api import Locator, Page, expect
 
 from tests import test_chat_browser
@@ -27,6 +28,7 @@ from tests.test_chat_browser import (
     messages,
     new_user,
     send,
+    thread_id,
     wait_ready,
 )
 
@@ -185,3 +187,75 @@ def test_a_function_that_raises_and_code_that_raises_show_as_failed_steps_with_t
     wait_ready(page)
     expect(messages(page, "assistant_message").get_by_text("Both of those failed.")).to_be_visible()
     check_steps()
+
+
+# 3. The run summary ------------------------------------------------------------------------------
+
+
+def api_key(srv: Server, name: str) -> dict[str, str]:
+    """An API key of the chat user `name`, as the header `/v1` reads."""
+    if name not in srv.keys:
+        srv.keys[name] = srv.cli("keys", "create", name).strip().splitlines()[-1]
+    return {"Authorization": f"Bearer {srv.keys[name]}"}
+
+
+def stored_runs(srv: Server, name: str, ui_thread: str) -> list[dict[str, Any]]:
+    """The runs of the chat session `ui_thread` as `/v1` returns them, oldest first."""
+    headers = api_key(srv, name)
+    found = httpx.get(f"{srv.api_url}/threads", params={"metadata[ui_thread]": ui_thread}, headers=headers, timeout=10)
+    [thread] = found.json()["data"]
+    runs = httpx.get(f"{srv.api_url}/threads/{thread['id']}/runs", params={"order": "asc"}, headers=headers, timeout=10)
+    return list(runs.json()["data"])
+
+
+def open_summary(page: Page) -> Locator:
+    """The latest run summary under a reply, opened; returns its text's container."""
+    summary = messages(page, "run").last
+    summary.locator("button[id^='step-']").click()
+    content = summary.locator(".message-content")
+    expect(content).to_have_count(1)
+    return content
+
+
+def summary_fields(content: Locator) -> dict[str, str]:
+    """`{"Model": "scripted-model", ...}`: each bold label of the summary with the rest of its line."""
+    labels = content.locator(".font-bold")  # how Chainlit draws markdown's bold
+    expect(labels.first).to_be_visible()
+    fields: dict[str, str] = {}
+    for line in content.inner_text().splitlines():
+        label, _, value = line.strip().partition(" ")
+        if label:
+            fields[label] = value
+    assert list(fields) == labels.all_inner_texts(), fields
+    return fields
+
+
+def test_the_run_summary_under_a_reply_shows_model_status_duration_and_tokens(
+    chat_server: Server, page: Page, model: ScriptedModel
+) -> None:
+    name, password = new_user(chat_server, "summary")
+    login(page, chat_server, name, password)
+    # Three words 0.8 s apart: the run takes over two seconds.
+    model.add_text("Fine, thanks then.", delay=0.8, prompt_tokens=12, completion_tokens=5)
+    send(page, "How are you?")
+    expect(messages(page, "assistant_message").get_by_text("Fine, thanks then.", exact=True)).to_be_visible()
+    summary = messages(page, "run").last
+    expect(summary).to_contain_text("context: 1 message")  # its title: what the run sent
+    [run] = stored_runs(chat_server, name, thread_id(page))
+    assert run["status"] == "completed" and run["model"] == "scripted-model"
+    duration = run["completed_at"] - run["started_at"]
+    assert duration >= 2, run
+    expected = {
+        "Model": "scripted-model",
+        "Status": "completed",
+        "Duration": f"{duration} s",
+        "Tokens": "12 prompt + 5 completion = 17",
+    }
+    assert summary_fields(open_summary(page)) == expected
+    assert run["usage"] == {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
+
+    # Reopened, the session shows the same summary.
+    page.reload()
+    wait_ready(page)
+    expect(messages(page, "assistant_message").get_by_text("Fine, thanks then.", exact=True)).to_be_visible()
+    assert summary_fields(open_summary(page)) == expected
