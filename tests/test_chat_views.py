@@ -259,3 +259,101 @@ def test_the_run_summary_under_a_reply_shows_model_status_duration_and_tokens(
     wait_ready(page)
     expect(messages(page, "assistant_message").get_by_text("Fine, thanks then.", exact=True)).to_be_visible()
     assert summary_fields(open_summary(page)) == expected
+
+
+# 4. Model and temperature in the settings --------------------------------------------------------
+
+
+def open_settings(page: Page) -> Locator:
+    wait_ready(page)
+    page.locator("#chat-settings-open-modal").click()
+    dialog = page.locator("#chat-settings")
+    expect(dialog).to_be_visible()
+    return dialog
+
+
+def expect_settings(page: Page, model_name: str, temperature: str) -> None:
+    """The settings dialog shows this model and temperature; closed again after."""
+    dialog = open_settings(page)
+    expect(dialog.locator("#model")).to_have_text(model_name)
+    expect(dialog.locator("#temperature [role=slider]")).to_have_attribute("aria-valuenow", temperature)
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+
+
+def choose_settings(page: Page, *, model_name: str | None = None, tenths: int) -> None:
+    """Open the settings, choose the model (if given) and a temperature of `tenths` / 10, confirm."""
+    dialog = open_settings(page)
+    if model_name is not None:
+        dialog.locator("#model").click()
+        page.get_by_role("option", name=model_name, exact=True).click()
+        expect(dialog.locator("#model")).to_have_text(model_name)
+    thumb = dialog.locator("#temperature [role=slider]")
+    thumb.focus()
+    page.keyboard.press("Home")  # the slider's minimum, 0
+    for _ in range(tenths):
+        page.keyboard.press("ArrowRight")  # a step is 0.1
+    expect(thumb).to_have_attribute("aria-valuenow", f"{tenths / 10:g}")
+    dialog.locator("#confirm").click()
+    expect(dialog).to_be_hidden()
+
+
+def last_request(model: ScriptedModel) -> dict[str, Any]:
+    return chat_requests(model)[-1]
+
+
+def test_the_model_and_temperature_chosen_in_the_settings_reach_the_model_and_come_back_on_reload(
+    chat_server: Server, page: Page, model: ScriptedModel
+) -> None:
+    name, password = new_user(chat_server, "settings")
+    login(page, chat_server, name, password)
+    # A new chat offers the assistant's model and temperature (assistants.toml: 0.7), and the
+    # provider's other models (the scripted model lists two at /v1/models).
+    expect_settings(page, "scripted-model", "0.7")
+    dialog = open_settings(page)
+    dialog.locator("#model").click()
+    expect(page.get_by_role("option")).to_have_text(["scripted-model", "scripted-model-2"])
+    page.keyboard.press("Escape")
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+
+    # Chosen before the first message: kept for the session that message opens.
+    choose_settings(page, model_name="scripted-model-2", tenths=12)
+    send(page, "First question")
+    expect(messages(page, "assistant_message").get_by_text("echo: First question", exact=True)).to_be_visible()
+    sent = last_request(model)
+    assert (sent["model"], sent["temperature"]) == ("scripted-model-2", 1.2)
+    assert summary_fields(open_summary(page))["Model"] == "scripted-model-2"
+
+    # Reopened, the dialog shows them again, and the next run still uses them.
+    page.reload()
+    expect(messages(page, "assistant_message").get_by_text("echo: First question", exact=True)).to_be_visible()
+    expect_settings(page, "scripted-model-2", "1.2")
+    send(page, "Second question")
+    expect(messages(page, "assistant_message").get_by_text("echo: Second question", exact=True)).to_be_visible()
+    sent = last_request(model)
+    assert (sent["model"], sent["temperature"]) == ("scripted-model-2", 1.2)
+
+    # Changed in the reopened session (stored on the session itself this time).
+    choose_settings(page, tenths=3)
+    send(page, "Third question")
+    expect(messages(page, "assistant_message").get_by_text("echo: Third question", exact=True)).to_be_visible()
+    sent = last_request(model)
+    assert (sent["model"], sent["temperature"]) == ("scripted-model-2", 0.3)
+    page.reload()
+    expect(messages(page, "assistant_message").get_by_text("echo: Third question", exact=True)).to_be_visible()
+    expect_settings(page, "scripted-model-2", "0.3")
+
+    # Back to the assistant's own model and temperature: the session follows the assistant again.
+    choose_settings(page, model_name="scripted-model", tenths=7)
+    send(page, "Fourth question")
+    expect(messages(page, "assistant_message").get_by_text("echo: Fourth question", exact=True)).to_be_visible()
+    sent = last_request(model)
+    assert (sent["model"], sent["temperature"]) == ("scripted-model", 0.7)
+    page.reload()
+    expect(messages(page, "assistant_message").get_by_text("echo: Fourth question", exact=True)).to_be_visible()
+    expect_settings(page, "scripted-model", "0.7")
+
+    # A new chat starts from the assistant's own again.
+    page.goto(chat_server.url)
+    expect_settings(page, "scripted-model", "0.7")
