@@ -11,6 +11,7 @@ model is the only fake.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from tests.scripted_model import ScriptedModel
 from tests.server import Server
 from tests.test_chat_browser import (
     chat_requests,
+    expect_thread_refused,
     login,
     messages,
     new_user,
@@ -357,3 +359,98 @@ def test_the_model_and_temperature_chosen_in_the_settings_reach_the_model_and_co
     # A new chat starts from the assistant's own again.
     page.goto(chat_server.url)
     expect_settings(page, "scripted-model", "0.7")
+
+
+# 5. The sidebar: search, rename, delete ----------------------------------------------------------
+
+
+def start_session(page: Page, srv: Server, text: str) -> str:
+    """A new chat whose first message is `text` (and so its title); returns its id in the chat."""
+    page.goto(srv.url)
+    wait_ready(page)
+    send(page, text)
+    expect(messages(page, "assistant_message").get_by_text(f"echo: {text}", exact=True)).to_be_visible()
+    return thread_id(page)
+
+
+def search_titles(page: Page, query: str, expected: list[str]) -> Locator:
+    """Search the sessions from the sidebar; the dialog lists exactly `expected` (in any order)."""
+    page.locator("#search-chats-button").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_placeholder("Search conversations").fill(query)
+    found = dialog.get_by_role("option")
+    # The list is the server's answer for `query`, which the page asks for a moment after the last
+    # key (until then it shows the previous list).
+    for title in expected:
+        expect(found.filter(has_text=title)).to_have_count(1)
+    expect(found).to_have_count(len(expected))
+    return dialog
+
+
+def thread_menu(page: Page, ui: str, action: str) -> Locator:
+    """Choose `action` ("rename" or "delete") in the session's menu in the sidebar; returns its dialog."""
+    item = page.locator(f"#thread-{ui}")
+    item.hover()
+    item.locator("#thread-options").click()
+    page.locator(f"#{action}-thread").click()
+    dialog = page.get_by_role("alertdialog" if action == "delete" else "dialog")
+    expect(dialog).to_be_visible()
+    return dialog
+
+
+def test_the_sidebar_searches_renames_and_deletes_sessions(chat_server: Server, page: Page, model: ScriptedModel) -> None:
+    name, password = new_user(chat_server, "sidebar")
+    login(page, chat_server, name, password)
+    apples = start_session(page, chat_server, "Apples are red")
+    bananas = start_session(page, chat_server, "Bananas are yellow")
+    green = start_session(page, chat_server, "Green apples are sour")
+    for ui, title in ((apples, "Apples are red"), (bananas, "Bananas are yellow"), (green, "Green apples are sour")):
+        expect(page.locator(f"#thread-{ui}")).to_have_text(title)
+
+    # Search by title: case does not matter, and choosing a result opens that session.
+    dialog = search_titles(page, "APPLES", ["Apples are red", "Green apples are sour"])
+    dialog.get_by_placeholder("Search conversations").fill("yellow")
+    expect(dialog.get_by_role("option")).to_have_text(["Bananas are yellow"])
+    dialog.get_by_role("option").click()
+    expect(page).to_have_url(re.compile(f"/thread/{bananas}$"))
+    expect(messages(page, "user_message").filter(has_text="Bananas are yellow")).to_have_count(1)
+    expect(messages(page, "user_message").filter(has_text="Apples are red")).to_have_count(0)
+    page.keyboard.press("Escape")
+
+    # Rename from the sidebar: the new title is shown, kept after a reload, and searched.
+    dialog = thread_menu(page, apples, "rename")
+    dialog.locator("#name").fill("Fruit notes")
+    dialog.get_by_role("button", name="Confirm").click()
+    expect(dialog).to_be_hidden()
+    expect(page.locator(f"#thread-{apples}")).to_have_text("Fruit notes")
+    page.reload()
+    wait_ready(page)
+    expect(page.locator(f"#thread-{apples}")).to_have_text("Fruit notes")
+    search_titles(page, "apples", ["Green apples are sour"])
+    page.keyboard.press("Escape")
+    search_titles(page, "fruit", ["Fruit notes"])
+    page.keyboard.press("Escape")
+    # The session itself is untouched.
+    page.locator(f"#thread-{apples}").click()
+    expect(page).to_have_url(re.compile(f"/thread/{apples}$"))
+    expect(messages(page, "assistant_message").get_by_text("echo: Apples are red", exact=True)).to_be_visible()
+
+    # Delete from the sidebar: gone from the list, from search, and its URL shows nothing of it.
+    dialog = thread_menu(page, bananas, "delete")
+    dialog.get_by_role("button", name="Confirm").click()
+    expect(page.locator(f"#thread-{bananas}")).to_have_count(0)
+    page.reload()
+    wait_ready(page)
+    expect(page.locator(f"#thread-{green}")).to_be_visible()
+    expect(page.locator(f"#thread-{bananas}")).to_have_count(0)
+    search_titles(page, "yellow", [])
+    page.keyboard.press("Escape")
+    expect_thread_refused(page, chat_server, bananas, "Bananas are yellow")
+    # The engine deleted the session, not only the chat's list.
+    headers = api_key(chat_server, name)
+    for ui, count in ((bananas, 0), (apples, 1)):
+        found = httpx.get(f"{chat_server.api_url}/threads", params={"metadata[ui_thread]": ui}, headers=headers, timeout=10)
+        assert len(found.json()["data"]) == count, found.text
+    # The other sessions are still there.
+    for ui, title in ((apples, "Fruit notes"), (green, "Green apples are sour")):
+        expect(page.locator(f"#thread-{ui}")).to_have_text(title)
