@@ -44,7 +44,13 @@ from assistants.types.requests import (
 )
 from assistants.ui.auth import SECRET_FILE, check_login, ensure_auth_secret, ensure_first_user
 from assistants.ui.data_layer import EngineDataLayer
-from assistants.ui.render import earlier_turn_choices, latest_turns, linked_text, transcript_page
+from assistants.ui.render import (
+    earlier_turn_choices,
+    latest_turns,
+    linked_text,
+    no_output,
+    transcript_page,
+)
 from tests.conftest import StartRuntime, sdk_client
 from tests.scripted_model import ScriptedModel
 from tests.server import Server
@@ -298,6 +304,16 @@ async def test_a_long_session_reopens_at_its_latest_turns_and_links_the_whole_co
     assert [e["id"] for e in whole["elements"]] == [f.id for f in files]
     assert await layer.thread_for(stranger, ui, 0) is None
     assert [s["output"] for s in everything if s["type"] == "user_message"] == [f"Question {t} <b>?" for t in range(5)]
+
+
+def test_a_tool_step_without_output_says_why() -> None:
+    assert no_output("in_progress") == "(waiting for output)"
+    assert no_output("cancelled") == "(stopped)"
+    assert no_output("completed") == "(no output)"
+    assert no_output("failed") == "(no output)"
+    assert no_output("failed", "The model's output was cut off inside this tool call.") == (
+        "⚠️ The model's output was cut off inside this tool call."
+    )
 
 
 def test_the_buttons_above_a_shortened_session_never_draw_hundreds_of_turns_at_once() -> None:

@@ -638,9 +638,10 @@ class RunView:
         await self._tool_done(data)
 
     async def _tool_done(self, data: dict[str, Any]) -> None:
+        error = (data.get("last_error") or {}).get("message")
         for index, call in enumerate(data["step_details"]["tool_calls"]):
             if call["type"] == "code_interpreter":
-                await self._code_done(call, self.tool_ids.get(call["id"]) or self.tools.get(index), data["status"])
+                await self._code_done(call, self.tool_ids.get(call["id"]) or self.tools.get(index), data["status"], error)
                 continue
             if call["type"] == "file_search":
                 search = FileSearchToolCall.model_validate(call)
@@ -649,7 +650,7 @@ class RunView:
                     step = self._tool_step(SEARCH_STEP_NAME, show_input="text", language="")
                     await step.send()
                 step.input = search.file_search.query
-                step.output = search_output(search, data["status"])
+                step.output = search_output(search, data["status"], error)
                 step.is_error = data["status"] == "failed"
                 await step.update()
                 continue
@@ -660,11 +661,11 @@ class RunView:
                 await step.send()
             step.input = tool_input(function["arguments"])
             output = function.get("output")
-            step.output = output if output is not None else no_output(data["status"])
+            step.output = output if output is not None else no_output(data["status"], error)
             step.is_error = data["status"] != "completed" or (output or "").startswith("Error:")
             await step.update()
 
-    async def _code_done(self, data: dict[str, Any], step: cl.Step | None, status: str) -> None:
+    async def _code_done(self, data: dict[str, Any], step: cl.Step | None, status: str, error: str | None = None) -> None:
         call = CodeInterpreterToolCall.model_validate(data)
         if step is not None and step.id in self.steps:
             self.steps.pop(step.id).cancel()
@@ -675,7 +676,7 @@ class RunView:
                 await _show_image(file_id, step)
         logs = code_logs(call)
         step.input = call.code_interpreter.input
-        step.output = logs or no_output(status)
+        step.output = logs or no_output(status, error)
         step.is_error = status != "completed" or code_failed(logs)
         await step.update()
         for file_id, name in code_written(call):

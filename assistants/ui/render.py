@@ -216,16 +216,24 @@ code_files = produced_files
 """Every file id a code call produced: images, then written files."""
 
 
-def search_output(call: FileSearchToolCall, status: str) -> str:
+def search_output(call: FileSearchToolCall, status: str, error: str | None = None) -> str:
     """A search step's output: its results once it completed, else why there are none."""
-    return search_results(call) if status == "completed" else no_output(status)
+    return search_results(call) if status == "completed" else no_output(status, error)
 
 
-def no_output(status: str) -> str:
-    """What a tool step shows when its call has no output, by the step's status."""
+def no_output(status: str, error: str | None = None) -> str:
+    """What a tool step shows when its call has no output, by the step's status (a failed step's
+    own error when it has one)."""
     if status == "in_progress":
         return "(waiting for output)"
+    if status == "failed" and error:
+        return f"⚠️ {error}"
     return "(stopped)" if status == "cancelled" else "(no output)"
+
+
+def step_error(step: RunStep) -> str | None:
+    """A stored step's error message, if it failed with one."""
+    return step.last_error.message if step.last_error else None
 
 
 def _step(step_id: str, thread_ui_id: str, kind: str, name: str, created: str, **fields: Any) -> dict[str, Any]:
@@ -324,7 +332,7 @@ def history_steps(
                                 SEARCH_STEP_NAME,
                                 stamp(step.created_at),
                                 input=call.file_search.query,
-                                output=search_output(call, step.status.value),
+                                output=search_output(call, step.status.value, step_error(step)),
                                 showInput="text",
                                 language=None,
                                 isError=step.status.value == "failed",
@@ -342,7 +350,7 @@ def history_steps(
                                 CODE_STEP_NAME,
                                 stamp(step.created_at),
                                 input=call.code_interpreter.input,
-                                output=logs or no_output(step.status.value),
+                                output=logs or no_output(step.status.value, step_error(step)),
                                 showInput="python",
                                 language="text",
                                 isError=step.status.value == "failed" or code_failed(logs),
@@ -357,7 +365,7 @@ def history_steps(
                     if call.function.output is not None:
                         output = call.function.output
                     else:
-                        output = no_output(step.status.value)
+                        output = no_output(step.status.value, step_error(step))
                     out.append(
                         _step(
                             # Some providers number calls per response (`call_0`...): keep steps apart.
