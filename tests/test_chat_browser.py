@@ -762,6 +762,32 @@ def test_upload_shows_a_chip_and_disallowed_types_are_refused(
     assert len(chat_requests(model)) == requests_before + 1
     assert "install.zip" not in json.dumps(model.last_messages)
 
+    # Source code, named as Chromium on Linux names it, is accepted all the way.
+    code = [
+        ("build.sh", "application/x-shellscript"),
+        ("tool.rb", "application/x-ruby"),
+        ("conf.yaml", "application/yaml"),
+        ("lib.ts", "video/mp2t"),
+        ("app.py", "text/x-python"),
+    ]
+    page.set_input_files(
+        "#upload-button-input",
+        files=[{"name": n, "mimeType": t, "buffer": f"# {n}\nprint('hi')\n".encode()} for n, t in code],
+    )
+    for n, _ in code:
+        expect(page.locator("#attachments").get_by_text(n)).to_be_visible()
+    model.add_text("Code received.")
+    send(page, "Here is my code")
+    expect(messages(page, "assistant_message").get_by_text("Code received.")).to_be_visible()
+    expect(page.get_by_text("Not attached")).to_have_count(0)
+    # (Live, Chainlit's page draws a file it thinks is a video as a player, not a chip.) Reopened,
+    # the message shows every file as stored.
+    thread_id(page)
+    page.reload()
+    chips = messages(page, "user_message").filter(has_text="Here is my code").locator("a.inline-file")
+    expect(chips).to_have_count(len(code))
+    assert sorted(t.split()[-1] for t in chips.all_inner_texts()) == sorted(n for n, _ in code)
+
 
 # 5. Context mode -------------------------------------------------------------------------------
 

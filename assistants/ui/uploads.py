@@ -52,11 +52,14 @@ ACCEPT: dict[str, tuple[str, ...]] = {
     "application/vnd.ms-excel": (".csv",),
     "application/javascript": (".js", ".mjs"),
     "application/x-sh": (".sh",),
+    "application/x-shellscript": (".sh",),
     "application/xml": (".xml",),
     "application/x-yaml": (".yaml", ".yml"),
+    "application/yaml": (".yaml", ".yml"),
     "application/toml": (".toml",),
     "application/sql": (".sql",),
     "application/x-php": (".php",),
+    "application/x-ruby": (".rb",),
     # Linux names TypeScript after the MPEG transport stream.
     "video/mp2t": (".ts",),
     # A type the browser does not know.
