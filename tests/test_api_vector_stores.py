@@ -5,11 +5,13 @@ removal, isolation between users; and, in process, ingestion resumed after a res
 
 from __future__ import annotations
 
+import io
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+import docx
 import openai
 import pytest
 from openai.types import VectorStore
@@ -24,6 +26,7 @@ from assistants.types import VectorStoreFileBatch as StoredVectorStoreFileBatch
 from tests.conftest import StartRuntime
 from tests.server import Server
 from tests.test_api_objects import error_of, raw, sdk_error
+from tests.test_search_ingest import encrypt_pdf, make_pdf
 
 POLL_SECONDS = 30.0
 
@@ -212,6 +215,77 @@ def test_bad_files_fail_with_the_right_code(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
         client.get(f"/vector_stores/{store.id}/files", cast_to=object, options={"params": {"filter": "done"}})
     assert sdk_error(refused.value)["param"] == "filter"
+
+
+def every_kind_of_file() -> dict[str, tuple[bytes, str]]:
+    """One file of each type file search reads, each with a word only it contains."""
+    return {
+        "notes.txt": (b"Plain notes about the zanzibarite mineral collection.\n", "zanzibarite"),
+        "readme.md": (b"# Setup\n\nInstall the *quokkaflux* plugin first.\n", "quokkaflux"),
+        "page.html": (b"<html><body><h1>Guide</h1><p>The marmalizer starts at dawn.</p><script>var x;</script></body></html>", "marmalizer"),
+        "table.csv": (b"name,colour\nborgleberry,purple\n", "borgleberry"),
+        "data.json": (b'{"fruit": "snozzcumber", "count": 3}', "snozzcumber"),
+        "tool.py": (b"def frobnicate_wombat():\n    return 'done'\n", "frobnicate_wombat"),
+        "report.pdf": (make_pdf("The annual report mentions the glimmerstone quarry."), "glimmerstone"),
+        "letter.docx": (make_docx_with("Dear reader, the thistlewick festival is next week."), "thistlewick"),
+    }
+
+
+def make_docx_with(paragraph: str) -> bytes:
+    document = docx.Document()
+    document.add_paragraph(paragraph)
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+def test_every_supported_type_is_ingested_and_found_by_its_own_word(client: openai.OpenAI) -> None:
+    files = every_kind_of_file()
+    ids = {name: upload(client, name, content) for name, (content, _) in files.items()}
+    store = client.vector_stores.create(name=f"every type {tag()}")
+    batch = client.vector_stores.file_batches.create(vector_store_id=store.id, file_ids=list(ids.values()))
+
+    done = wait_until(
+        lambda: (b := client.vector_stores.file_batches.retrieve(batch.id, vector_store_id=store.id)).status != "in_progress" and b,
+        "the batch to finish",
+    )
+    failed = {f.id: f.last_error for f in client.vector_stores.files.list(store.id, filter="failed", limit=100).data}
+    assert done.status == "completed" and not failed, failed
+    assert (done.file_counts.completed, done.file_counts.total) == (len(files), len(files))
+    for name, (_, word) in files.items():
+        hits = client.vector_stores.search(store.id, query=word).data
+        assert hits, f"{word} did not find {name}"
+        assert (hits[0].file_id, hits[0].filename) == (ids[name], name), (word, [h.filename for h in hits])
+        assert word in hits[0].content[0].text
+
+
+def test_bad_files_of_every_kind_fail_saying_why(client: openai.OpenAI) -> None:
+    corrupt_docx = bytearray(make_docx_with("Nothing to see."))
+    corrupt_docx[len(corrupt_docx) // 2 : len(corrupt_docx) // 2 + 200] = b"\0" * 200
+    bad = {
+        "secret.pdf": (encrypt_pdf(make_pdf("Secret plans."), user_password="hunter2", algorithm="AES-128"), "protected by a password"),
+        "broken.docx": (bytes(corrupt_docx), "not a readable Word document"),
+        "empty.txt": (b"", "empty"),
+        "program.bin": (bytes(range(256)) * 16, "cannot read .bin files"),
+    }
+    ids = {name: upload(client, name, content) for name, (content, _) in bad.items()}
+    good = upload(client, "garden.txt", GARDEN)
+    store = client.vector_stores.create(name=f"bad files {tag()}")
+    client.vector_stores.file_batches.create(vector_store_id=store.id, file_ids=[*ids.values(), good])
+
+    for name, (_, says) in bad.items():
+        entry = settled(client, store.id, ids[name])
+        assert entry.status == "failed" and entry.last_error is not None, (name, entry)
+        assert says in entry.last_error.message and name in entry.last_error.message, (name, entry.last_error)
+        assert entry.last_error.code == ("unsupported_file" if name == "program.bin" else "invalid_file"), entry.last_error
+        assert entry.usage_bytes == 0
+    assert settled(client, store.id, good).status == "completed"
+    shown = settled_store(client, store.id)
+    counts = shown.file_counts
+    assert (counts.failed, counts.completed, counts.in_progress, counts.cancelled, counts.total) == (4, 1, 0, 0, 5)
+    assert counts.failed + counts.completed + counts.in_progress + counts.cancelled == counts.total
+    assert shown.status == "completed"
+    assert [hit.file_id for hit in client.vector_stores.search(store.id, query="tomatoes sun").data] == [good]
 
 
 def test_deleting_a_file_removes_its_chunks_but_not_the_file(client: openai.OpenAI) -> None:
