@@ -225,3 +225,90 @@ def test_streams_carry_file_search_passages_only_when_include_asks(client: opena
     steps = client.beta.threads.runs.steps.list(run_id=paused.id, thread_id=thread.id, include=[INCLUDE_CONTENT]).data
     [call] = [c for s in steps if s.step_details.type == "tool_calls" for c in s.step_details.tool_calls if isinstance(c, FileSearchToolCall)]
     assert all(r.content for r in call.file_search.results or [])
+
+
+def search_results(client: openai.OpenAI, thread_id: str, run_id: str) -> list[FileSearchToolCall]:
+    """The run's file-search calls, in the order they were made."""
+    steps = client.beta.threads.runs.steps.list(run_id=run_id, thread_id=thread_id, order="asc").data
+    return [
+        c for s in steps if s.step_details.type == "tool_calls" for c in s.step_details.tool_calls if isinstance(c, FileSearchToolCall)
+    ]
+
+
+def test_citations_from_two_searches_point_at_their_files_past_non_ascii_text(
+    client: openai.OpenAI, model: ScriptedModel
+) -> None:
+    """Markers numbered through the run: `[1]` and `[2]` from the first search's two files, `[3]` from the second search."""
+    manual = upload(client, "manual.md", MANUAL)
+    garden = upload(client, "garden.txt", GARDEN)
+    prices = upload(client, "prices.txt", "Le détartrant coûte 5 € chez le quincaillier.\n".encode())
+    store = client.vector_stores.create(name="three", file_ids=[manual, garden, prices])
+    settled_store(client, store.id)
+    assistant = client.beta.assistants.create(
+        model="scripted-model",
+        tools=[{"type": "file_search", "file_search": {"max_num_results": 2}}],
+        tool_resources={"file_search": {"vector_store_ids": [store.id]}},
+    )
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Kettle, tomatoes and the price?"}])
+    model.add_tool_calls([search_call("descale kettle vinegar tomatoes sun", "call_first")])
+    model.add_tool_calls([search_call("détartrant quincaillier", "call_second")])
+    answer = "Ça coûte 5 € — voilà [3]. Détartrez au vinaigre [1] ; tomates au soleil « six heures » [2]."
+    model.add_text(answer)
+
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50)
+
+    assert run.status == "completed", run.last_error
+    first, second = search_results(client, thread.id, run.id)
+    assert {r.file_id for r in first.file_search.results or []} == {manual, garden}
+    assert [r.file_id for r in second.file_search.results or []][:1] == [prices]
+    by_marker = {
+        "[1]": (first.file_search.results or [])[0].file_id,
+        "[2]": (first.file_search.results or [])[1].file_id,
+        "[3]": prices,
+    }
+    reply = client.beta.threads.messages.list(thread_id=thread.id, run_id=run.id).data[0]
+    assert reply.content[0].type == "text"
+    text = reply.content[0].text
+    assert text.value == answer
+    notes = text.annotations
+    assert [n.text for n in notes] == ["[3]", "[1]", "[2]"]
+    for note in notes:
+        assert note.type == "file_citation"
+        assert answer[note.start_index : note.end_index] == note.text, (note, answer[note.start_index : note.end_index])
+        assert note.file_citation.file_id == by_marker[note.text]
+
+
+def test_the_runs_score_threshold_leaves_low_scoring_results_out(client: openai.OpenAI, model: ScriptedModel) -> None:
+    manual = upload(client, "manual.md", MANUAL)
+    # Mentions the kettle once in passing: it matches the query, but far less well than the manual.
+    aside = upload(client, "aside.txt", b"Tomatoes need sun. The kettle is in the shed with other garden tools and pots.\n")
+    store = client.vector_stores.create(name="threshold", file_ids=[manual, aside])
+    settled_store(client, store.id)
+    assistant = client.beta.assistants.create(
+        model="scripted-model", tools=[{"type": "file_search"}], tool_resources={"file_search": {"vector_store_ids": [store.id]}}
+    )
+
+    def results(threshold: float | None = None) -> list[tuple[str, float]]:
+        run = {} if threshold is None else {
+            "tools": [{"type": "file_search", "file_search": {"ranking_options": {"score_threshold": threshold}}}]
+        }
+        thread = client.beta.threads.create(messages=[{"role": "user", "content": "How do I descale my kettle?"}])
+        model.add_tool_calls([search_call("descale kettle vinegar")])
+        model.add_text("Like this [1].")
+        done = client.beta.threads.runs.create_and_poll(
+            thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50, **run  # type: ignore[arg-type]
+        )
+        assert done.status == "completed", done.last_error
+        [call] = search_results(client, thread.id, done.id)
+        assert call.file_search.ranking_options is not None
+        assert call.file_search.ranking_options.score_threshold == (threshold or 0.0)
+        return [(r.file_id, r.score) for r in call.file_search.results or []]
+
+    unfiltered = results()
+    assert [file_id for file_id, _ in unfiltered] == [manual, aside], unfiltered
+    (_, high), (_, low) = unfiltered
+    assert low < high
+    between = round((low + high) / 2, 4)
+    filtered = results(between)
+    assert [file_id for file_id, _ in filtered] == [manual], (between, filtered)
+    assert all(score >= between for _, score in filtered)
