@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     """Read timeout for the provider's HTTP calls."""
     max_file_bytes: int = Field(default=512 * 1024 * 1024, alias="ASSISTANTS_MAX_FILE_BYTES", ge=1)
     """Largest file accepted by `POST /v1/files`."""
+    max_ingest_bytes: int = Field(default=50 * 1024 * 1024, alias="ASSISTANTS_MAX_INGEST_BYTES", ge=1)
+    """Largest file file search reads (50 MB, `search.parse.DEFAULT_MAX_BYTES`); a larger one added to a
+    vector store fails with a `last_error` naming the limit. A Word document may unpack to four times it."""
 
     code_sandbox: bool = Field(default=True, alias="ASSISTANTS_CODE_SANDBOX")
     """Run the code interpreter's kernels under bubblewrap. `off` runs them unsandboxed: only for

@@ -115,7 +115,12 @@ class Engine(EngineUpkeep):
             if self._postgres
             else None
         )
-        self.vector_stores = VectorStores(store, self.files, SqlChunkIndex(store, embedder, cache_bytes=settings.search_cache_mb * 1024 * 1024))
+        self.vector_stores = VectorStores(
+            store,
+            self.files,
+            SqlChunkIndex(store, embedder, cache_bytes=settings.search_cache_mb * 1024 * 1024),
+            max_ingest_bytes=settings.max_ingest_bytes,
+        )
         """Vector stores, their files and search; ingestion runs in its own background workers."""
         self.executor = RunExecutor(
             store=store,

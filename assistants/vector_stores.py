@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from .exceptions import IngestionError, InvalidRequestError, NotFoundError
 from .ids import new_id, now
 from .search import (
+    DEFAULT_MAX_BYTES,
     ChunkIndex,
     ChunkRow,
     SqlChunkIndex,
@@ -90,9 +91,13 @@ def thread_store_name(thread_id: str) -> str:
 class VectorStores:
     """The vector store API over the store, the file store and the chunk index; every call takes the owner."""
 
-    def __init__(self, store: SqlStore, files: FileStore, index: ChunkIndex | None = None) -> None:
+    def __init__(
+        self, store: SqlStore, files: FileStore, index: ChunkIndex | None = None, *, max_ingest_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
         self.store = store
         self.files = files
+        self.max_ingest_bytes = max_ingest_bytes
+        """Largest file ingestion reads (`ASSISTANTS_MAX_INGEST_BYTES`); a larger one fails naming the limit."""
         self.index: ChunkIndex = index or SqlChunkIndex(store)
         self._queue: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
         self._queued: set[tuple[str, str, str]] = set()
@@ -381,7 +386,7 @@ class VectorStores:
             path = await tx.file_path(file_id, owner=owner)
         content = await self.files.read(path)
         try:
-            return await asyncio.to_thread(extract_text, file.filename, content)
+            return await asyncio.to_thread(extract_text, file.filename, content, max_bytes=self.max_ingest_bytes)
         except IngestionError as exc:
             raise InvalidRequestError(exc.message, param="file_id", code=exc.code) from exc
 
@@ -584,7 +589,7 @@ class VectorStores:
         sizes = entry.chunking_strategy.static
         try:
             content = await self.files.read(path)
-            text = await asyncio.to_thread(extract_text, file.filename, content)
+            text = await asyncio.to_thread(extract_text, file.filename, content, max_bytes=self.max_ingest_bytes)
             chunks = await asyncio.to_thread(
                 chunk_text, text, max_tokens=sizes.max_chunk_size_tokens, overlap=sizes.chunk_overlap_tokens
             )

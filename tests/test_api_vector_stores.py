@@ -5,10 +5,11 @@ removal, isolation between users; and, in process, ingestion resumed after a res
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import docx
@@ -17,14 +18,17 @@ import pytest
 from openai.types import VectorStore
 from openai.types.vector_stores import VectorStoreFile
 
+from assistants.config import Settings
 from assistants.exceptions import InvalidRequestError
 from assistants.ids import new_id, now
+from assistants.search import DEFAULT_MAX_BYTES
 from assistants.types import File
 from assistants.types import VectorStore as StoredVectorStore
 from assistants.types import VectorStoreFile as StoredVectorStoreFile
 from assistants.types import VectorStoreFileBatch as StoredVectorStoreFileBatch
-from tests.conftest import StartRuntime
-from tests.server import Server
+from tests.conftest import StartRuntime, create_pg_database, drop_pg_database, sdk_client
+from tests.scripted_model import ScriptedModel
+from tests.server import Server, start_server
 from tests.test_api_objects import error_of, raw, sdk_error
 from tests.test_search_ingest import encrypt_pdf, make_pdf
 
@@ -286,6 +290,44 @@ def test_bad_files_of_every_kind_fail_saying_why(client: openai.OpenAI) -> None:
     assert counts.failed + counts.completed + counts.in_progress + counts.cancelled == counts.total
     assert shown.status == "completed"
     assert [hit.file_id for hit in client.vector_stores.search(store.id, query="tomatoes sun").data] == [good]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def small_ingest_server(
+    request: pytest.FixtureRequest, scripted_model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """A server whose file search reads files of at most 2 KB (`ASSISTANTS_MAX_INGEST_BYTES`)."""
+    extra = {"ASSISTANTS_MAX_INGEST_BYTES": "2048"}
+    pg_url = asyncio.run(create_pg_database()) if request.param == "postgres" else None
+    if pg_url is not None:
+        extra["ASSISTANTS_DATABASE_URL"] = pg_url
+    srv = start_server(tmp_path_factory.mktemp(f"small-ingest-{request.param}"), model_url=scripted_model.base_url, extra_env=extra)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        if pg_url is not None:
+            asyncio.run(drop_pg_database(pg_url))
+
+
+def test_a_file_over_the_ingestion_limit_fails_naming_the_limit(small_ingest_server: Server) -> None:
+    client = sdk_client(small_ingest_server, "alice")
+    fits = upload(client, "fits.txt", b"Tomatoes need sun. " * 100)  # 1,900 bytes
+    big = upload(client, "big.txt", b"Tomatoes need sun. " * 200)  # 3,800 bytes
+    store = client.vector_stores.create(name="limited", file_ids=[fits, big])
+
+    assert settled(client, store.id, fits).status == "completed"
+    refused = settled(client, store.id, big)
+    assert refused.status == "failed" and refused.last_error is not None
+    assert refused.last_error.code == "invalid_file"
+    assert "big.txt is 3.7 KB, over the 2.0 KB limit for file search" in refused.last_error.message
+    counts = settled_store(client, store.id).file_counts
+    assert (counts.completed, counts.failed, counts.total) == (1, 1, 2)
+    assert [hit.file_id for hit in client.vector_stores.search(store.id, query="tomatoes").data] == [fits]
+
+
+def test_the_ingestion_limit_defaults_to_what_extract_text_reads() -> None:
+    assert Settings.model_fields["max_ingest_bytes"].default == DEFAULT_MAX_BYTES == 50 * 1024 * 1024
 
 
 def test_deleting_a_file_removes_its_chunks_but_not_the_file(client: openai.OpenAI) -> None:

@@ -237,6 +237,9 @@ def test_files_over_the_size_limit_name_the_limit() -> None:
     error = error_of("huge.txt", b"a" * 2_000_000, max_bytes=1024 * 1024)
     assert error.code == "invalid_file"
     assert "over the 1.0 MB limit" in error.message
+    # A small limit is written in bytes or kilobytes, never as "0.0 MB".
+    assert "small.txt is 600 bytes, over the 500 bytes limit" in error_of("small.txt", b"a" * 600, max_bytes=500).message
+    assert "mid.txt is 3.0 KB, over the 2.0 KB limit" in error_of("mid.txt", b"a" * 3072, max_bytes=2048).message
     assert extract_text("fits.txt", b"a" * 1024, max_bytes=1024) == "a" * 1024
 
 

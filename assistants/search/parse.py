@@ -103,7 +103,7 @@ def extract_text(
     kind = _kind(filename, mime)
     if len(content) > max_bytes:
         raise InvalidFileError(
-            f"{filename} is {_megabytes(len(content))}, over the {_megabytes(max_bytes)} limit "
+            f"{filename} is {_size(len(content))}, over the {_size(max_bytes)} limit "
             "for file search. Split it into smaller files and upload those."
         )
     if not content:
@@ -147,7 +147,12 @@ def _kind(filename: str, mime: str | None) -> str:
     )
 
 
-def _megabytes(size: int) -> str:
+def _size(size: int) -> str:
+    """A size as people read it: bytes below a kilobyte, then KB, then MB (so a small limit is not "0.0 MB")."""
+    if size < 1024:
+        return f"{size} bytes"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KB"
     return f"{size / (1024 * 1024):.1f} MB"
 
 
@@ -327,7 +332,7 @@ def _docx_text(filename: str, content: bytes, *, max_unpacked: int) -> str:
     # so checking them before python-docx reads anything bounds the memory a bomb can take.
     if unpacked > max_unpacked:
         raise InvalidFileError(
-            f"{filename} unpacks to {_megabytes(unpacked)}, over the {_megabytes(max_unpacked)} "
+            f"{filename} unpacks to {_size(unpacked)}, over the {_size(max_unpacked)} "
             "file search accepts for a Word document. Split it into smaller documents."
         )
     try:
