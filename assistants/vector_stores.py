@@ -209,6 +209,15 @@ class VectorStores:
             if "name" in changes and changes["name"] is None:
                 changes["name"] = ""
             if "expires_after" in changes:
+                if store.expired(now()):
+                    # As on the hosted API an expired store stays expired: its chunks are (or will
+                    # soon be) cleared from the index, so a new policy would show it `completed`
+                    # with nothing left to search.
+                    raise InvalidRequestError(
+                        f"Invalid 'expires_after': {store.expired_message()} An expired vector store cannot be "
+                        "given a new expiration policy.",
+                        param="expires_after",
+                    )
                 after = body.expires_after
                 anchor = store.last_active_at or store.created_at
                 changes["expires_at"] = anchor + after.days * DAY_SECONDS if after else None

@@ -27,6 +27,7 @@ from assistants.types.requests import (
     VectorStoreCreate,
     VectorStoreFileCreate,
     VectorStoreSearch,
+    VectorStoreUpdate,
 )
 from tests.conftest import StartRuntime
 from tests.scripted_model import ScriptedModel
@@ -144,3 +145,30 @@ async def test_a_threads_expired_store_gives_way_to_a_new_one_and_sessions_store
     [session_store] = (await engine.get_thread(OWNER, session.id)).tool_resources["file_search"]["vector_store_ids"]
     lasting = await engine.vector_stores.get(OWNER, session_store)
     assert lasting.expires_after is None and lasting.expires_at is None
+
+
+async def test_an_expired_store_is_not_revived_by_a_new_expiration_policy(start_runtime: StartRuntime) -> None:
+    """Changing `expires_after` of an expired store is a 400; its name and metadata may still change, and it stays expired."""
+    engine = (await start_runtime()).engine
+    stores = engine.vector_stores
+    store_id, _ = await stocked_store(engine)
+    live_id, _ = await stocked_store(engine)
+    await age(engine, store_id, 60)
+    assert await stores.purge_expired() == [store_id]
+    before = await stores.get(OWNER, store_id)
+
+    for change in ({"expires_after": {"anchor": "last_active_at", "days": 30}}, {"expires_after": None}):
+        with pytest.raises(InvalidRequestError, match=f"Vector store '{store_id}' expired on .* cannot be given a new expiration") as refused:
+            await stores.update(OWNER, store_id, VectorStoreUpdate.model_validate(change))
+        assert refused.value.param == "expires_after"
+        assert await stores.get(OWNER, store_id) == before
+
+    renamed = await stores.update(OWNER, store_id, VectorStoreUpdate.model_validate({"name": "old", "metadata": {"k": "v"}}))
+    assert (renamed.name, renamed.metadata, renamed.status) == ("old", {"k": "v"}, "expired")
+    assert (renamed.expires_at, renamed.expires_after) == (before.expires_at, before.expires_after)
+    with pytest.raises(InvalidRequestError, match="expired"):
+        await stores.search(OWNER, store_id, VectorStoreSearch(query="kettle"))
+
+    # A store that has not expired takes a new policy as before.
+    longer = await stores.update(OWNER, live_id, VectorStoreUpdate.model_validate({"expires_after": {"anchor": "last_active_at", "days": 30}}))
+    assert longer.status == "completed" and longer.expires_after is not None and longer.expires_after.days == 30
