@@ -256,7 +256,8 @@ class VectorStores:
         return store
 
     async def touch(self, owner: str, vector_store_ids: list[str]) -> None:
-        """Record that runs searched these stores, which pushes back their expiry."""
+        """Record that a run used these stores (it started with them, or searched them), which
+        pushes back their expiry."""
         for vector_store_id in vector_store_ids:
             with contextlib.suppress(NotFoundError):
                 await self._touch(owner, vector_store_id)
@@ -278,13 +279,21 @@ class VectorStores:
     async def _touch(self, owner: str, vector_store_id: str) -> None:
         """Record activity, which pushes back an `expires_after` expiry."""
         async with self.store.transaction() as tx:
-            store = await tx.get(VectorStore, vector_store_id, owner=owner)
-            stamp = now()
-            if store.expired(stamp):
-                return  # Expired stays expired (its chunks may be gone already).
-            after = store.expires_after
-            expires_at = stamp + after.days * DAY_SECONDS if after else None
-            await tx.save(store.model_copy(update={"last_active_at": stamp, "expires_at": expires_at}))
+            await self._mark_active(tx, owner, vector_store_id)
+
+    @staticmethod
+    async def _mark_active(tx: StoreTx, owner: str, vector_store_id: str) -> None:
+        """Set the store's `last_active_at` to now and its expiry from there, in the caller's transaction.
+
+        As on the hosted API a store is active when a run uses it and when files are added to it.
+        """
+        store = await tx.get(VectorStore, vector_store_id, owner=owner)
+        stamp = now()
+        if store.expired(stamp):
+            return  # Expired stays expired (its chunks may be gone already).
+        after = store.expires_after
+        expires_at = stamp + after.days * DAY_SECONDS if after else None
+        await tx.save(store.model_copy(update={"last_active_at": stamp, "expires_at": expires_at}))
 
     # Files -------------------------------------------------------------------------------------
 
@@ -331,6 +340,9 @@ class VectorStores:
             )
             await tx.insert(file, owner=owner, batch_id=batch_id)
             added.append(file)
+        if added:
+            # Adding files is activity: it pushes back the store's `expires_after` expiry.
+            await self._mark_active(tx, owner, vector_store_id)
         return added
 
     async def get_file(self, owner: str, vector_store_id: str, file_id: str) -> VectorStoreFile:

@@ -22,6 +22,7 @@ from assistants.config import Settings
 from assistants.exceptions import InvalidRequestError
 from assistants.ids import new_id, now
 from assistants.search import DEFAULT_MAX_BYTES
+from assistants.store import SqlStore
 from assistants.types import File
 from assistants.types import VectorStore as StoredVectorStore
 from assistants.types import VectorStoreFile as StoredVectorStoreFile
@@ -624,6 +625,75 @@ def test_another_users_store_is_not_found_everywhere(client: openai.OpenAI, othe
     # And his searches never see her chunks.
     assert other_client.vector_stores.search(own.id, query="descale vinegar").data == []
     assert client.vector_stores.retrieve(store.id).name == "private"
+
+
+# Activity --------------------------------------------------------------------------------------
+
+
+def set_activity(server: Server, store_id: str, *, last_active_at: int, expires_at: int) -> None:
+    """Write a store's activity into the server's database, as a day without use would leave it."""
+    url = server.env.get("ASSISTANTS_DATABASE_URL") or f"sqlite+aiosqlite:///{server.env['ASSISTANTS_DATA_DIR']}/assistants.db"
+
+    async def write() -> None:
+        database = SqlStore.from_url(url)
+        try:
+            async with database.transaction() as tx:
+                found = await tx.get(StoredVectorStore, store_id, owner=None)
+                await tx.save(found.model_copy(update={"last_active_at": last_active_at, "expires_at": expires_at}))
+        finally:
+            await database.close()
+
+    asyncio.run(write())
+
+
+def test_a_store_is_active_when_a_run_uses_it_and_when_files_are_added(
+    server: Server, client: openai.OpenAI, model: ScriptedModel
+) -> None:
+    """As on the hosted API: a run that has the store (through its assistant or its thread) starts,
+    or files are added to it, and its one-day expiry starts again, though nothing searched it."""
+    day = {"anchor": "last_active_at", "days": 1}
+    manual = upload(client, "manual.md", MANUAL)
+    garden = upload(client, "garden.txt", GARDEN)
+    of_assistant = client.vector_stores.create(name="assistant's", file_ids=[manual], expires_after=day)  # type: ignore[arg-type]
+    of_thread = client.vector_stores.create(name="thread's", expires_after=day)  # type: ignore[arg-type]
+    settled_store(client, of_assistant.id)
+    assistant = client.beta.assistants.create(
+        model="scripted-model", tools=[{"type": "file_search"}], tool_resources={"file_search": {"vector_store_ids": [of_assistant.id]}}
+    )
+    thread = client.beta.threads.create(
+        messages=[{"role": "user", "content": "Hello"}], tool_resources={"file_search": {"vector_store_ids": [of_thread.id]}}
+    )
+
+    def about_to_expire(*store_ids: str) -> int:
+        """Last used almost a day ago; returns the time just before the next action."""
+        stamp = int(time.time())
+        for store_id in store_ids:
+            set_activity(server, store_id, last_active_at=stamp - 86_000, expires_at=stamp + 400)
+            shown = client.vector_stores.retrieve(store_id)
+            assert (shown.last_active_at, shown.expires_at, shown.status) == (stamp - 86_000, stamp + 400, "completed")
+        return stamp
+
+    def assert_active_since(stamp: int, store_id: str) -> None:
+        shown = client.vector_stores.retrieve(store_id)
+        assert shown.last_active_at is not None and shown.last_active_at >= stamp, (stamp, shown)
+        assert shown.expires_at == shown.last_active_at + 86_400, shown
+
+    # A run that answers without searching still uses both stores.
+    before = about_to_expire(of_assistant.id, of_thread.id)
+    model.add_text("Hello to you.")
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50)
+    assert run.status == "completed", run.last_error
+    assert not any(s.step_details.type == "tool_calls" for s in client.beta.threads.runs.steps.list(run_id=run.id, thread_id=thread.id).data)
+    assert_active_since(before, of_assistant.id)
+    assert_active_since(before, of_thread.id)
+
+    # Adding a file, alone or in a batch.
+    before = about_to_expire(of_thread.id)
+    client.vector_stores.files.create(vector_store_id=of_thread.id, file_id=garden)
+    assert_active_since(before, of_thread.id)
+    before = about_to_expire(of_thread.id)
+    client.vector_stores.file_batches.create(vector_store_id=of_thread.id, file_ids=[manual])
+    assert_active_since(before, of_thread.id)
 
 
 # Restart ---------------------------------------------------------------------------------------

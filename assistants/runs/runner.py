@@ -234,6 +234,8 @@ class RunExecutor:
             tail, rounds = await rebuild_tail(tx, steps)
             inputs = await input_files(tx, self.files, recorder.owner, run) if _offers_code(run) else []
             stores = await file_search.store_ids(tx, recorder.owner, run) if _offers_search(run) else []
+        if self.search is not None:
+            await self.search.used(recorder.owner, stores)
         usage = run.usage or Usage()
         # Citation numbers run on through the run, also across a pause for tool outputs.
         for step in steps:

@@ -116,6 +116,12 @@ class FileSearch:
         self._ready = ready
         self._touch = touch
 
+    async def used(self, owner: str, vector_stores: list[str]) -> None:
+        """A run starts (or goes on) with these stores: as on the hosted API that is activity,
+        which pushes back their `expires_after` expiry, whether or not the model searches them."""
+        if vector_stores:
+            await self._touch(owner, vector_stores)
+
     async def ready(self, vector_stores: list[str]) -> None:
         """Wait, within a bound, until the stores have no file still being indexed."""
         with contextlib.suppress(TimeoutError):
