@@ -552,7 +552,13 @@ class VectorStores:
                 request = VectorStoreHelper.model_validate(helper)
             except ValidationError as exc:
                 first = exc.errors()[0]
-                field = ".".join([where, *(str(p) for p in first["loc"] if isinstance(p, str) and p not in ("auto", "static"))])
+                loc = first["loc"]
+                # Pydantic names the chunking strategy's member (`auto`, `static`) right after the
+                # field; that name is not part of the request, though a later `static` is.
+                field = ".".join([where, *(
+                    str(p) for n, p in enumerate(loc)
+                    if isinstance(p, str) and not (n and loc[n - 1] == "chunking_strategy" and p in ("auto", "static"))
+                )])
                 raise InvalidRequestError(f"Invalid '{field}': {first['msg']}.", param=field) from exc
             store = VectorStore(id=new_id("vector_store"), created_at=now(), last_active_at=now(), metadata=request.metadata or {})
             await tx.insert(store, owner=owner)

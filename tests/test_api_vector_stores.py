@@ -140,6 +140,12 @@ def test_vector_store_list_pages_in_order(client: openai.OpenAI) -> None:
             {"chunking_strategy": {"type": "static", "static": {"max_chunk_size_tokens": 800, "chunk_overlap_tokens": 401}}},
             "chunking_strategy.static.chunk_overlap_tokens",
         ),
+        # The spec requires both sizes of a static strategy, and the strategy itself.
+        ({"chunking_strategy": {"type": "static", "static": {}}}, "chunking_strategy.static.max_chunk_size_tokens"),
+        ({"chunking_strategy": {"type": "static", "static": {"max_chunk_size_tokens": 500}}}, "chunking_strategy.static.chunk_overlap_tokens"),
+        ({"chunking_strategy": {"type": "static"}}, "chunking_strategy.static"),
+        ({"chunking_strategy": {"type": "static", "static": {"max_chunk_size_tokens": "big", "chunk_overlap_tokens": 0}}}, "chunking_strategy.static.max_chunk_size_tokens"),
+        ({"chunking_strategy": {"type": "auto", "static": {}}}, "chunking_strategy.static"),
     ],
 )
 def test_vector_store_create_errors_name_the_field(client: openai.OpenAI, body: dict[str, Any], param: str) -> None:
@@ -470,6 +476,8 @@ def test_file_batch_needs_file_ids_or_files_and_writes_nothing_when_refused(serv
             {"files": [{"file_id": manual, "chunking_strategy": {"type": "static", "static": {"max_chunk_size_tokens": 50, "chunk_overlap_tokens": 0}}}]},
             "files[0].chunking_strategy.static.max_chunk_size_tokens",
         ),
+        ({"files": [{"file_id": manual, "chunking_strategy": {"type": "static"}}]}, "files[0].chunking_strategy.static"),
+        ({"file_ids": [manual], "chunking_strategy": {"type": "static", "static": {}}}, "chunking_strategy.static.max_chunk_size_tokens"),
     ):
         with raw(server) as http:
             response = http.post(url, json=body)
@@ -780,6 +788,14 @@ def test_tool_resources_vector_stores_helper_creates_a_store(client: openai.Open
             "tool_resources.file_search.vector_stores[0].chunking_strategy.static.max_chunk_size_tokens",
         ),
         ({"file_search": {"vector_store_ids": [store_id], "vector_stores": [{"file_ids": [manual]}]}}, "tool_resources.file_search"),
+        (
+            {"file_search": {"vector_stores": [{"file_ids": [manual], "chunking_strategy": {"type": "static", "static": {}}}]}},
+            "tool_resources.file_search.vector_stores[0].chunking_strategy.static.max_chunk_size_tokens",
+        ),
+        (
+            {"file_search": {"vector_stores": [{"file_ids": [manual], "chunking_strategy": {"type": "static"}}]}},
+            "tool_resources.file_search.vector_stores[0].chunking_strategy.static",
+        ),
     ]:
         with pytest.raises(openai.BadRequestError) as refused:
             client.beta.assistants.create(model="scripted-model", tool_resources=bad)  # type: ignore[arg-type]

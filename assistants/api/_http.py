@@ -84,7 +84,8 @@ def _nul_at(value: Any, path: str) -> str | None:
 _UNION_TAGS = frozenset(
     {
         "function", "code_interpreter", "file_search", "text", "image_file", "image_url", "refusal",
-        "json_object", "json_schema", "str", "int", "float", "bool", "list", "dict", "auto", "none", "required",
+        "json_object", "json_schema", "str", "int", "float", "bool", "list", "dict", "auto", "static", "none",
+        "required",
     }
 )
 """Names pydantic adds to an error location for union members; they are not request fields."""

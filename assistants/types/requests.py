@@ -21,7 +21,6 @@ from .objects import (
     ImageURLContent,
     ReasoningEffort,
     ResponseFormat,
-    StaticChunking,
     ToolChoice,
     TruncationStrategy,
     WireModel,
@@ -94,9 +93,16 @@ class AutoChunkingRequest(WireModel):
     type: Literal["auto"] = "auto"
 
 
+class StaticChunkingSizes(WireModel):
+    """`chunking_strategy.static` of a request: the spec requires both sizes (no defaults here)."""
+
+    max_chunk_size_tokens: int
+    chunk_overlap_tokens: int
+
+
 class StaticChunkingRequest(WireModel):
     type: Literal["static"] = "static"
-    static: StaticChunking
+    static: StaticChunkingSizes
 
 
 ChunkingStrategyRequest = Annotated[AutoChunkingRequest | StaticChunkingRequest, Field(discriminator="type")]
