@@ -815,7 +815,20 @@ def test_assistant_create_validation(server: Server, client: openai.OpenAI) -> N
         )
     assert str(sdk_error(exc.value)["param"]).startswith("tools[1].function.name")
 
+    # A function named like a built-in tool next to it could not be told apart from it.
+    for built_in in ("file_search", "code_interpreter"):
+        with pytest.raises(openai.BadRequestError) as exc:
+            client.beta.assistants.create(
+                model=MODEL,
+                tools=[{"type": built_in}, weather_tool(), {"type": "function", "function": {"name": built_in}}],  # type: ignore[list-item, misc]
+            )
+        error = sdk_error(exc.value)
+        assert error["param"] == "tools[2].function.name" and f"built-in {built_in} tool" in error["message"], error
+
     assert count_assistants(client) == before
+    # Without the built-in tool, the name is the user's own function's.
+    alone = client.beta.assistants.create(model=MODEL, tools=[{"type": "function", "function": {"name": "file_search"}}])
+    assert alone.tools[0].type == "function" and alone.tools[0].function.name == "file_search"
 
 
 def test_assistant_update_validation_writes_nothing(client: openai.OpenAI) -> None:
@@ -826,7 +839,20 @@ def test_assistant_update_validation_writes_nothing(client: openai.OpenAI) -> No
     with pytest.raises(openai.BadRequestError) as exc:
         client.beta.assistants.update(assistant.id, name="changed", extra_body={"nmae": "typo"})
     assert sdk_error(exc.value)["param"] == "nmae"
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.beta.assistants.update(
+            assistant.id, tools=[{"type": "function", "function": {"name": "code_interpreter"}}, {"type": "code_interpreter"}]
+        )
+    assert sdk_error(exc.value)["param"] == "tools[0].function.name"
     assert client.beta.assistants.retrieve(assistant.id).model_dump() == assistant.model_dump()
+    thread = client.beta.threads.create()
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.beta.threads.runs.create(
+            thread_id=thread.id, assistant_id=assistant.id,
+            tools=[{"type": "file_search"}, {"type": "function", "function": {"name": "file_search"}}],
+        )
+    assert sdk_error(exc.value)["param"] == "tools[1].function.name"
+    assert client.beta.threads.runs.list(thread_id=thread.id).data == []
 
 
 BAD_FILE_SEARCH = [{"type": "file_search", "file_search": {"max_num_results": "abc"}}]

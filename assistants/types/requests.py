@@ -79,6 +79,22 @@ RequestTool = Annotated[
 ]
 
 
+def _check_tool_names(tools: list[Any] | None) -> list[Any] | None:
+    """Refuse a function named like a built-in tool the same list has: the model calls built-in
+    tools as functions of their own names, so its call could not be told apart from the user's."""
+    built_in = {tool.type for tool in tools or [] if isinstance(tool, CodeInterpreterTool | FileSearchTool)}
+    for position, tool in enumerate(tools or []):
+        if isinstance(tool, FunctionTool) and tool.function.name in built_in:
+            name = tool.function.name
+            param = f"tools[{position}].function.name"
+            raise InvalidRequestError(
+                f"Invalid '{param}': '{name}' is the name of the built-in {name} tool, which these tools "
+                "include too. Give the function another name.",
+                param=param,
+            )
+    return tools
+
+
 class AttachmentRequest(Attachment):
     tools: Annotated[list[dict[str, Any]], checked_as(list[AttachmentTool])] = Field(default_factory=list)
 
@@ -145,6 +161,7 @@ class AssistantCreate(RequestModel):
     description: Annotated[str, Field(max_length=512)] | None = None
     instructions: Annotated[str, Field(max_length=256_000)] | None = None
     tools: Annotated[list[RequestTool], Field(max_length=128)] = Field(default_factory=list)
+    _tool_names = field_validator("tools")(_check_tool_names)
     tool_resources: ToolResourcesField | None = None
     metadata: dict[str, str] | None = None
     temperature: Temperature | None = None
@@ -159,6 +176,7 @@ class AssistantUpdate(RequestModel):
     description: Annotated[str, Field(max_length=512)] | None = None
     instructions: Annotated[str, Field(max_length=256_000)] | None = None
     tools: Annotated[list[RequestTool], Field(max_length=128)] | None = None
+    _tool_names = field_validator("tools")(_check_tool_names)
     tool_resources: ToolResourcesField | None = None
     metadata: dict[str, str] | None = None
     temperature: Temperature | None = None
@@ -208,6 +226,7 @@ class RunOptions(RequestModel):
     model: str | None = None
     instructions: str | None = None
     tools: Annotated[list[RequestTool], Field(max_length=128)] | None = None
+    _tool_names = field_validator("tools")(_check_tool_names)
     metadata: dict[str, str] | None = None
     temperature: Temperature | None = None
     top_p: TopP | None = None
