@@ -12,6 +12,8 @@ from the files' rows on every read, so they can never disagree with the files. A
 
 After a restart, files left `in_progress` are queued again: the File's bytes are in the file
 store, so ingestion simply runs once more; a File deleted meanwhile fails with a message saying so.
+A file whose ingestion was started three times without finishing fails at its fourth start
+instead, so a file that takes the server down with it is not tried at every start for ever.
 """
 
 from __future__ import annotations
@@ -67,6 +69,9 @@ THREAD_STORE_DAYS = 7
 FILE_STATUSES = ("in_progress", "completed", "failed", "cancelled")
 PURGE_SECONDS = 3600
 """How often the index is cleared of expired stores' chunks."""
+MAX_INGEST_ATTEMPTS = 3
+"""Starts of a file's ingestion before it is failed: each start that did not finish was cut short
+by its process stopping (a restart, or the file itself taking the process down)."""
 
 
 def _strategy(request: ChunkingStrategyRequest | None, *, param: str = "chunking_strategy") -> StaticChunkingStrategy:
@@ -611,6 +616,22 @@ class VectorStores:
         if file is None or path is None:
             await self._finish(entry, failed=IngestionLastError(
                 code="invalid_file", message=f"The file {file_id} was deleted before it could be indexed. Upload it again and add the new file.",
+            ))
+            return
+        # Counted before any of the work, so a start that takes the process down still counts.
+        async with self.store.transaction() as tx:
+            attempts = await tx.start_ingestion(vector_store_id, file_id)
+        if attempts is None:
+            return
+        if attempts > MAX_INGEST_ATTEMPTS:
+            log.warning("giving up on %s (%s) in %s: its ingestion was interrupted %d times", file_id, file.filename, vector_store_id, attempts - 1)
+            await self._finish(entry, failed=IngestionLastError(
+                code="server_error",
+                message=(
+                    f"Indexing {file.filename} was interrupted repeatedly ({attempts - 1} times): the server stopped while reading it, "
+                    "perhaps because the file needs more memory than it has. It is not tried again; split the file "
+                    "into smaller ones, or check that it is not damaged, and add those."
+                ),
             ))
             return
         sizes = entry.chunking_strategy.static

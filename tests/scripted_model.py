@@ -328,6 +328,7 @@ class ScriptedModel:
         self._scripts: collections.deque[Script] = collections.deque()
         self._responder: Responder | None = None
         self._embedding_errors: collections.deque[ErrorReply] = collections.deque()
+        self._embedding_hangs: collections.deque[float] = collections.deque()
         # One condition guards all shared state, so tests can block until the server has seen something.
         self._changed = threading.Condition(threading.RLock())
         self._stopping = threading.Event()
@@ -435,6 +436,12 @@ class ScriptedModel:
         with self._changed:
             self._embedding_errors.extend([ErrorReply(status, message, None, None, None)] * times)
 
+    def add_embedding_hang(self, seconds: float = 60.0, *, times: int = 1) -> None:
+        """Answer nothing to the next `times` embeddings requests for `seconds` (or until the client
+        hangs up): ingestion on an embedding model is then caught mid-work, for as long as a test needs."""
+        with self._changed:
+            self._embedding_hangs.extend([seconds] * times)
+
     def add_slow_start(self, seconds: float, text: str = "Late but here.") -> None:
         """Queue a reply that sends nothing at all for ``seconds`` (a timeout before the first token)."""
         self.add(SlowStartReply(seconds, TextReply(text)))
@@ -457,6 +464,7 @@ class ScriptedModel:
         with self._changed:
             self._scripts.clear()
             self._embedding_errors.clear()
+            self._embedding_hangs.clear()
             self._requests.clear()
             self._responder = None
             self.disconnects = 0
@@ -531,8 +539,12 @@ class ScriptedModel:
             return _error_response(400, "'input' must be a string or a non-empty list of strings")
         with self._changed:
             error = self._embedding_errors.popleft() if self._embedding_errors else None
+            hang = self._embedding_hangs.popleft() if self._embedding_hangs and error is None else None
         if error is not None:
             return _error_response(error.status, error.message)
+        if hang is not None and await self._idle(hang, request.is_disconnected):
+            self._note_disconnect()
+            return Response(status_code=499)
         dimensions = int(body.get("dimensions") or EMBEDDING_DIMENSIONS)
         data = []
         for index, text in enumerate(texts):

@@ -27,6 +27,7 @@ from assistants.types import File
 from assistants.types import VectorStore as StoredVectorStore
 from assistants.types import VectorStoreFile as StoredVectorStoreFile
 from assistants.types import VectorStoreFileBatch as StoredVectorStoreFileBatch
+from assistants.types.requests import VectorStoreFileCreate
 from tests.conftest import StartRuntime, create_pg_database, drop_pg_database, sdk_client
 from tests.scripted_model import ScriptedModel
 from tests.server import Server, start_server
@@ -734,6 +735,39 @@ async def test_ingestion_resumes_after_a_restart(start_runtime: StartRuntime) ->
     assert failed.last_error.code == "invalid_file" and "deleted" in failed.last_error.message
     hits = await stores.index.search("user_1", [store.id], "descale vinegar")
     assert hits and hits[0].file_id == kept.id
+
+
+async def test_a_file_whose_ingestion_was_cut_short_three_times_fails_instead_of_a_fourth_try(start_runtime: StartRuntime) -> None:
+    """Each start of a file's ingestion is counted before the work: one that a process never
+    finished three times (a file taking the server down with it) fails at the next start."""
+    first = await start_runtime()
+    engine = first.engine
+    doomed = await engine.create_file("user_1", filename="doomed.md", purpose="assistants", content=MANUAL)
+    lucky = await engine.create_file("user_1", filename="garden.txt", purpose="assistants", content=GARDEN)
+    store = StoredVectorStore(id=new_id("vector_store"), created_at=now(), last_active_at=now())
+    # The rows three (and two) killed starts leave: in progress, their starts counted.
+    async with engine.store.transaction() as tx:
+        await tx.insert(store, owner="user_1")
+        for file, starts in ((doomed, 3), (lucky, 2)):
+            await tx.insert(StoredVectorStoreFile(id=file.id, created_at=now(), vector_store_id=store.id), owner="user_1")
+            for _ in range(starts):
+                await tx.start_ingestion(store.id, file.id)
+    await first.close()
+
+    second = await start_runtime()
+    stores = second.engine.vector_stores
+    await asyncio.wait_for(stores.wait_for_ingestion([store.id]), POLL_SECONDS)
+    failed = await stores.get_file("user_1", store.id, doomed.id)
+    assert failed.status == "failed" and failed.last_error is not None
+    assert failed.last_error.code == "server_error"
+    assert "Indexing doomed.md was interrupted repeatedly (3 times)" in failed.last_error.message
+    assert (await stores.get_file("user_1", store.id, lucky.id)).status == "completed"
+    assert [hit.file_id for hit in await stores.index.search("user_1", [store.id], "descale vinegar tomatoes")] == [lucky.id]
+    # A file added again is a new entry, tried afresh.
+    await stores.delete_file("user_1", store.id, doomed.id)
+    await stores.add_file("user_1", store.id, VectorStoreFileCreate(file_id=doomed.id))
+    await asyncio.wait_for(stores.wait_for_ingestion([store.id]), POLL_SECONDS)
+    assert (await stores.get_file("user_1", store.id, doomed.id)).status == "completed"
 
 
 async def asyncio_sleep() -> None:

@@ -146,3 +146,44 @@ def test_a_server_killed_mid_ingestion_indexes_the_file_after_the_restart(script
     finally:
         if server.process.poll() is None:
             server.stop()
+
+
+def test_a_file_whose_ingestion_takes_the_server_down_every_time_fails_after_three_starts(
+    scripted_model: ScriptedModel, tmp_path: Path
+) -> None:
+    """The server is killed three times while it indexes the same file (caught waiting for the
+    embedding model, after its start was counted); at the fourth start the file fails, untried."""
+    model = scripted_model
+    model.reset()
+    env = {**ENV, "ASSISTANTS_EMBEDDING_MODEL": "toy-embed"}
+
+    def embeddings() -> int:
+        return sum(1 for r in model.requests if r.path.endswith("/embeddings"))
+
+    server = start_server(tmp_path, model_url=model.base_url, extra_env=env)
+    try:
+        client = sdk_client(server, "doomed")
+        file = client.files.create(file=("doomed.md", b"Descale the kettle every month.\n"), purpose="assistants")
+        model.add_embedding_hang(120, times=3)
+        store = client.vector_stores.create(name="doomed", file_ids=[file.id])
+        for start in range(1, 4):
+            wait_until(lambda start=start: embeddings() == start, f"ingestion start {start} to reach the embedding model")  # type: ignore[misc]
+            kill(server)
+            keys = server.keys
+            server = start_server(tmp_path, model_url=model.base_url, extra_env=env)
+            server.keys = keys
+            client = sdk_client(server, "doomed")
+
+        entry = wait_until(
+            lambda: (f := client.vector_stores.files.retrieve(file.id, vector_store_id=store.id)).status != "in_progress" and f,
+            "the file to be given up on",
+        )
+        assert entry.status == "failed" and entry.last_error is not None, entry
+        assert entry.last_error.code == "server_error"
+        assert "Indexing doomed.md was interrupted repeatedly (3 times)" in entry.last_error.message
+        assert embeddings() == 3, "no fourth try"
+        counts = client.vector_stores.retrieve(store.id).file_counts
+        assert (counts.failed, counts.in_progress, counts.total) == (1, 0, 1)
+    finally:
+        if server.process.poll() is None:
+            server.stop()

@@ -18,7 +18,7 @@ from assistants.store import schema as store_schema
 from assistants.store.migrate import alembic_config, current_revision, upgrade
 from assistants.types import Assistant, File, Message, TextContent, TextValue, Thread
 
-HEAD = "0017"
+HEAD = "0018"
 OBJECT_TABLES = {"assistants", "threads", "messages", "runs", "run_steps", "files"}
 VECTOR_STORE_TABLES = {"vector_stores", "vector_store_files", "vector_store_file_batches"}
 SEARCH_VECTOR_TABLES = {"search_vectors", "search_generations"}
@@ -747,5 +747,44 @@ async def test_upgrade_from_0016_remembers_where_deleted_objects_stood_and_downg
         await downgrade_to(store, "0016")
         async with store.engine.connect() as conn:
             assert "deleted_cursors" not in await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names())
+    finally:
+        await store.close()
+
+
+async def test_upgrade_from_0017_counts_ingestion_starts_and_downgrade_removes_the_count(store_url: str) -> None:
+    """0017 -> 0018: a file left `in_progress` before starts counting its ingestion's starts at 0.
+    Down again: the column goes, the file stays in its store."""
+    from assistants.types import VectorStore, VectorStoreFile
+
+    store = SqlStore.from_url(store_url)
+    try:
+        await upgrade(store.engine, "0017")
+        vector_store = VectorStore(id=new_id("vector_store"), created_at=1, name="docs")
+        pending = VectorStoreFile(id="file-1", created_at=1, vector_store_id=vector_store.id)
+        done = VectorStoreFile(id="file-2", created_at=1, vector_store_id=vector_store.id, status="completed")
+        async with store.transaction() as tx:
+            await tx.insert(vector_store, owner="user_1")
+            await tx.insert(pending, owner="user_1")
+            await tx.insert(done, owner="user_1")
+
+        await upgrade(store.engine)
+
+        assert await schema_differences(store) == []
+        async with store.transaction() as tx:
+            assert [await tx.start_ingestion(vector_store.id, "file-1") for _ in range(2)] == [1, 2]
+            # Only files still `in_progress` count a start.
+            assert await tx.start_ingestion(vector_store.id, "file-2") is None
+            assert await tx.start_ingestion(vector_store.id, "file-nope") is None
+            assert await tx.vector_store_file(vector_store.id, "file-1", owner="user_1") == pending
+
+        await downgrade_to(store, "0017")
+        async with store.engine.connect() as conn:
+            names = await conn.run_sync(lambda sync: {c["name"] for c in sa.inspect(sync).get_columns("vector_store_files")})
+            assert "ingest_attempts" not in names
+            assert "uq_vector_store_files_store_file" in await conn.run_sync(
+                lambda sync: {i["name"] for i in sa.inspect(sync).get_indexes("vector_store_files")}
+            )
+        async with store.read() as tx:
+            assert await tx.vector_store_file(vector_store.id, "file-1", owner="user_1") == pending
     finally:
         await store.close()

@@ -90,6 +90,18 @@ class FilesTx(ObjectsTx):
         result = await self.conn.execute(query.values(data=_data(file), **_columns_for(file)))
         return bool(result.rowcount)
 
+    async def start_ingestion(self, vector_store_id: str, file_id: str) -> int | None:
+        """Count one more start of the file's ingestion; how many there have been, or None when
+        the file is no longer `in_progress` in its store (nothing is counted then)."""
+        table = schema.vector_store_files
+        where = (table.c.vector_store_id == vector_store_id, table.c.id == file_id)
+        counted = await self.conn.execute(
+            table.update().where(*where, table.c.status == "in_progress").values(ingest_attempts=table.c.ingest_attempts + 1)
+        )
+        if not counted.rowcount:
+            return None
+        return int((await self.conn.execute(sa.select(table.c.ingest_attempts).where(*where))).scalar_one())
+
     async def delete_vector_store_file(self, vector_store_id: str, file_id: str) -> bool:
         """Take a file out of a vector store (its chunks are the index's business)."""
         table = schema.vector_store_files

@@ -150,6 +150,8 @@ vector_store_files = sa.Table(
     sa.Column("batch_id", sa.String(64), nullable=True, index=True),
     sa.Column("status", sa.String(32), nullable=False),
     sa.Column("usage_bytes", sa.BigInteger(), nullable=False),
+    # How many times ingestion started on the file: one that keeps taking its process down is failed.
+    sa.Column("ingest_attempts", sa.Integer(), nullable=False, server_default="0"),
     sa.Index("uq_vector_store_files_store_file", "vector_store_id", "id", unique=True),
     # Recovery after a restart looks for files left `in_progress`.
     sa.Index("ix_vector_store_files_status", "status"),
