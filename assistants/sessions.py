@@ -12,6 +12,7 @@ from typing import Any
 from .engine import Engine
 from .exceptions import InvalidRequestError, NotFoundError
 from .ids import new_id, now
+from .runs._code import OUTPUT_PURPOSE
 from .store import ListParams, Page
 from .tools.code_interpreter import produced_files
 from .types import ContextMode, Session, Thread, VectorStore
@@ -104,10 +105,10 @@ class Sessions:
 
     async def delete(self, owner: str, session_id: str) -> bool:
         """Delete a session with what is only its own: its messages, runs and steps, the vector store
-        made for its files (which, for a session, never expires), and the files it was sent or its
-        code made, unless something else of the owner's still names them (another thread, an
-        assistant, another vector store). The hosted API's thread deletion kept files and stores;
-        deleting a conversation in the chat is expected to take its files with it."""
+        made for its files (which, for a session, never expires), the files it was sent, and the
+        files its code wrote, unless something else of the owner's still names them (a thread, a
+        message, an assistant, another vector store). The hosted API's thread deletion kept files
+        and stores; deleting a conversation in the chat is expected to take its files with it."""
         session = await self.get(owner, session_id)
         engine = self.engine
         async with engine.store.read() as tx:
@@ -118,18 +119,26 @@ class Sessions:
                 and store.name == thread_store_name(session_id)
             ]
             messages, _, steps, _ = await tx.thread_tail(session_id, 0)
-            files = {a.file_id for m in messages for a in m.attachments or []}
-            files |= {p.image_file.file_id for m in messages for p in m.content if isinstance(p, ImageFileContent)}
-            files |= {
-                file_id
-                for step in steps
-                if isinstance(step.step_details, ToolCallsDetails)
-                for call in step.step_details.tool_calls
-                if isinstance(call, CodeInterpreterToolCall)
-                for file_id in produced_files(call)
-            }
-            files -= await tx.files_used_elsewhere(files, owner=owner, thread_id=session_id, vector_store_ids=stores)
+        sent = {a.file_id for m in messages for a in m.attachments or []}
+        sent |= {p.image_file.file_id for m in messages for p in m.content if isinstance(p, ImageFileContent)}
+        produced = {
+            file_id
+            for step in steps
+            if isinstance(step.step_details, ToolCallsDetails)
+            for call in step.step_details.tool_calls
+            if isinstance(call, CodeInterpreterToolCall)
+            for file_id in produced_files(call)
+        }
+        # The thread goes first: its run (if one is working) is stopped, and what its rows named
+        # no longer counts as named.
         deleted = await engine.delete_thread(owner, session_id)
+        async with engine.store.read() as tx:
+            # The code's logs are the program's own output: only files the sandbox really wrote count.
+            written = {f.id for f in (await tx.files_by_id(list(produced), owner=owner)).values() if f.purpose == OUTPUT_PURPOSE}
+            files = sent | written
+            named = await tx.named_anywhere(files | set(stores), owner=owner)
+            stores = [store_id for store_id in stores if store_id not in named]
+            files -= named | await tx.files_in_stores_other_than(files, stores, owner=owner)
         for store_id in stores:
             with contextlib.suppress(NotFoundError):
                 await engine.vector_stores.delete(owner, store_id)

@@ -39,8 +39,8 @@ from assistants.types.requests import (
     RunCreate,
     TextRequestContent,
     ThreadCreate,
-    ThreadUpdate,
     VectorStoreCreate,
+    VectorStoreFileCreate,
 )
 from assistants.ui.auth import SECRET_FILE, check_login, ensure_auth_secret, ensure_first_user
 from assistants.ui.data_layer import EngineDataLayer
@@ -532,58 +532,64 @@ async def test_deleting_a_session_takes_its_own_files_and_store_but_keeps_what_e
     runtime: Runtime, model: ScriptedModel
 ) -> None:
     """A deleted session takes with it the vector store made for its files (a session's never
-    expires) and the files only it held; a file another thread or an assistant also names, and a
-    vector store of the user's own, stay."""
+    expires) and the files only it held. A file something else also names stays, whatever names it
+    (another thread's message, another thread's tool resources, an assistant, another vector
+    store), and so does a session's store that an assistant was given."""
     engine = runtime.engine
     owner = await runtime.accounts.add_user("ivan", None)
 
     async def upload(name: str, purpose: str = "assistants", content: bytes = b"Some notes.\n") -> str:
         return (await engine.create_file(owner, filename=name, purpose=purpose, content=content)).id
 
-    own, shared, assistant_file = await upload("own.md"), await upload("shared.md"), await upload("kit.md")
+    own = await upload("own.md")
     picture = await upload("dot.png", "vision", b"\x89PNG\r\n\x1a\n" + bytes(16))
-    stranger_file = await upload("unrelated.md")  # named nowhere in the session
+    by_message, by_thread, by_assistant, by_store = [
+        await upload(f"{kind}.md") for kind in ("message", "thread", "assistant", "store")
+    ]
+    unrelated = await upload("unrelated.md")  # named nowhere in the session
     mine = await engine.vector_stores.create(owner, VectorStoreCreate(name="Mine"))
+    await engine.vector_stores.add_file(owner, mine.id, VectorStoreFileCreate(file_id=by_store))
     assistant = await engine.create_assistant(
         owner,
         AssistantCreate(
             model="scripted-model",
             tools=[{"type": "file_search"}, {"type": "code_interpreter"}],
-            tool_resources={"code_interpreter": {"file_ids": [assistant_file]}},
+            tool_resources={"code_interpreter": {"file_ids": [by_assistant]}},
         ),
     )
-    session = await Sessions(engine).create(owner, assistant.id, title="To delete")
     search = [{"type": "file_search"}]
-    await say(
-        engine,
-        owner,
-        session,
-        "Read these",
-        attachments=[Attachment(file_id=f, tools=search) for f in (own, shared, assistant_file)],
+    await engine.create_thread(
+        owner, ThreadCreate(messages=[MessageCreate(role="user", content="Me too", attachments=[Attachment(file_id=by_message, tools=[{"type": "code_interpreter"}])])])
     )
+    await engine.create_thread(owner, ThreadCreate(tool_resources={"code_interpreter": {"file_ids": [by_thread]}}))
+
+    session = await Sessions(engine).create(owner, assistant.id, title="To delete")
+    sent = [own, by_message, by_thread, by_assistant, by_store]
+    await say(engine, owner, session, "Read these", attachments=[Attachment(file_id=f, tools=search) for f in sent])
     await say(engine, owner, session, [TextRequestContent(text="And look"), ImageFileContent(image_file=ImageFile(file_id=picture))])
-    other = await engine.create_thread(
-        owner, ThreadCreate(messages=[MessageCreate(role="user", content="Me too", attachments=[Attachment(file_id=shared, tools=search)])])
+    [session_store] = (await Sessions(engine).get(owner, session.id)).tool_resources["file_search"]["vector_store_ids"]
+
+    # A second session's store was given to an assistant (through `/v1`): it stays, with its files.
+    kept = await Sessions(engine).create(owner, assistant.id, title="Store given away")
+    kept_file = await upload("kept.md")
+    await say(engine, owner, kept, "Keep this", attachments=[Attachment(file_id=kept_file, tools=search)])
+    [given_store] = (await Sessions(engine).get(owner, kept.id)).tool_resources["file_search"]["vector_store_ids"]
+    await engine.create_assistant(
+        owner, AssistantCreate(model="scripted-model", tools=[{"type": "file_search"}], tool_resources={"file_search": {"vector_store_ids": [given_store]}})
     )
-    stored = await Sessions(engine).get(owner, session.id)
-    [session_store] = stored.tool_resources["file_search"]["vector_store_ids"]
-    # Another session searches the user's own store (set through `/v1`): deleting it keeps the store.
-    linked = await Sessions(engine).create(owner, assistant.id, title="Linked")
-    await engine.update_thread(owner, linked.id, ThreadUpdate(tool_resources={"file_search": {"vector_store_ids": [mine.id]}}))
-    await say(engine, owner, linked, "Read this too", attachments=[Attachment(file_id=shared, tools=search)])
 
     assert await Sessions(engine).delete(owner, session.id)
-    assert await Sessions(engine).delete(owner, linked.id)
+    assert await Sessions(engine).delete(owner, kept.id)
 
     for gone in (own, picture):
         with pytest.raises(NotFoundError):
             await engine.get_file(owner, gone)
     with pytest.raises(NotFoundError):
         await engine.vector_stores.get(owner, session_store)
-    for kept in (shared, assistant_file, stranger_file):
-        assert (await engine.get_file(owner, kept)).id == kept
-    assert (await engine.vector_stores.get(owner, mine.id)).id == mine.id
-    assert (await engine.get_thread(owner, other.id)).id == other.id
+    for still in (by_message, by_thread, by_assistant, by_store, unrelated, kept_file):
+        assert (await engine.get_file(owner, still)).id == still
+    for store in (mine.id, given_store):
+        assert (await engine.vector_stores.get(owner, store)).id == store
 
 
 async def test_a_session_the_chat_never_opened_is_listed_opened_renamed_and_deleted_by_its_own_id(

@@ -37,37 +37,33 @@ class ThreadsTx(ObjectsTx):
         row = (await self.conn.execute(sa.select(table.c.owner_id, table.c.data).where(known))).first()
         return None if row is None else (str(row[0]), Thread.model_validate(row[1]))
 
-    async def files_used_elsewhere(
-        self, file_ids: set[str], *, owner: str, thread_id: str, vector_store_ids: builtins.list[str]
+    async def named_anywhere(self, ids: set[str], *, owner: str) -> set[str]:
+        """Those of `ids` that one of the owner's threads, messages, run steps or assistants names
+        anywhere in its JSON. Each table is read once for all the ids (a scan of the owner's rows:
+        meant for rare actions such as deleting a session)."""
+        named: set[str] = set()
+        if not ids:
+            return named
+        for table in (schema.threads, schema.messages, schema.run_steps, schema.assistants):
+            text = sa.cast(table.c.data, sa.Text)
+            query = sa.select(text).where(table.c.owner_id == owner, sa.or_(*(text.like(f'%"{i}"%') for i in ids)))
+            for (row,) in (await self.conn.execute(query)).all():
+                named.update(i for i in ids - named if f'"{i}"' in row)
+            if named == ids:
+                break
+        return named
+
+    async def files_in_stores_other_than(
+        self, file_ids: set[str], vector_store_ids: builtins.list[str], *, owner: str
     ) -> set[str]:
-        """Those of `file_ids` that something of the owner's other than this thread (and these
-        vector stores of its) still names: another thread, its messages or steps, an assistant, or
-        another vector store."""
-        used: set[str] = set()
-        for file_id in file_ids:
-            pattern = f'%"{file_id}"%'
-            named = [
-                sa.select(table.c.id)
-                .where(table.c.owner_id == owner, sa.cast(table.c.data, sa.Text).like(pattern), *where)
-                .limit(1)
-                for table, where in (
-                    (schema.threads, (schema.threads.c.id != thread_id,)),
-                    (schema.messages, (schema.messages.c.thread_id != thread_id,)),
-                    (schema.run_steps, (schema.run_steps.c.thread_id != thread_id,)),
-                    (schema.assistants, ()),
-                )
-            ]
-            stores = schema.vector_store_files
-            named.append(
-                sa.select(stores.c.id)
-                .where(stores.c.owner_id == owner, stores.c.id == file_id, stores.c.vector_store_id.not_in(vector_store_ids))
-                .limit(1)
-            )
-            for query in named:
-                if (await self.conn.execute(query)).first() is not None:
-                    used.add(file_id)
-                    break
-        return used
+        """Those of `file_ids` in one of the owner's vector stores other than these."""
+        if not file_ids:
+            return set()
+        table = schema.vector_store_files
+        query = sa.select(table.c.id).where(
+            table.c.owner_id == owner, table.c.id.in_(file_ids), table.c.vector_store_id.not_in(vector_store_ids)
+        )
+        return {str(row[0]) for row in (await self.conn.execute(query)).all()}
 
     async def save_partial_texts(self, texts: Mapping[str, str]) -> None:
         """Set the text of messages still `in_progress` (answers being streamed), by message id,
