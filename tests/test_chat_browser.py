@@ -1034,7 +1034,7 @@ def test_a_chat_reloaded_while_its_answer_is_written_says_so_and_the_next_messag
     answered once that run ends."""
     name, password = new_user(chat_server, "reload")
     login(page, chat_server, name, password)
-    model.add_hang(6, "Thinking it over")  # longer than the reload takes, even on a busy machine
+    model.add_hang(12, "Thinking it over")  # longer than the checkpoint and the reload take, even on a busy machine
     send(page, "Think slowly")
     expect(messages(page, "assistant_message").filter(has_text="Thinking it over")).to_have_count(1)
     ui = thread_id(page)

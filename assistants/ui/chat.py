@@ -23,7 +23,7 @@ from ..profiles import Profile, default_profile, ensure_assistant, load_profiles
 from ..runtime import Runtime
 from ..sessions import Sessions
 from ..store import ListParams
-from ..types import ContextMode, Message, RunStatus, Session, Thread
+from ..types import ContextMode, Message, RunStatus, Session, StepStatus, Thread
 from ..types.objects import CodeInterpreterToolCall, FileSearchToolCall
 from ..types.requests import MessageCreate, RunCreate
 from .data_layer import EngineDataLayer
@@ -67,6 +67,10 @@ def readable_failures(handler: Callable[P, Awaitable[None]]) -> Callable[P, Awai
     async def handle(*args: P.args, **kwargs: P.kwargs) -> None:
         try:
             await handler(*args, **kwargs)
+        except AssistantsError as exc:
+            # The engine's own refusals say what is wrong in words meant for the user.
+            with contextlib.suppress(Exception):
+                await cl.Message(content=f"⚠️ {exc.message}", author="System").send()
         except Exception:
             log.exception("the chat's %s failed", handler.__name__)
             with contextlib.suppress(Exception):
@@ -235,18 +239,23 @@ async def show_earlier_turns(runtime: Runtime, data_layer: EngineDataLayer, acti
     if not isinstance(turns, int) or isinstance(turns, bool) or turns < 0:
         await cl.context.emitter.send_toast("That button is out of date: reopen the conversation.", "error")
         return
-    if session_id is not None:
-        async with runtime.engine.store.read() as tx:
-            active = await tx.active_run(session_id)
-        if active is not None:
-            await cl.context.emitter.send_toast("Earlier turns can be shown once the answer is finished.", "warning")
-            return
-    thread = await data_layer.thread_for(owner, thread_ui_id, turns)
-    if thread is None:
-        await cl.context.emitter.send_toast("This conversation is not available.", "error")
+    lock = _turn_lock()
+    if lock.locked():
+        await cl.context.emitter.send_toast("Earlier turns can be shown once the answer is finished.", "warning")
         return
-    await cl.context.emitter.resume_thread(thread)
-    await _offer_earlier_turns(dict(thread))
+    async with lock:
+        if session_id is not None:
+            async with runtime.engine.store.read() as tx:
+                active = await tx.active_run(session_id)
+            if active is not None:
+                await cl.context.emitter.send_toast("Earlier turns can be shown once the answer is finished.", "warning")
+                return
+        thread = await data_layer.thread_for(owner, thread_ui_id, turns)
+        if thread is None:
+            await cl.context.emitter.send_toast("This conversation is not available.", "error")
+            return
+        await cl.context.emitter.resume_thread(thread)
+        await _offer_earlier_turns(dict(thread))
 
 
 @readable_failures
@@ -290,9 +299,24 @@ async def _ensure_session(runtime: Runtime, owner: str, title: str) -> str:
     return session.id
 
 
+def _turn_lock() -> asyncio.Lock:
+    """Held while a message is answered, and while the chat is redrawn with earlier turns: a
+    redraw replaces everything on the page, so the two must not overlap."""
+    lock: asyncio.Lock | None = cl.user_session.get("turn_lock")
+    if lock is None:
+        lock = asyncio.Lock()
+        cl.user_session.set("turn_lock", lock)
+    return lock
+
+
 @readable_failures
 async def answer(runtime: Runtime, message: cl.Message) -> None:
     """Store the user's message (with its files) and stream the run that answers it."""
+    async with _turn_lock():
+        await _answer(runtime, message)
+
+
+async def _answer(runtime: Runtime, message: cl.Message) -> None:
     engine = runtime.engine
     owner = _owner()
     previous = cl.user_session.get("run_id")
@@ -390,9 +414,10 @@ async def _stream(runtime: Runtime, owner: str, session_id: str) -> None:
         if run.status.value == "requires_action":
             await _end_waiting_run(runtime, owner, session_id, run_id)
             run = await engine.get_run(owner, session_id, run_id)
-            # The stream ended at the pause: show the pending calls' steps as they ended.
+            # The stream ended at the pause: show the pending calls' steps as they ended (the
+            # steps that completed before it are shown already).
             for step in (await engine.list_steps(owner, session_id, run_id, ListParams(limit=100))).data:
-                if step.type == "tool_calls":
+                if step.type == "tool_calls" and step.status is not StepStatus.completed:
                     await view.step_ended(step.model_dump(mode="json"))
         await view.finish(run)
 
@@ -594,6 +619,8 @@ class RunView:
                 step.output = "…"
                 await step.send()
                 self.tools[call["index"]] = step
+                if call.get("id"):
+                    self.tool_ids[call["id"]] = step
                 continue
             if step is None:
                 continue
