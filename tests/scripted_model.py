@@ -83,6 +83,8 @@ class ToolCallsReply:
     split_arguments: bool = True
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    finish_reason: str = "tool_calls"
+    """``length``: the model hit its token limit inside the calls (their arguments cut short)."""
 
     def __post_init__(self) -> None:
         # Checking here makes a malformed script fail in the test that queued it, not in the server.
@@ -267,7 +269,7 @@ def _plan(script: TextReply | ToolCallsReply) -> _Plan:
         pieces = split_evenly(arguments, 3) if script.split_arguments else [arguments] if arguments else []
         deltas += [{"tool_calls": [{"index": index, "function": {"arguments": p}}]} for p in pieces]
         calls.append({"id": call_id, "type": "function", "function": {"name": call["name"], "arguments": arguments}})
-    return _Plan(deltas, script.text, calls, "tool_calls", script.delay, script.prompt_tokens, script.completion_tokens)
+    return _Plan(deltas, script.text, calls, script.finish_reason, script.delay, script.prompt_tokens, script.completion_tokens)
 
 
 class _EventStream(Response):
@@ -411,10 +413,11 @@ class ScriptedModel:
         self.add(TextReply(text, chunk_size, delay, prompt_tokens, completion_tokens, finish_reason))
 
     def add_tool_calls(self, calls: Sequence[Mapping[str, str]], *, text: str | None = None,
-                       delay: float = 0.0, split_arguments: bool = True) -> None:
+                       delay: float = 0.0, split_arguments: bool = True, finish_reason: str = "tool_calls") -> None:
         """Queue tool calls (parallel when several), each ``{"name", "arguments", "id"?}``; the
-        arguments string is sent verbatim, so invalid JSON reaches the client as is."""
-        self.add(ToolCallsReply(list(calls), text, delay, split_arguments))
+        arguments string is sent verbatim, so invalid JSON reaches the client as is.
+        ``finish_reason="length"`` ends the stream as a model cut off inside the calls does."""
+        self.add(ToolCallsReply(list(calls), text, delay, split_arguments, finish_reason=finish_reason))
 
     def add_error(self, status: int, message: str = "Scripted error", *, headers: Mapping[str, str] | None = None,
                   error_type: str | None = None, code: str | None = None) -> None:

@@ -32,7 +32,13 @@ from assistants.store import ListParams
 from assistants.tools import examples as _examples  # noqa: F401  (registers `calculate`)
 from assistants.tools.file_search import find_citation
 from assistants.types import Message, Run, RunStatus, RunStep, Session
-from assistants.types.objects import Attachment, ImageFile, ImageFileContent
+from assistants.types.objects import (
+    Attachment,
+    FunctionToolCall,
+    ImageFile,
+    ImageFileContent,
+    ToolCallsDetails,
+)
 from assistants.types.requests import (
     AssistantCreate,
     MessageCreate,
@@ -304,6 +310,42 @@ async def test_a_long_session_reopens_at_its_latest_turns_and_links_the_whole_co
     assert [e["id"] for e in whole["elements"]] == [f.id for f in files]
     assert await layer.thread_for(stranger, ui, 0) is None
     assert [s["output"] for s in everything if s["type"] == "user_message"] == [f"Question {t} <b>?" for t in range(5)]
+
+
+async def test_a_tool_call_the_model_was_cut_off_in_ends_the_run_and_its_step_says_why(
+    runtime: Runtime, model: ScriptedModel
+) -> None:
+    """The model hits its token limit inside a tool call's arguments: the call is not run, the run
+    ends `incomplete`, and the step fails with the reason, which the reopened chat shows."""
+    engine = runtime.engine
+    owner = await runtime.accounts.add_user("judy", None)
+    assistant = await ensure_assistant(engine, owner, load_profiles()[0], runtime.settings.default_model)
+    ui = ui_id()
+    session = await Sessions(engine).create(owner, assistant.id, title="Cut off", ui_thread=ui)
+    await say(engine, owner, session, "What is 6 * 7?")
+
+    def completions() -> int:
+        return sum(r.path.endswith("/chat/completions") for r in model.requests)
+
+    before = completions()
+    model.add_tool_calls([{"name": "calculate", "arguments": '{"expression": "6 *'}], finish_reason="length")
+    run = await run_to_end(engine, owner, session)
+
+    assert run.status is RunStatus.incomplete
+    assert run.incomplete_details is not None and run.incomplete_details.reason == "max_completion_tokens"
+    [step] = (await engine.list_steps(owner, session.id, run.id, ListParams(limit=10))).data
+    assert step.status.value == "failed"
+    assert step.last_error is not None and step.last_error.message == "The model's output was cut off inside this tool call."
+    # The step keeps the call as far as it came.
+    assert isinstance(step.step_details, ToolCallsDetails)
+    [call] = step.step_details.tool_calls
+    assert isinstance(call, FunctionToolCall) and call.function.arguments == '{"expression": "6 *' and call.function.output is None
+    assert completions() == before + 1, "the cut-off call was not run (no second round)"
+    thread = await EngineDataLayer(runtime).get_thread(ui)
+    assert thread is not None
+    [tool] = [s for s in thread["steps"] if s["type"] == "tool"]
+    assert tool["output"] == "⚠️ The model's output was cut off inside this tool call."
+    assert tool["isError"] is True
 
 
 def test_a_tool_step_without_output_says_why() -> None:

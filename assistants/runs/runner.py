@@ -301,9 +301,16 @@ class RunExecutor:
             if truncated:
                 # The provider stopped at its token limit, or the run's completion budget is spent.
                 if recorder.tool_step is not None:
-                    # A tool call cut off mid-arguments cannot run; its step closes with the reason.
+                    # A tool call cut off mid-arguments cannot run; its step keeps the calls as far
+                    # as they came (so it shows what was cut) and closes with the reason.
+                    step = await recorder.store_tool_calls(
+                        calls,
+                        step_usage,
+                        code={c.id for c in calls if _offers_code(run) and c.name == CODE_INTERPRETER_FUNCTION},
+                        search={c.id for c in calls if _offers_search(run) and c.name == FILE_SEARCH_FUNCTION},
+                    )
                     await recorder.finish_tool_step(
-                        recorder.tool_step,
+                        step,
                         {},
                         status=StepStatus.failed,
                         error=LastError(code="server_error", message="The model's output was cut off inside this tool call."),
