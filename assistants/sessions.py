@@ -15,7 +15,7 @@ from .ids import new_id, now
 from .runs._code import OUTPUT_PURPOSE
 from .store import ListParams, Page
 from .tools.code_interpreter import produced_files
-from .types import ContextMode, Session, Thread, VectorStore
+from .types import ContextMode, Message, RunStep, Session, Thread, VectorStore
 from .types.objects import CodeInterpreterToolCall, ImageFileContent, ToolCallsDetails
 from .vector_stores import thread_store_name
 
@@ -119,23 +119,14 @@ class Sessions:
                 and store.name == thread_store_name(session_id)
             ]
             messages, _, steps, _ = await tx.thread_tail(session_id, 0)
-        sent = {a.file_id for m in messages for a in m.attachments or []}
-        sent |= {p.image_file.file_id for m in messages for p in m.content if isinstance(p, ImageFileContent)}
-        produced = {
-            file_id
-            for step in steps
-            if isinstance(step.step_details, ToolCallsDetails)
-            for call in step.step_details.tool_calls
-            if isinstance(call, CodeInterpreterToolCall)
-            for file_id in produced_files(call)
-        }
+        sent, produced = thread_files(messages, steps)
         # The thread goes first: its run (if one is working) is stopped, and what its rows named
         # no longer counts as named.
         deleted = await engine.delete_thread(owner, session_id)
         async with engine.store.read() as tx:
             # The code's logs are the program's own output: only files the sandbox really wrote count.
             written = {f.id for f in (await tx.files_by_id(list(produced), owner=owner)).values() if f.purpose == OUTPUT_PURPOSE}
-            files = sent | written
+            files = set(sent) | written
             named = await tx.named_anywhere(files | set(stores), owner=owner)
             stores = [store_id for store_id in stores if store_id not in named]
             files -= named | await tx.files_in_stores_other_than(files, stores, owner=owner)
@@ -146,6 +137,22 @@ class Sessions:
             with contextlib.suppress(NotFoundError):
                 await engine.delete_file(owner, file_id)
         return deleted
+
+
+def thread_files(messages: list[Message], steps: list[RunStep]) -> tuple[list[str], list[str]]:
+    """The ids of the files a thread's messages attach or show, and of those its code steps drew
+    or wrote (as their logs name them), each in order."""
+    sent = [a.file_id for m in messages for a in m.attachments or []]
+    sent += [p.image_file.file_id for m in messages for p in m.content if isinstance(p, ImageFileContent)]
+    produced = [
+        file_id
+        for step in steps
+        if isinstance(step.step_details, ToolCallsDetails)
+        for call in step.step_details.tool_calls
+        if isinstance(call, CodeInterpreterToolCall)
+        for file_id in produced_files(call)
+    ]
+    return sent, produced
 
 
 def _as_session(thread: Thread) -> Session:

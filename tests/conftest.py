@@ -92,23 +92,31 @@ def model(scripted_model: ScriptedModel) -> ScriptedModel:
     return scripted_model
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgres"])
-def server(
-    request: pytest.FixtureRequest, scripted_model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def server_on(
+    backend: str, folder: Path, model: ScriptedModel, extra_env: dict[str, str] | None = None
 ) -> Iterator[Server]:
-    """The real server (Chainlit + /v1), once on SQLite and once on PostgreSQL."""
-    extra: dict[str, str] = {}
-    pg_url = None
-    if request.param == "postgres":
-        pg_url = asyncio.run(create_pg_database())
+    """A real server on `backend` ("sqlite", or "postgres": a new database, dropped afterwards)."""
+    extra = dict(extra_env or {})
+    pg_url = asyncio.run(create_pg_database()) if backend == "postgres" else None
+    if pg_url is not None:
         extra["ASSISTANTS_DATABASE_URL"] = pg_url
-    srv = start_server(tmp_path_factory.mktemp(f"server-{request.param}"), model_url=scripted_model.base_url, extra_env=extra)
+    srv = start_server(folder, model_url=model.base_url, extra_env=extra)
     try:
         yield srv
     finally:
         srv.stop()
         if pg_url is not None:
             asyncio.run(drop_pg_database(pg_url))
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def server(
+    request: pytest.FixtureRequest, scripted_model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The real server (Chainlit + /v1), once on SQLite and once on PostgreSQL."""
+    with server_on(request.param, tmp_path_factory.mktemp(f"server-{request.param}"), scripted_model) as srv:
+        yield srv
 
 
 def sdk_client(server: Server, user: str) -> openai.OpenAI:

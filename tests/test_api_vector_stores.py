@@ -28,9 +28,9 @@ from assistants.types import VectorStore as StoredVectorStore
 from assistants.types import VectorStoreFile as StoredVectorStoreFile
 from assistants.types import VectorStoreFileBatch as StoredVectorStoreFileBatch
 from assistants.types.requests import VectorStoreFileCreate
-from tests.conftest import StartRuntime, create_pg_database, drop_pg_database, sdk_client
+from tests.conftest import StartRuntime, sdk_client, server_on
 from tests.scripted_model import ScriptedModel
-from tests.server import Server, start_server
+from tests.server import Server
 from tests.test_api_objects import error_of, raw, sdk_error
 from tests.test_search_ingest import encrypt_pdf, make_pdf
 
@@ -305,17 +305,9 @@ def small_ingest_server(
     request: pytest.FixtureRequest, scripted_model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """A server whose file search reads files of at most 2 KB (`ASSISTANTS_MAX_INGEST_BYTES`)."""
-    extra = {"ASSISTANTS_MAX_INGEST_BYTES": "2048"}
-    pg_url = asyncio.run(create_pg_database()) if request.param == "postgres" else None
-    if pg_url is not None:
-        extra["ASSISTANTS_DATABASE_URL"] = pg_url
-    srv = start_server(tmp_path_factory.mktemp(f"small-ingest-{request.param}"), model_url=scripted_model.base_url, extra_env=extra)
-    try:
+    folder = tmp_path_factory.mktemp(f"small-ingest-{request.param}")
+    with server_on(request.param, folder, scripted_model, {"ASSISTANTS_MAX_INGEST_BYTES": "2048"}) as srv:
         yield srv
-    finally:
-        srv.stop()
-        if pg_url is not None:
-            asyncio.run(drop_pg_database(pg_url))
 
 
 def test_a_file_over_the_ingestion_limit_fails_naming_the_limit(small_ingest_server: Server) -> None:

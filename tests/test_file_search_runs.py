@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
 import openai
 import pytest
-from openai.types.beta import AssistantStreamEvent
+from openai.types import VectorStore
+from openai.types.beta import Assistant, AssistantStreamEvent
 from openai.types.beta.threads.runs import FileSearchToolCall
 
 from tests.scripted_model import ScriptedModel
@@ -28,16 +30,25 @@ def search_call(query: str, call_id: str = "call_search") -> dict[str, str]:
     return {"name": "file_search", "arguments": json.dumps({"query": query}), "id": call_id}
 
 
+def searching_assistant(
+    client: openai.OpenAI, tools: list[dict[str, Any]] | None = None, **store: Any
+) -> tuple[VectorStore, Assistant]:
+    """A vector store made of `store`'s arguments, settled, and an assistant with `tools` (file
+    search alone by default) that searches it."""
+    made = client.vector_stores.create(**store)
+    settled_store(client, made.id)
+    assistant = client.beta.assistants.create(
+        model="scripted-model",
+        tools=tools or [{"type": "file_search"}],
+        tool_resources={"file_search": {"vector_store_ids": [made.id]}},
+    )
+    return made, assistant
+
+
 def test_a_run_searches_the_assistants_store_and_cites_the_file(client: openai.OpenAI, model: ScriptedModel) -> None:
     manual = upload(client, "manual.md", MANUAL)
     garden = upload(client, "garden.txt", GARDEN)
-    store = client.vector_stores.create(name="home", file_ids=[manual, garden])
-    settled_store(client, store.id)
-    assistant = client.beta.assistants.create(
-        model="scripted-model",
-        tools=[{"type": "file_search"}],
-        tool_resources={"file_search": {"vector_store_ids": [store.id]}},
-    )
+    store, assistant = searching_assistant(client, name="home", file_ids=[manual, garden])
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "How do I descale my kettle?"}])
     model.add_tool_calls([search_call("descale kettle vinegar")])
     answer = "Boil equal parts white vinegar and water [1], then rinse three times [1]."
@@ -135,13 +146,7 @@ def test_a_file_attached_for_file_search_goes_into_the_threads_store_and_is_foun
 def test_the_tools_max_num_results_bounds_the_results(client: openai.OpenAI, model: ScriptedModel) -> None:
     """`file_search.max_num_results` of the assistant's tool, and of a run's own tools, is what a search returns at most."""
     copies = [upload(client, f"manual-{n}.md", MANUAL) for n in range(3)]
-    store = client.vector_stores.create(file_ids=copies)
-    settled_store(client, store.id)
-    assistant = client.beta.assistants.create(
-        model="scripted-model",
-        tools=[{"type": "file_search", "file_search": {"max_num_results": 1}}],
-        tool_resources={"file_search": {"vector_store_ids": [store.id]}},
-    )
+    store, assistant = searching_assistant(client, [{"type": "file_search", "file_search": {"max_num_results": 1}}], file_ids=copies)
 
     def results(**run: object) -> int:
         thread = client.beta.threads.create(messages=[{"role": "user", "content": "How do I descale?"}])
@@ -177,13 +182,7 @@ def streamed_passages(events: Iterable[AssistantStreamEvent]) -> list[str | None
 def test_streams_carry_file_search_passages_only_when_include_asks(client: openai.OpenAI, model: ScriptedModel) -> None:
     """Create-run, create-thread-and-run and submit-tool-outputs streams honour `include[]`, as listing steps does."""
     manual = upload(client, "manual.md", MANUAL)
-    store = client.vector_stores.create(file_ids=[manual])
-    settled_store(client, store.id)
-    assistant = client.beta.assistants.create(
-        model="scripted-model",
-        tools=[{"type": "file_search"}, {"type": "function", "function": {"name": "kettle_model"}}],
-        tool_resources={"file_search": {"vector_store_ids": [store.id]}},
-    )
+    store, assistant = searching_assistant(client, [{"type": "file_search"}, {"type": "function", "function": {"name": "kettle_model"}}], file_ids=[manual])
     question = [{"role": "user", "content": "How do I descale my kettle?"}]
 
     def search_then_answer() -> None:
@@ -242,13 +241,7 @@ def test_citations_from_two_searches_point_at_their_files_past_non_ascii_text(
     manual = upload(client, "manual.md", MANUAL)
     garden = upload(client, "garden.txt", GARDEN)
     prices = upload(client, "prices.txt", "Le détartrant coûte 5 € chez le quincaillier.\n".encode())
-    store = client.vector_stores.create(name="three", file_ids=[manual, garden, prices])
-    settled_store(client, store.id)
-    assistant = client.beta.assistants.create(
-        model="scripted-model",
-        tools=[{"type": "file_search", "file_search": {"max_num_results": 2}}],
-        tool_resources={"file_search": {"vector_store_ids": [store.id]}},
-    )
+    store, assistant = searching_assistant(client, [{"type": "file_search", "file_search": {"max_num_results": 2}}], name="three", file_ids=[manual, garden, prices])
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "Kettle, tomatoes and the price?"}])
     model.add_tool_calls([search_call("descale kettle vinegar tomatoes sun", "call_first")])
     model.add_tool_calls([search_call("détartrant quincaillier", "call_second")])
@@ -282,11 +275,7 @@ def test_the_runs_score_threshold_leaves_low_scoring_results_out(client: openai.
     manual = upload(client, "manual.md", MANUAL)
     # Mentions the kettle once in passing: it matches the query, but far less well than the manual.
     aside = upload(client, "aside.txt", b"Tomatoes need sun. The kettle is in the shed with other garden tools and pots.\n")
-    store = client.vector_stores.create(name="threshold", file_ids=[manual, aside])
-    settled_store(client, store.id)
-    assistant = client.beta.assistants.create(
-        model="scripted-model", tools=[{"type": "file_search"}], tool_resources={"file_search": {"vector_store_ids": [store.id]}}
-    )
+    store, assistant = searching_assistant(client, name="threshold", file_ids=[manual, aside])
 
     def results(threshold: float | None = None) -> list[tuple[str, float]]:
         run = {} if threshold is None else {
@@ -317,13 +306,7 @@ def test_the_runs_score_threshold_leaves_low_scoring_results_out(client: openai.
 def test_grouped_markers_become_one_citation_each_and_code_is_left_alone(client: openai.OpenAI, model: ScriptedModel) -> None:
     manual = upload(client, "manual.md", MANUAL)
     garden = upload(client, "garden.txt", GARDEN)
-    store = client.vector_stores.create(name="grouped", file_ids=[manual, garden])
-    settled_store(client, store.id)
-    assistant = client.beta.assistants.create(
-        model="scripted-model",
-        tools=[{"type": "file_search"}],
-        tool_resources={"file_search": {"vector_store_ids": [store.id]}},
-    )
+    store, assistant = searching_assistant(client, name="grouped", file_ids=[manual, garden])
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "Kettle and tomatoes?"}])
     model.add_tool_calls([search_call("descale kettle vinegar tomatoes sun")])
     model.add_text("Both — voilà [1, 2]; again [1-2]. Code: `notes[1]` and\n```\nrows = grid[1, 2]\n```\n")

@@ -25,11 +25,10 @@ from chainlit.user import PersistedUser, User
 
 from ..exceptions import InvalidRequestError, NotFoundError
 from ..runtime import Runtime
-from ..sessions import Sessions
+from ..sessions import Sessions, thread_files
 from ..store import ListParams
 from ..types import Assistant, Message, Run, Session
-from ..types.objects import CodeInterpreterToolCall, ImageFileContent, ToolCallsDetails
-from .render import active_run_note, code_files, history_steps, iso, latest_turns
+from .render import active_run_note, history_steps, iso, latest_turns
 
 
 @dataclass(frozen=True)
@@ -175,17 +174,8 @@ class EngineDataLayer(BaseDataLayer):
         async with engine.store.read() as tx:
             messages, runs, steps, total = await tx.thread_tail(session.id, turns)
             assistant = await tx.find(Assistant, session.assistant_id, owner=owner)
-            file_ids = [a.file_id for m in messages for a in (m.attachments or [])]
-            file_ids += [p.image_file.file_id for m in messages for p in m.content if isinstance(p, ImageFileContent)]
-            file_ids += [
-                file_id
-                for step in steps
-                if isinstance(step.step_details, ToolCallsDetails)
-                for call in step.step_details.tool_calls
-                if isinstance(call, CodeInterpreterToolCall)
-                for file_id in code_files(call)
-            ]
-            files = await tx.files_by_id(file_ids, owner=owner)
+            sent, produced = thread_files(messages, steps)
+            files = await tx.files_by_id(sent + produced, owner=owner)
             active = await tx.active_run(session.id)
         user_name = await self._user_name(owner)
         rendered, elements = history_steps(
