@@ -298,16 +298,15 @@ class RunExecutor:
                     usage=None if calls else step_usage,
                     incomplete_reason="max_tokens" if truncated else None,
                 )
+            code_calls = [c for c in calls if _offers_code(run) and c.name == CODE_INTERPRETER_FUNCTION]
+            search_calls = [c for c in calls if _offers_search(run) and c.name == FILE_SEARCH_FUNCTION]
             if truncated:
                 # The provider stopped at its token limit, or the run's completion budget is spent.
                 if recorder.tool_step is not None:
                     # A tool call cut off mid-arguments cannot run; its step keeps the calls as far
                     # as they came (so it shows what was cut) and closes with the reason.
                     step = await recorder.store_tool_calls(
-                        calls,
-                        step_usage,
-                        code={c.id for c in calls if _offers_code(run) and c.name == CODE_INTERPRETER_FUNCTION},
-                        search={c.id for c in calls if _offers_search(run) and c.name == FILE_SEARCH_FUNCTION},
+                        calls, step_usage, code={c.id for c in code_calls}, search={c.id for c in search_calls}
                     )
                     await recorder.finish_tool_step(
                         step,
@@ -320,8 +319,6 @@ class RunExecutor:
                 )
                 return
             rounds += 1
-            code_calls = [c for c in calls if _offers_code(run) and c.name == CODE_INTERPRETER_FUNCTION]
-            search_calls = [c for c in calls if _offers_search(run) and c.name == FILE_SEARCH_FUNCTION]
             step = await recorder.store_tool_calls(
                 calls, step_usage, code={c.id for c in code_calls}, search={c.id for c in search_calls}
             )
