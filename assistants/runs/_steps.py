@@ -21,7 +21,7 @@ from ..events import Event, EventBus, EventName
 from ..ids import new_id, now
 from ..store import SqlStore, StoreTx
 from ..tools.code_interpreter import file_path_annotations, parse_code
-from ..tools.file_search import expand_marker_groups, file_citations, parse_query
+from ..tools.file_search import file_citations, parse_query
 from ..types import (
     FunctionToolCall,
     Message,
@@ -364,9 +364,6 @@ class RunRecorder:
         await self._message_stored()
         await self.checkpoints.settle(self.message.id)
         stamp = now()
-        if self.cited:
-            # `[1, 2]` becomes `[1][2]` before anything is annotated, so every index is final.
-            text = expand_marker_groups(text, self.cited)
         annotations = file_path_annotations(text, self.written) if self.written else []
         if self.cited:
             annotations = sorted(

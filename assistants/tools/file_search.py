@@ -4,9 +4,9 @@ Chat Completions models have no built-in file search, so it is offered as a func
 `file_search(query)`. Its calls are stored and streamed with the Assistants shape
 (`type: "file_search"`, `results` with `file_id`, `file_name`, `score` and the passage). Each
 result carries a citation marker, `[n]`, numbered through the whole run; an answer that cites a
-marker gets a `file_citation` annotation pointing at the file. Grouped markers (`[1, 2]`, `[1-3]`)
-are written out as single ones (`[1][2]`) in the stored answer, so each has a citation of its own;
-markers in Markdown code are not citations.
+marker gets a `file_citation` annotation pointing at the file; markers in Markdown code are not
+citations. The answer's text is stored as the model streamed it (its deltas add up to it), so
+grouped markers such as `[1, 2]` stay as written, without citations.
 """
 
 from __future__ import annotations
@@ -43,10 +43,6 @@ DESCRIPTION = (
 )
 DEFAULT_MAX_RESULTS = 20
 _MARKER = re.compile(r"\[(\d{1,4})\]")
-_GROUP = re.compile(r"\[(\d{1,4}(?:[ \t]*[,\-\u2013][ \t]*\d{1,4})+)\]")
-"""Several markers in one pair of brackets: `[1, 2]`, `[1-3]`, `[1, 3–4]`."""
-_RANGE_LIMIT = 50
-"""A range cites at most this many markers (no search returns more results)."""
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
 _TICKS = re.compile(r"`+")
 
@@ -196,38 +192,6 @@ def _code_spans(text: str) -> list[tuple[int, int]]:
 
 def _in_code(spans: list[tuple[int, int]], position: int) -> bool:
     return any(start <= position < end for start, end in spans)
-
-
-def _group_numbers(group: str) -> list[int] | None:
-    """The markers `1, 3-5` stands for, in order and once each; None for what is no such list."""
-    numbers: list[int] = []
-    for part in group.split(","):
-        bounds = [int(bound) for bound in re.split("[-\u2013]", part)]
-        if len(bounds) == 1:
-            numbers.append(bounds[0])
-        elif len(bounds) == 2 and bounds[0] < bounds[1] and bounds[1] - bounds[0] < _RANGE_LIMIT:
-            numbers.extend(range(bounds[0], bounds[1] + 1))
-        else:
-            return None
-    return list(dict.fromkeys(numbers))
-
-
-def expand_marker_groups(text: str, cited: dict[int, str]) -> str:
-    """`[1, 2]` and `[1-3]` written as the single markers they stand for (`[1][2]`, `[1][2][3]`),
-    so that each becomes a citation of its own, with its own place in the text.
-
-    Only groups all of whose numbers are markers of the run's results change, and none inside
-    Markdown code, where `[1, 2]` is more likely an array than a citation.
-    """
-    code = _code_spans(text)
-
-    def expand(match: re.Match[str]) -> str:
-        numbers = _group_numbers(match.group(1))
-        if numbers is None or _in_code(code, match.start()) or any(n not in cited for n in numbers):
-            return match.group(0)
-        return "".join(f"[{n}]" for n in numbers)
-
-    return _GROUP.sub(expand, text)
 
 
 def file_citations(text: str, cited: dict[int, str]) -> list[dict[str, object]]:
