@@ -106,6 +106,8 @@ class VectorStores:
         self.index: ChunkIndex = index or SqlChunkIndex(store)
         self._queue: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
         self._queued: set[tuple[str, str, str]] = set()
+        self._ingesting: set[tuple[str, str, str]] = set()
+        """Files this process's workers are indexing now: never queued a second time meanwhile."""
         """Files waiting in the queue, so that `kick()` does not queue a file twice."""
         self._workers: list[asyncio.Task[None]] = []
 
@@ -113,7 +115,7 @@ class VectorStores:
 
     async def start(self) -> None:
         """Start the ingestion workers and queue the files a previous process left `in_progress`."""
-        await self.kick()
+        await self._queue_in_progress(only_unstarted=False)
         if self._queued:
             log.info("re-ingesting %d vector store file(s) left in progress", len(self._queued))
         self._workers = [
@@ -582,9 +584,18 @@ class VectorStores:
         return {**(tool_resources or {}), "file_search": {**rest, "vector_store_ids": [*ids, *created]}}
 
     async def kick(self) -> None:
-        """Queue every `in_progress` file that is not queued yet: call after committing new files."""
+        """Queue the `in_progress` files whose ingestion nobody has started: call after committing
+        new files. One already started is being indexed (here, or by another process on the same
+        database) or was left by a process that stopped, which `start` takes up again; queueing it
+        here would index it twice and count a start that was none."""
+        await self._queue_in_progress(only_unstarted=True)
+
+    async def _queue_in_progress(self, *, only_unstarted: bool) -> None:
         async with self.store.read() as tx:
-            pending = await tx.vector_store_files_where(status="in_progress")
+            filters: dict[str, Any] = {"status": "in_progress"}
+            if only_unstarted:
+                filters["ingest_attempts"] = 0
+            pending = await tx.vector_store_files_where(**filters)
         for owner, file in pending:
             self._enqueue(owner, [file])
 
@@ -593,7 +604,7 @@ class VectorStores:
     def _enqueue(self, owner: str, files: list[VectorStoreFile]) -> None:
         for file in files:
             key = (owner, file.vector_store_id, file.id)
-            if key not in self._queued:
+            if key not in self._queued and key not in self._ingesting:
                 self._queued.add(key)
                 self._queue.put_nowait(key)
 
@@ -602,6 +613,7 @@ class VectorStores:
             key = await self._queue.get()
             owner, vector_store_id, file_id = key
             self._queued.discard(key)
+            self._ingesting.add(key)
             try:
                 await self.ingest(owner, vector_store_id, file_id)
             except Exception:
@@ -609,6 +621,7 @@ class VectorStores:
                 # retried at the next start.
                 log.exception("ingesting %s into %s failed", file_id, vector_store_id)
             finally:
+                self._ingesting.discard(key)
                 self._queue.task_done()
 
     async def ingest(self, owner: str, vector_store_id: str, file_id: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import docx
 import openai
 import pytest
+import sqlalchemy as sa
 from openai.types import VectorStore
 from openai.types.vector_stores import VectorStoreFile
 
@@ -22,12 +23,12 @@ from assistants.config import Settings
 from assistants.exceptions import InvalidRequestError
 from assistants.ids import new_id, now
 from assistants.search import DEFAULT_MAX_BYTES
-from assistants.store import SqlStore
+from assistants.store import SqlStore, schema
 from assistants.types import File
 from assistants.types import VectorStore as StoredVectorStore
 from assistants.types import VectorStoreFile as StoredVectorStoreFile
 from assistants.types import VectorStoreFileBatch as StoredVectorStoreFileBatch
-from assistants.types.requests import VectorStoreFileCreate
+from assistants.types.requests import VectorStoreCreate, VectorStoreFileCreate
 from tests.conftest import StartRuntime, sdk_client, server_on
 from tests.scripted_model import ScriptedModel
 from tests.server import Server
@@ -760,6 +761,33 @@ async def test_a_file_whose_ingestion_was_cut_short_three_times_fails_instead_of
     await stores.add_file("user_1", store.id, VectorStoreFileCreate(file_id=doomed.id))
     await asyncio.wait_for(stores.wait_for_ingestion([store.id]), POLL_SECONDS)
     assert (await stores.get_file("user_1", store.id, doomed.id)).status == "completed"
+
+
+async def test_new_files_do_not_start_again_a_file_whose_ingestion_is_already_under_way(start_runtime: StartRuntime) -> None:
+    """Adding files queues only files whose ingestion nobody has started: one already started (by
+    another process on the same database, here a row with its start counted) is not indexed a
+    second time, nor counted again, which would fail a good file after a few additions."""
+    runtime = await start_runtime()
+    engine = runtime.engine
+    stores = engine.vector_stores
+    busy = await engine.create_file("user_1", filename="busy.md", purpose="assistants", content=MANUAL)
+    store = await stores.create("user_1", VectorStoreCreate(name="shared"))
+    async with engine.store.transaction() as tx:
+        await tx.insert(StoredVectorStoreFile(id=busy.id, created_at=now(), vector_store_id=store.id), owner="user_1")
+        assert await tx.start_ingestion(store.id, busy.id) == 1  # the other process has started it
+    for name, content in (("one.txt", GARDEN), ("two.txt", GARDEN + b" again")):
+        added = await engine.create_file("user_1", filename=name, purpose="assistants", content=content)
+        await stores.add_file("user_1", store.id, VectorStoreFileCreate(file_id=added.id))
+        await stores.kick()  # as the engine does after committing files a message attaches
+        deadline = time.monotonic() + POLL_SECONDS
+        while (await stores.get_file("user_1", store.id, added.id)).status == "in_progress" and time.monotonic() < deadline:
+            await asyncio_sleep()
+        assert (await stores.get_file("user_1", store.id, added.id)).status == "completed"
+    assert (await stores.get_file("user_1", store.id, busy.id)).status == "in_progress"
+    async with engine.store.read() as tx:
+        table = schema.vector_store_files
+        query = sa.select(table.c.ingest_attempts).where(table.c.vector_store_id == store.id, table.c.id == busy.id)
+        assert (await tx.conn.execute(query)).scalar_one() == 1
 
 
 async def asyncio_sleep() -> None:
