@@ -209,7 +209,9 @@ class VectorStores:
 
     async def update(self, owner: str, vector_store_id: str, body: VectorStoreUpdate) -> VectorStore:
         async with self.store.transaction() as tx:
-            store = await tx.get(VectorStore, vector_store_id, owner=owner)
+            # Held (on PostgreSQL) until the change is written, as `_mark_active` holds it: neither
+            # write can put back what the other read before it.
+            store = await tx.get(VectorStore, vector_store_id, owner=owner, lock=True)
             changes = body.model_dump(exclude_unset=True)
             if changes.get("metadata") is None:
                 changes.pop("metadata", None)
@@ -294,7 +296,7 @@ class VectorStores:
 
         As on the hosted API a store is active when a run uses it and when files are added to it.
         """
-        store = await tx.get(VectorStore, vector_store_id, owner=owner)
+        store = await tx.get(VectorStore, vector_store_id, owner=owner, lock=True)
         stamp = now()
         if store.expired(stamp):
             return  # Expired stays expired (its chunks may be gone already).

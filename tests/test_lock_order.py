@@ -19,9 +19,15 @@ from assistants.background import stop_background
 from assistants.engine import Engine
 from assistants.exceptions import InvalidRequestError, NotFoundError
 from assistants.store import schema
-from assistants.types import Message, MessageStatus, Run, RunStatus, RunStep, Thread
+from assistants.types import Message, MessageStatus, Run, RunStatus, RunStep, Thread, VectorStore
 from assistants.types.objects import MessageCreation, MessageCreationDetails
-from assistants.types.requests import AssistantCreate, MessageCreate, RunCreate, ThreadCreate
+from assistants.types.requests import (
+    AssistantCreate,
+    MessageCreate,
+    RunCreate,
+    ThreadCreate,
+    VectorStoreCreate,
+)
 from tests.conftest import PG_ADMIN_DSN, StartRuntime
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
@@ -212,3 +218,23 @@ async def test_a_run_started_while_its_thread_is_deleted_is_refused_and_leaves_n
         async with asyncio.timeout(WAIT):
             await starting
     assert await rows_of_thread(engine, thread.id) == {"messages": 0, "runs": 0, "run_steps": 0}
+
+
+async def test_a_vector_store_marked_active_while_it_is_renamed_keeps_the_new_name(
+    start_runtime: StartRuntime, database_url: str
+) -> None:
+    """Activity (a run starting with the store, files added) writes the store's row as a rename
+    does: it waits for the rename's lock and writes on top of it, instead of putting the old name
+    back from what it read before."""
+    engine = (await start_runtime()).engine
+    store = await engine.vector_stores.create(OWNER, VectorStoreCreate(name="old name"))
+    async with engine.store.transaction() as renaming:  # what a rename holds and writes
+        held = await renaming.get(VectorStore, store.id, owner=OWNER, lock=True)
+        touching = asyncio.create_task(engine.vector_stores.touch(OWNER, [store.id]))
+        await until_blocked(database_url, 1)
+        await renaming.save(held.model_copy(update={"name": "new name"}))
+    async with asyncio.timeout(WAIT):
+        await touching
+    stored = await engine.vector_stores.get(OWNER, store.id)
+    assert stored.name == "new name"
+    assert stored.last_active_at is not None and stored.last_active_at >= store.created_at
