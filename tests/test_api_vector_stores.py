@@ -693,6 +693,7 @@ def test_a_store_is_active_when_a_run_uses_it_and_when_files_are_added(
     before = about_to_expire(of_thread.id)
     client.vector_stores.files.create(vector_store_id=of_thread.id, file_id=garden)
     assert_active_since(before, of_thread.id)
+    settled_store(client, of_thread.id)  # (the store shows `in_progress` while the file is indexed)
     before = about_to_expire(of_thread.id)
     client.vector_stores.file_batches.create(vector_store_id=of_thread.id, file_ids=[manual])
     assert_active_since(before, of_thread.id)
